@@ -1,0 +1,5 @@
+"""``python -m chefsplan_agents`` is the ``chefsplan`` command."""
+
+from chefsplan_agents.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""bundles layer (see docs/architecture.md)."""

@@ -1,0 +1,263 @@
+"""One exception tree for the whole package.
+
+Every error raised by chefsplan-agents derives from :class:`ChefsplanError`, with one base per
+layer so callers can catch by layer. Builtins are mixed in where the meaning matches, so
+``except ValueError`` still works for bad input. Errors from third-party libraries (web3,
+requests, llama_cpp, didkit) are translated at the seam with ``raise ... from err`` and never
+leak upward.
+
+The message of every error is one line that says what was wrong and what to do about it; the
+CLI prints exactly that line, never a traceback, for bad input.
+
+::
+
+    ChefsplanError
+    ├── ConfigError (ValueError)
+    ├── StorageError
+    │   ├── InvalidCid (ValueError)
+    │   ├── CidMismatch
+    │   ├── ContentNotFound (LookupError)
+    │   ├── ContentTooLarge (ValueError)
+    │   └── StoreUnavailable (ConnectionError)
+    ├── IdentityError
+    │   ├── InvalidDid (ValueError)
+    │   ├── InvalidSignature
+    │   ├── InvalidCredential
+    │   └── KeystoreError
+    ├── BundleError (ValueError)
+    │   ├── BundleSchemaError
+    │   ├── UnsupportedBundleVersion
+    │   └── BundleTooLarge
+    ├── ChainError
+    │   ├── ChainUnavailable (ConnectionError)
+    │   ├── ContractNotDeployed
+    │   ├── TransactionFailed
+    │   └── TxReverted            (Solidity custom errors decode to subclasses)
+    ├── RegistryError
+    ├── MarketError
+    ├── LLMError
+    │   ├── ModelNotFound (LookupError)
+    │   ├── ModelHashMismatch
+    │   ├── ContextOverflow (ValueError)
+    │   └── GenerationError
+    ├── NodeError
+    │   └── TaskRefused
+    └── VerificationError
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BundleError",
+    "BundleSchemaError",
+    "BundleTooLarge",
+    "ChainError",
+    "ChainUnavailable",
+    "ChefsplanError",
+    "CidMismatch",
+    "ConfigError",
+    "ContentNotFound",
+    "ContentTooLarge",
+    "ContextOverflow",
+    "ContractNotDeployed",
+    "GenerationError",
+    "IdentityError",
+    "InvalidCid",
+    "InvalidCredential",
+    "InvalidDid",
+    "InvalidSignature",
+    "KeystoreError",
+    "LLMError",
+    "MarketError",
+    "ModelHashMismatch",
+    "ModelNotFound",
+    "NodeError",
+    "RegistryError",
+    "StorageError",
+    "StoreUnavailable",
+    "TaskRefused",
+    "TransactionFailed",
+    "TxReverted",
+    "UnsupportedBundleVersion",
+    "VerificationError",
+]
+
+
+class ChefsplanError(Exception):
+    """Root of every error raised by chefsplan-agents."""
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+class ConfigError(ChefsplanError, ValueError):
+    """Settings are missing, malformed or contradictory."""
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+class StorageError(ChefsplanError):
+    """A content store could not put or get content."""
+
+
+class InvalidCid(StorageError, ValueError):
+    """A string is not a CID this package understands."""
+
+
+class CidMismatch(StorageError):
+    """Content does not hash to the CID it was requested or announced under."""
+
+    def __init__(self, expected: str, actual: str, detail: str = "") -> None:
+        self.expected = expected
+        self.actual = actual
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"content does not match its CID: expected {expected}, got {actual}{extra}; "
+            "the store or the network returned tampered or corrupt data"
+        )
+
+
+class ContentNotFound(StorageError, LookupError):
+    """The store does not hold the content for a CID."""
+
+
+class ContentTooLarge(StorageError, ValueError):
+    """Content exceeds a configured size limit."""
+
+
+class StoreUnavailable(StorageError, ConnectionError):
+    """A remote store (IPFS daemon) cannot be reached."""
+
+
+# --- identity -----------------------------------------------------------------------------
+
+
+class IdentityError(ChefsplanError):
+    """DIDs, keys, signatures or credentials."""
+
+
+class InvalidDid(IdentityError, ValueError):
+    """A string is not a DID this package can resolve offline."""
+
+
+class InvalidSignature(IdentityError):
+    """A signature does not verify against the claimed signer."""
+
+
+class InvalidCredential(IdentityError):
+    """A Verifiable Credential is malformed, expired, or does not verify."""
+
+
+class KeystoreError(IdentityError):
+    """A keystore file is missing, corrupt, or the passphrase is wrong."""
+
+
+# --- bundles ------------------------------------------------------------------------------
+
+
+class BundleError(ChefsplanError, ValueError):
+    """A task or result bundle is malformed, tampered with, or too large."""
+
+
+class BundleSchemaError(BundleError):
+    """A bundle does not match its schema (missing or mistyped field)."""
+
+
+class UnsupportedBundleVersion(BundleError):
+    """A bundle declares a schema version this package does not speak."""
+
+
+class BundleTooLarge(BundleError):
+    """A bundle exceeds the size limit."""
+
+
+# --- chain --------------------------------------------------------------------------------
+
+
+class ChainError(ChefsplanError):
+    """Talking to the EVM chain failed."""
+
+
+class ChainUnavailable(ChainError, ConnectionError):
+    """The chain's JSON-RPC endpoint cannot be reached."""
+
+
+class ContractNotDeployed(ChainError):
+    """No contract code at the configured address."""
+
+
+class TransactionFailed(ChainError):
+    """A transaction could not be sent or mined (nonce, gas, funds)."""
+
+
+class TxReverted(ChainError):
+    """A transaction or call reverted.
+
+    Solidity custom errors decode to subclasses named after the error; ``args_`` holds the
+    decoded error arguments by name.
+    """
+
+    error_name: str = "TxReverted"
+
+    def __init__(self, message: str, *, args_: dict[str, Any] | None = None) -> None:
+        self.args_ = dict(args_ or {})
+        super().__init__(message)
+
+
+# --- registry / market --------------------------------------------------------------------
+
+
+class RegistryError(ChefsplanError):
+    """The service registry rejected or could not answer a request."""
+
+
+class MarketError(ChefsplanError):
+    """The task market rejected or could not answer a request."""
+
+
+# --- llm ----------------------------------------------------------------------------------
+
+
+class LLMError(ChefsplanError):
+    """Loading or running a local model failed."""
+
+
+class ModelNotFound(LLMError, LookupError):
+    """No model file for a path or name."""
+
+
+class ModelHashMismatch(LLMError):
+    """A model file's sha256 differs from the pinned one."""
+
+
+class ContextOverflow(LLMError, ValueError):
+    """A prompt plus requested tokens does not fit in the model's context."""
+
+
+class GenerationError(LLMError):
+    """The model failed while generating."""
+
+
+# --- node ---------------------------------------------------------------------------------
+
+
+class NodeError(ChefsplanError):
+    """A provider node failed."""
+
+
+class TaskRefused(NodeError):
+    """A node refused a task before claiming it; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"task refused: {reason}")
+
+
+# --- verify -------------------------------------------------------------------------------
+
+
+class VerificationError(ChefsplanError):
+    """A result could not be verified, or verification found a fault."""

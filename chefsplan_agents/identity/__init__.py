@@ -1,0 +1,1 @@
+"""identity layer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""llm layer (see docs/architecture.md)."""
