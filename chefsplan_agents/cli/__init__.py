@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from chefsplan_agents.cli import _demo  # noqa: F401  (registers commands)
+# Importing a command module registers its commands on the app.
+from chefsplan_agents.cli import (  # noqa: F401
+    _chain,
+    _cid,
+    _demo,
+    _devnet,
+    _identity,
+    _node,
+)
 from chefsplan_agents.cli._app import app, run
 
 __all__ = ["app", "main", "run"]

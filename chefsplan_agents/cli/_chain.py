@@ -1,0 +1,3 @@
+"""``chefsplan`` commands for the chain layer."""
+
+from __future__ import annotations
