@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ def cid_vectors() -> list[dict[str, Any]]:
     return list(data["vectors"])
 
 
-def vector_content(size: int, seed: int) -> bytes:
-    """The content recipe of cid-vectors.json: byte i is (i*31 + seed*7 + (i >> 8)) % 256."""
+def _vector_content(size: int, seed: int) -> bytes:
     return bytes((i * 31 + seed * 7 + (i >> 8)) % 256 for i in range(size))
+
+
+@pytest.fixture(scope="session")
+def vector_content() -> Callable[[int, int], bytes]:
+    """The content recipe of cid-vectors.json: byte i is (i*31 + seed*7 + (i >> 8)) % 256."""
+    return _vector_content
