@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from chefsplan_agents import __version__
 from chefsplan_agents.errors import ChefsplanError
@@ -24,8 +25,9 @@ app = typer.Typer(
 )
 
 # stdout carries results (a CID, JSON); status and errors go to stderr.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup and emoji are off: DIDs ("did:key:…") and JSON ("[…]") must print verbatim.
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def _version(value: bool) -> None:
@@ -54,7 +56,7 @@ def run(argv: list[str] | None = None) -> int:
         # Standalone mode lets click print usage errors (exit 2) and handle ^C (exit 1).
         app(args=argv, prog_name="chefsplan", standalone_mode=True)
     except ChefsplanError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True)
+        err.print(Text.assemble(("error:", "red"), " ", str(exc)))
         return 1
     except SystemExit as exc:
         code = exc.code

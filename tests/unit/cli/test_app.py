@@ -33,3 +33,21 @@ def test_console_entry_point_runs_as_module() -> None:
     )
     assert proc.returncode == 0
     assert "Usage" in proc.stdout
+
+
+def test_errors_print_one_line_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    from chefsplan_agents.cli._app import app
+    from chefsplan_agents.errors import InvalidDid
+
+    @app.command("raise-for-test", hidden=True)
+    def _raise() -> None:
+        raise InvalidDid("not a did:key:z6Mk… value [see docs]")
+
+    try:
+        assert run(["raise-for-test"]) == 1
+    finally:
+        app.registered_commands = [
+            c for c in app.registered_commands if c.name != "raise-for-test"
+        ]
+    err = capsys.readouterr().err
+    assert err == "error: not a did:key:z6Mk… value [see docs]\n"
