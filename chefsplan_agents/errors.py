@@ -23,7 +23,8 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── InvalidDid (ValueError)
     │   ├── InvalidSignature
     │   ├── InvalidCredential
-    │   └── KeystoreError
+    │   ├── KeystoreError
+    │   └── DidBackendError       (the didkit backend is missing, crashed or timed out)
     ├── BundleError (ValueError)
     │   ├── BundleSchemaError
     │   ├── UnsupportedBundleVersion
@@ -39,7 +40,10 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── ModelNotFound (LookupError)
     │   ├── ModelHashMismatch
     │   ├── ContextOverflow (ValueError)
-    │   └── GenerationError
+    │   ├── GenerationError
+    │   ├── ModelLoadError        (the file exists but llama.cpp cannot load it)
+    │   ├── InvalidGenerationParams (ValueError)
+    │   └── LLMServerUnavailable (ConnectionError)
     ├── NodeError
     │   └── TaskRefused
     └── VerificationError
@@ -62,16 +66,20 @@ __all__ = [
     "ContentTooLarge",
     "ContextOverflow",
     "ContractNotDeployed",
+    "DidBackendError",
     "GenerationError",
     "IdentityError",
     "InvalidCid",
     "InvalidCredential",
     "InvalidDid",
+    "InvalidGenerationParams",
     "InvalidSignature",
     "KeystoreError",
     "LLMError",
+    "LLMServerUnavailable",
     "MarketError",
     "ModelHashMismatch",
+    "ModelLoadError",
     "ModelNotFound",
     "NodeError",
     "RegistryError",
@@ -153,6 +161,10 @@ class InvalidCredential(IdentityError):
 
 class KeystoreError(IdentityError):
     """A keystore file is missing, corrupt, or the passphrase is wrong."""
+
+
+class DidBackendError(IdentityError):
+    """A DID backend (didkit) is not installed, crashed, or did not answer in time."""
 
 
 # --- bundles ------------------------------------------------------------------------------
@@ -239,6 +251,18 @@ class ContextOverflow(LLMError, ValueError):
 
 class GenerationError(LLMError):
     """The model failed while generating."""
+
+
+class ModelLoadError(LLMError):
+    """A model file exists but llama.cpp cannot load it (corrupt, truncated, not GGUF)."""
+
+
+class InvalidGenerationParams(LLMError, ValueError):
+    """Generation parameters are out of range or contradictory."""
+
+
+class LLMServerUnavailable(LLMError, ConnectionError):
+    """An OpenAI-compatible llama.cpp server cannot be reached or answered badly."""
 
 
 # --- node ---------------------------------------------------------------------------------
