@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit docs demo bench integration servers-up servers-down contracts clean
+.PHONY: node-tools venv test lint typecheck unit docs demo bench integration servers-up servers-down contracts clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/python -m pytest -q
+# Node tools pinned in package.json (solc for the contract-artifact check; anvil and the IPFS
+# daemon for `make integration`). Skipped with a note where npm is not installed.
+NODE_STAMP := node_modules/.chefsplan-installed
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "installing pinned node tools (solc, anvil, IPFS daemon; ~3 min the first time)"; \
+		npm install --no-save --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
+	else echo "npm not found: contract-artifact checks against solc will be skipped"; fi
+
+node-tools: $(NODE_STAMP)
+
+unit: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet
@@ -45,3 +56,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) site build dist .mypy_cache .ruff_cache .pytest_cache
+
+# Real servers for the integration tests: anvil and an IPFS daemon, pinned in package.json
+# (`npm install` on first use) and started on loopback; state and logs in .servers/.
+servers-up:
+	$(PYTHON) tools/servers.py up
+
+servers-down:
+	$(PYTHON) tools/servers.py down
+
+# Starts both servers, runs every test marked `integration` against them and always stops them
+# again. CHEFSPLAN_REQUIRE_INTEGRATION=1 turns any skipped integration test into a failure.
+integration: $(STAMP) $(NODE_STAMP)
+	@trap 'st=$$?; $(PYTHON) tools/servers.py down >/dev/null || st=1; exit $$st' EXIT; \
+	trap 'exit 130' INT TERM; \
+	exports=$$($(PYTHON) tools/servers.py up) && eval "$$exports" && \
+	CHEFSPLAN_REQUIRE_INTEGRATION=1 $(BIN)/python -m pytest -m integration -q
