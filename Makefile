@@ -54,6 +54,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# Recompile contracts/*.sol into the artifacts shipped in the package (solc from node_modules).
+contracts: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python tools/compile_contracts.py
+
 clean:
 	rm -rf $(VENV) site build dist .mypy_cache .ruff_cache .pytest_cache
 

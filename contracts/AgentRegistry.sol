@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+// Outcome codes for `AgentRegistry.recordOutcomes` (shared with the TaskMarket).
+uint8 constant OUTCOME_NONE = 0;
+uint8 constant OUTCOME_WON = 1;
+uint8 constant OUTCOME_LOST = 2;
+uint8 constant OUTCOME_SLASHED = 3;
+
+/// @title AgentRegistry — DID-backed registry of local-LLM provider nodes
+/// @notice Interface summary
+///
+///  Constructor: `constructor(uint256 minStake, uint256 unstakeCooldown)`; the deployer is `owner`.
+///
+///  Provider (any address, one registration per address, DID unique):
+///   - `register(string did, string offerCid, bytes32 offerHash)` payable, `msg.value >= minStake`
+///   - `updateOffer(string offerCid, bytes32 offerHash)`
+///   - `addStake()` payable
+///   - `requestUnstake()` — the provider becomes inactive at once; stake unlocks after the cooldown
+///   - `withdrawStake()` — after `unstakeAvailableAt`, pays the whole stake to the provider
+///
+///  Roles: `setMarket(address)` (owner, once), `setAuditor(address)` (owner),
+///   `recordOutcomes(address[] providers, uint8[] outcomes)` (market only; outcome codes
+///   OUTCOME_WON=1, OUTCOME_LOST=2 (lost and bond slashed), OUTCOME_SLASHED=3 (no-show / reopened),
+///   0 = no change), `recordAudit(address provider, bool passed)` (auditor only).
+///
+///  Views: `getProvider(address) -> Provider`, `providerOf(string did) -> address` (zero if none),
+///   `isActive(address) -> bool`, `count() -> uint256`, `providerAt(uint256) -> address`,
+///   `minStake`, `unstakeCooldown`, `owner`, `market`, `auditor`.
+///
+///  Events: ProviderRegistered, OfferUpdated, StakeAdded, UnstakeRequested, StakeWithdrawn,
+///   ReputationUpdated, MarketSet, AuditorSet.
+///  Errors: see the `error` declarations below (all custom errors, no revert strings).
+contract AgentRegistry {
+    // ------------------------------------------------------------------ types
+
+    /// @notice One provider. The first slot packs stake and every reputation counter so that the
+    /// market's per-task outcome update touches a single storage slot.
+    struct Provider {
+        uint96 stake;
+        uint32 won;
+        uint32 lost;
+        uint32 slashed;
+        uint24 auditsPassed;
+        uint24 auditsFailed;
+        bool active;
+        bool registered;
+        uint40 unstakeAvailableAt; // 0 while no unstake was requested
+        bytes32 offerHash;
+        string did;
+        string offerCid;
+    }
+
+    // ------------------------------------------------------------------ events
+
+    event ProviderRegistered(
+        address indexed provider,
+        bytes32 indexed didHash,
+        string did,
+        string offerCid,
+        bytes32 offerHash,
+        uint256 stake
+    );
+    event OfferUpdated(address indexed provider, string offerCid, bytes32 offerHash);
+    event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
+    event UnstakeRequested(address indexed provider, uint256 availableAt);
+    event StakeWithdrawn(address indexed provider, uint256 amount);
+    event ReputationUpdated(
+        address indexed provider,
+        uint32 won,
+        uint32 lost,
+        uint32 slashed,
+        uint32 auditsPassed,
+        uint32 auditsFailed
+    );
+    event MarketSet(address indexed market);
+    event AuditorSet(address indexed auditor);
+
+    // ------------------------------------------------------------------ errors
+
+    error NotOwner(address caller);
+    error NotMarket(address caller);
+    error NotAuditor(address caller);
+    error MarketAlreadySet(address market);
+    error ZeroAddress();
+    error EmptyDid();
+    error EmptyOfferCid();
+    error AlreadyRegistered(address provider);
+    error DidTaken(string did, address owner);
+    error StakeTooLow(uint256 stake, uint256 minStake);
+    error ZeroAmount();
+    error StakeTooLarge(uint256 stake);
+    error NotRegistered(address provider);
+    error UnstakeAlreadyRequested(address provider);
+    error UnstakeNotRequested(address provider);
+    error CooldownActive(uint256 availableAt);
+    error NothingToWithdraw(address provider);
+    error TransferFailed(address to, uint256 amount);
+    error LengthMismatch(uint256 providers, uint256 outcomes);
+    error UnknownOutcome(uint8 outcome);
+
+    // ------------------------------------------------------------------ storage
+
+    uint256 public immutable minStake;
+    uint256 public immutable unstakeCooldown;
+    address public immutable owner;
+    address public market;
+    address public auditor;
+
+    mapping(address => Provider) private _providers;
+    mapping(bytes32 => address) private _byDid;
+    address[] private _all;
+
+    constructor(uint256 minStake_, uint256 unstakeCooldown_) {
+        minStake = minStake_;
+        unstakeCooldown = unstakeCooldown_;
+        owner = msg.sender;
+    }
+
+    // ------------------------------------------------------------------ roles
+
+    /// @notice Bind the task market allowed to update reputation. Owner only, exactly once.
+    function setMarket(address market_) external {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        if (market != address(0)) revert MarketAlreadySet(market);
+        if (market_ == address(0)) revert ZeroAddress();
+        market = market_;
+        emit MarketSet(market_);
+    }
+
+    /// @notice Set (or replace) the auditor allowed to record audit results. Owner only.
+    function setAuditor(address auditor_) external {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        auditor = auditor_;
+        emit AuditorSet(auditor_);
+    }
+
+    // ------------------------------------------------------------------ provider actions
+
+    /// @notice Register the caller as a provider with a DID, a signed offer and a stake.
+    /// @param did The provider's DID (unique across the registry).
+    /// @param offerCid CID of the signed offer credential on IPFS.
+    /// @param offerHash Hash of the offer bytes, so readers can check what they fetched.
+    function register(string calldata did, string calldata offerCid, bytes32 offerHash)
+        external
+        payable
+    {
+        if (bytes(did).length == 0) revert EmptyDid();
+        if (bytes(offerCid).length == 0) revert EmptyOfferCid();
+        Provider storage p = _providers[msg.sender];
+        if (p.registered) revert AlreadyRegistered(msg.sender);
+        bytes32 didHash = keccak256(bytes(did));
+        address holder = _byDid[didHash];
+        if (holder != address(0)) revert DidTaken(did, holder);
+        if (msg.value < minStake) revert StakeTooLow(msg.value, minStake);
+        if (msg.value > type(uint96).max) revert StakeTooLarge(msg.value);
+
+        p.stake = uint96(msg.value);
+        p.active = true;
+        p.registered = true;
+        p.offerHash = offerHash;
+        p.did = did;
+        p.offerCid = offerCid;
+        _byDid[didHash] = msg.sender;
+        _all.push(msg.sender);
+        emit ProviderRegistered(msg.sender, didHash, did, offerCid, offerHash, msg.value);
+    }
+
+    /// @notice Point the caller's registration at a new signed offer.
+    function updateOffer(string calldata offerCid, bytes32 offerHash) external {
+        if (bytes(offerCid).length == 0) revert EmptyOfferCid();
+        Provider storage p = _providers[msg.sender];
+        if (!p.registered) revert NotRegistered(msg.sender);
+        p.offerHash = offerHash;
+        p.offerCid = offerCid;
+        emit OfferUpdated(msg.sender, offerCid, offerHash);
+    }
+
+    /// @notice Add `msg.value` to the caller's stake.
+    function addStake() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        Provider storage p = _providers[msg.sender];
+        if (!p.registered) revert NotRegistered(msg.sender);
+        uint256 stake = uint256(p.stake) + msg.value;
+        if (stake > type(uint96).max) revert StakeTooLarge(stake);
+        p.stake = uint96(stake);
+        emit StakeAdded(msg.sender, msg.value, stake);
+    }
+
+    /// @notice Leave the active set now; the stake can be withdrawn after the cooldown.
+    function requestUnstake() external {
+        Provider storage p = _providers[msg.sender];
+        if (!p.registered) revert NotRegistered(msg.sender);
+        if (p.unstakeAvailableAt != 0) revert UnstakeAlreadyRequested(msg.sender);
+        uint256 availableAt = block.timestamp + unstakeCooldown;
+        p.active = false;
+        p.unstakeAvailableAt = uint40(availableAt);
+        emit UnstakeRequested(msg.sender, availableAt);
+    }
+
+    /// @notice Pay the caller's whole stake back once the cooldown has passed.
+    function withdrawStake() external {
+        Provider storage p = _providers[msg.sender];
+        if (!p.registered) revert NotRegistered(msg.sender);
+        uint256 availableAt = p.unstakeAvailableAt;
+        if (availableAt == 0) revert UnstakeNotRequested(msg.sender);
+        if (block.timestamp < availableAt) revert CooldownActive(availableAt);
+        uint256 amount = p.stake;
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        p.stake = 0; // effects before the interaction
+        emit StakeWithdrawn(msg.sender, amount);
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed(msg.sender, amount);
+    }
+
+    // ------------------------------------------------------------------ reputation
+
+    /// @notice Record the outcome of one task for each provider. Market only.
+    /// @param providers Providers whose counters change.
+    /// @param outcomes One OUTCOME_* code per provider.
+    function recordOutcomes(address[] calldata providers, uint8[] calldata outcomes) external {
+        if (msg.sender != market) revert NotMarket(msg.sender);
+        if (providers.length != outcomes.length) {
+            revert LengthMismatch(providers.length, outcomes.length);
+        }
+        for (uint256 i = 0; i < providers.length; ++i) {
+            uint8 outcome = outcomes[i];
+            if (outcome == OUTCOME_NONE) continue;
+            Provider storage p = _providers[providers[i]];
+            if (outcome == OUTCOME_WON) {
+                p.won = _inc32(p.won);
+            } else if (outcome == OUTCOME_LOST) {
+                p.lost = _inc32(p.lost);
+                p.slashed = _inc32(p.slashed);
+            } else if (outcome == OUTCOME_SLASHED) {
+                p.slashed = _inc32(p.slashed);
+            } else {
+                revert UnknownOutcome(outcome);
+            }
+            _emitReputation(providers[i], p);
+        }
+    }
+
+    /// @notice Record an audit (canary task) result for a provider. Auditor only.
+    function recordAudit(address provider, bool passed) external {
+        if (msg.sender != auditor || auditor == address(0)) revert NotAuditor(msg.sender);
+        Provider storage p = _providers[provider];
+        if (!p.registered) revert NotRegistered(provider);
+        if (passed) {
+            if (p.auditsPassed != type(uint24).max) p.auditsPassed += 1;
+        } else {
+            if (p.auditsFailed != type(uint24).max) p.auditsFailed += 1;
+        }
+        _emitReputation(provider, p);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The full record of `provider` (all zero / empty if not registered).
+    function getProvider(address provider) external view returns (Provider memory) {
+        return _providers[provider];
+    }
+
+    /// @notice The address registered under `did`, or the zero address.
+    function providerOf(string calldata did) external view returns (address) {
+        return _byDid[keccak256(bytes(did))];
+    }
+
+    /// @notice Whether `provider` may claim tasks: registered, staked, not unstaking.
+    function isActive(address provider) external view returns (bool) {
+        return _providers[provider].active;
+    }
+
+    /// @notice Number of addresses ever registered.
+    function count() external view returns (uint256) {
+        return _all.length;
+    }
+
+    /// @notice The `index`-th registered address (registration order).
+    function providerAt(uint256 index) external view returns (address) {
+        return _all[index];
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    /// Saturating increment: a full counter must never make a settlement revert.
+    function _inc32(uint32 x) private pure returns (uint32) {
+        return x == type(uint32).max ? x : x + 1;
+    }
+
+    function _emitReputation(address provider, Provider storage p) private {
+        emit ReputationUpdated(provider, p.won, p.lost, p.slashed, p.auditsPassed, p.auditsFailed);
+    }
+}

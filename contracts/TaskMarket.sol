@@ -1,0 +1,693 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./AgentRegistry.sol";
+
+/// @title TaskMarket — escrowed, redundant, commit-reveal LLM tasks
+/// @notice Interface summary
+///
+///  Constructor: `constructor(address registry, address resolver, uint256 challengeBond)`.
+///
+///  A task is identified by `taskId = keccak256(abi.encode(params))` where `params` is the
+///  immutable `TaskParams` struct given to `postTask` (and emitted in `TaskPosted`). Only the
+///  task's mutable state is stored; every later call passes the same `params` as calldata and
+///  the contract recomputes the id, so a wrong or tampered struct is an `UnknownTask`. Pick a
+///  fresh `nonce` per task.
+///
+///  Requester:
+///   - `postTask(TaskParams p, string bundleCid) payable returns (bytes32 taskId)`,
+///     `p.requester == msg.sender`, `msg.value == p.bountyPerReplica * p.replicas`.
+///   - `cancel(TaskParams p)` while the task was never claimed.
+///  Provider (active in the registry, one replica per provider per task):
+///   - `claim(TaskParams p, bytes32 commitment) payable`, `msg.value == p.bond`; a non-zero
+///     `commitment` claims and commits in one transaction (`ReplicaClaimed` then carries it),
+///     zero commits later (`ResultCommitted`).
+///   - `commit(TaskParams p, bytes32 commitment)` before `claimedAt + p.commitTimeout`.
+///     `commitment = keccak256(abi.encode(outputHash, salt, provider))` (see `commitmentOf`).
+///   - `reveal(TaskParams p, bytes32 outputHash, string resultCid, bytes32 salt)` once every
+///     replica committed or the commit phase (`p.claimDeadline + p.commitTimeout`) ended, and
+///     until `p.revealDeadline`. A reveal that does not match the commitment reverts.
+///   - `revealAndFinalize(p, outputHash, resultCid, salt, Reveal[] reveals, string winningCid)`:
+///     the last reveal of a task whose settlement time is already reached (a task with
+///     `challengeWindow == 0`) settles it in the same transaction, as `finalize` does.
+///  Anyone:
+///   - `finalize(TaskParams p, Reveal[] reveals, string resultCid)` at or after `settleTime(p)`.
+///     `reveals` lists every currently claimed replica in ascending provider address order with
+///     the `outputHash` and `keccak256(bytes(resultCid))` it revealed (ignored for replicas that
+///     did not reveal); `resultCid` is the CID revealed by one winner ("" when no quorum).
+///     Whatever the settlement owes the caller itself is sent to it at the end of the call
+///     (the caller pulling its own share); everyone else is credited for `withdraw()`.
+///   - `reopen(TaskParams p, address provider)` after a claimed replica missed its commit
+///     deadline: its bond is slashed to the requester and the slot is free again.
+///   - `challenge(TaskParams p) payable`, `msg.value == challengeBond`, before `settleTime(p)`
+///     (requires `p.challengeWindow > 0`); freezes settlement until the resolver decides.
+///   - `withdraw()` pays the caller's whole balance (pull payments).
+///  Resolver: `resolveChallenge(bytes32 taskId, bool upheld)`.
+///
+///  Settlement (finalize): the output hash revealed by at least `p.quorum` replicas wins
+///  (`2 * quorum > replicas`, so at most one can). Winners are credited bounty + bond; revealed
+///  losers and no-shows are slashed (bond to the requester); the requester gets back every
+///  bounty not earned. No quorum: the requester gets the whole bounty back and revealed
+///  providers their bonds. Challenge upheld: the majority's bonds go to the challenger (who
+///  also gets the challenge bond back), the bounty to the requester. Challenge rejected: the
+///  challenge bond is shared by the winners (remainder to the requester).
+///
+///  Views: `taskIdOf`, `commitmentOf`, `taskState`, `replicaOf`, `settleTime`, `challengerOf`,
+///   `balanceOf`, `registry`, `resolver`, `challengeBond`, `MAX_REPLICAS`.
+///  Events: TaskPosted, ReplicaClaimed, ResultCommitted, ResultRevealed, ReplicaReopened,
+///   TaskChallenged, ChallengeResolved, TaskFinalized, TaskCancelled, Withdrawn.
+contract TaskMarket {
+    // ------------------------------------------------------------------ types
+
+    /// @notice The immutable terms of a task; its hash is the task id.
+    struct TaskParams {
+        address requester;
+        bytes32 bundleHash; // hash of the canonical TaskBundle bytes behind the bundle CID
+        uint8 replicas; // 1 ..= MAX_REPLICAS
+        uint8 quorum; // replicas / 2 < quorum <= replicas
+        uint96 bountyPerReplica; // paid to each winning replica
+        uint96 bond; // posted by each claiming provider
+        uint64 claimDeadline; // unix time; no claims after it
+        uint64 commitTimeout; // seconds a claimer has to commit
+        uint64 revealDeadline; // unix time; no reveals after it (> claimDeadline + commitTimeout)
+        uint64 challengeWindow; // seconds between reveals closing and settlement
+        uint64 nonce; // makes equal terms distinct tasks
+    }
+
+    /// @notice What a provider revealed, as the settlement needs it.
+    struct Reveal {
+        address provider;
+        bytes32 outputHash;
+        bytes32 resultCidHash; // keccak256(bytes(resultCid))
+    }
+
+    /// @notice Mutable task state, one storage slot. Deleted on settlement or cancellation.
+    struct TaskState {
+        uint8 status; // TASK_NONE or TASK_OPEN
+        uint8 claimed; // replicas currently claimed (reopened ones are not counted)
+        uint8 committed; // replicas that committed (revealed ones included)
+        uint8 revealed; // replicas that revealed
+        uint8 challenge; // CHALLENGE_*
+        bool everClaimed; // a claim happened (cancel is no longer allowed)
+        uint40 readyAt; // when the last replica revealed (0 until then)
+    }
+
+    /// @notice One provider's replica of a task, one storage slot.
+    struct Replica {
+        uint8 state; // REPLICA_*
+        uint40 commitBy; // commit deadline of this claim
+        bytes24 tag; // commitment, then keccak(outputHash, resultCidHash) once revealed
+    }
+
+    uint8 public constant TASK_NONE = 0;
+    uint8 public constant TASK_OPEN = 1;
+
+    uint8 public constant REPLICA_NONE = 0;
+    uint8 public constant REPLICA_CLAIMED = 1;
+    uint8 public constant REPLICA_COMMITTED = 2;
+    uint8 public constant REPLICA_REVEALED = 3;
+    uint8 public constant REPLICA_REOPENED = 4;
+
+    uint8 public constant CHALLENGE_NONE = 0;
+    uint8 public constant CHALLENGE_PENDING = 1;
+    uint8 public constant CHALLENGE_UPHELD = 2;
+    uint8 public constant CHALLENGE_REJECTED = 3;
+
+    uint8 public constant RESULT_ACCEPTED = 1;
+    uint8 public constant RESULT_NO_QUORUM = 2;
+    uint8 public constant RESULT_OVERTURNED = 3;
+
+    uint256 public constant MAX_REPLICAS = 16;
+
+    // ------------------------------------------------------------------ events
+
+    event TaskPosted(
+        bytes32 indexed taskId, address indexed requester, TaskParams params, string bundleCid
+    );
+    /// @param commitment The commitment made with the claim (zero: `ResultCommitted` follows).
+    event ReplicaClaimed(
+        bytes32 indexed taskId, address indexed provider, uint256 commitBy, bytes32 commitment
+    );
+    event ResultCommitted(bytes32 indexed taskId, address indexed provider, bytes32 commitment);
+    event ResultRevealed(
+        bytes32 indexed taskId, address indexed provider, bytes32 outputHash, string resultCid
+    );
+    event ReplicaReopened(bytes32 indexed taskId, address indexed provider, uint256 slashedBond);
+    event TaskChallenged(bytes32 indexed taskId, address indexed challenger, uint256 bond);
+    event ChallengeResolved(bytes32 indexed taskId, bool upheld);
+    /// @param result RESULT_ACCEPTED, RESULT_NO_QUORUM or RESULT_OVERTURNED.
+    /// @param outputHash The accepted output hash (zero unless accepted).
+    /// @param resultCid The CID revealed by one winner ("" unless accepted).
+    /// @param winners Number of replicas paid `payoutPerWinner` (bounty + bond).
+    /// @param refund Credited to the requester (unearned bounty + slashed bonds).
+    event TaskFinalized(
+        bytes32 indexed taskId,
+        uint8 result,
+        bytes32 outputHash,
+        string resultCid,
+        uint256 winners,
+        uint256 payoutPerWinner,
+        uint256 refund
+    );
+    event TaskCancelled(bytes32 indexed taskId, uint256 refund);
+    /// @notice Money left the market: a `withdraw()`, or a settlement paying its caller.
+    event Withdrawn(address indexed account, uint256 amount);
+
+    // ------------------------------------------------------------------ errors
+
+    error ZeroAddress();
+    error NotRequester(address caller);
+    error NotResolver(address caller);
+    error EmptyCid();
+    error InvalidReplicas(uint256 replicas, uint256 maxReplicas);
+    error InvalidQuorum(uint256 quorum, uint256 replicas);
+    error ZeroAmount();
+    error InvalidDeadlines();
+    error WrongValue(uint256 sent, uint256 expected);
+    error TaskExists(bytes32 taskId);
+    error UnknownTask(bytes32 taskId);
+    error NotActiveProvider(address provider);
+    error ClaimClosed(uint256 claimDeadline);
+    error TaskFull(bytes32 taskId);
+    error AlreadyClaimed(bytes32 taskId, address provider);
+    error WrongReplicaState(bytes32 taskId, address provider, uint8 state);
+    error ZeroCommitment();
+    error CommitDeadlinePassed(uint256 commitBy);
+    error CommitDeadlineNotPassed(uint256 commitBy);
+    error RevealNotOpen(bytes32 taskId);
+    error RevealClosed(uint256 revealDeadline);
+    error CommitmentMismatch(bytes32 taskId, address provider);
+    error TooEarly(uint256 settleTime);
+    error ChallengePending(bytes32 taskId);
+    error ChallengeClosed(uint256 settleTime);
+    error AlreadyChallenged(bytes32 taskId);
+    error NoPendingChallenge(bytes32 taskId);
+    error CancelNotAllowed(bytes32 taskId);
+    error BadRevealList(uint256 index);
+    error RevealDataMismatch(address provider);
+    error ResultCidMismatch();
+    error NothingToWithdraw(address account);
+    error TransferFailed(address to, uint256 amount);
+
+    // ------------------------------------------------------------------ storage
+
+    AgentRegistry public immutable registry;
+    address public immutable resolver;
+    uint256 public immutable challengeBond;
+
+    mapping(bytes32 => TaskState) private _tasks;
+    mapping(bytes32 => mapping(address => Replica)) private _replicas;
+    mapping(bytes32 => address) private _challengers;
+    mapping(address => uint256) private _balances;
+
+    constructor(address registry_, address resolver_, uint256 challengeBond_) {
+        if (registry_ == address(0) || resolver_ == address(0)) revert ZeroAddress();
+        if (challengeBond_ == 0) revert ZeroAmount();
+        registry = AgentRegistry(registry_);
+        resolver = resolver_;
+        challengeBond = challengeBond_;
+    }
+
+    // ------------------------------------------------------------------ requester
+
+    /// @notice Post a task and escrow its whole bounty.
+    /// @param p The task's terms; `p.requester` must be the caller.
+    /// @param bundleCid CID of the TaskBundle on IPFS (emitted, not stored).
+    /// @return taskId `keccak256(abi.encode(p))`.
+    function postTask(TaskParams calldata p, string calldata bundleCid)
+        external
+        payable
+        returns (bytes32 taskId)
+    {
+        if (p.requester != msg.sender) revert NotRequester(msg.sender);
+        if (bytes(bundleCid).length == 0) revert EmptyCid();
+        if (p.replicas == 0 || p.replicas > MAX_REPLICAS) {
+            revert InvalidReplicas(p.replicas, MAX_REPLICAS);
+        }
+        if (p.quorum > p.replicas || 2 * uint256(p.quorum) <= p.replicas) {
+            revert InvalidQuorum(p.quorum, p.replicas);
+        }
+        if (p.bountyPerReplica == 0 || p.bond == 0) revert ZeroAmount();
+        if (
+            p.commitTimeout == 0 || p.claimDeadline <= block.timestamp
+                || p.revealDeadline <= uint256(p.claimDeadline) + p.commitTimeout
+                || p.revealDeadline > type(uint40).max
+        ) revert InvalidDeadlines();
+        uint256 escrow = uint256(p.bountyPerReplica) * p.replicas;
+        if (msg.value != escrow) revert WrongValue(msg.value, escrow);
+
+        taskId = keccak256(abi.encode(p));
+        TaskState storage t = _tasks[taskId];
+        if (t.status != TASK_NONE) revert TaskExists(taskId);
+        t.status = TASK_OPEN;
+        emit TaskPosted(taskId, msg.sender, p, bundleCid);
+    }
+
+    /// @notice Cancel a task nobody has claimed; the bounty is credited back to the requester.
+    function cancel(TaskParams calldata p) external {
+        (bytes32 id, TaskState storage t) = _open(p);
+        if (msg.sender != p.requester) revert NotRequester(msg.sender);
+        if (t.everClaimed || t.challenge != CHALLENGE_NONE) revert CancelNotAllowed(id);
+        delete _tasks[id];
+        uint256 refund = uint256(p.bountyPerReplica) * p.replicas;
+        _balances[p.requester] += refund;
+        emit TaskCancelled(id, refund);
+    }
+
+    // ------------------------------------------------------------------ provider
+
+    /// @notice Claim one replica of a task with a bond, optionally committing at once.
+    /// @param commitment `commitmentOf(outputHash, salt, msg.sender)`, or zero to commit later.
+    function claim(TaskParams calldata p, bytes32 commitment) external payable {
+        (bytes32 id, TaskState storage t) = _open(p);
+        if (msg.value != p.bond) revert WrongValue(msg.value, p.bond);
+        if (block.timestamp > p.claimDeadline) revert ClaimClosed(p.claimDeadline);
+        if (t.claimed >= p.replicas) revert TaskFull(id);
+        Replica storage r = _replicas[id][msg.sender];
+        if (r.state != REPLICA_NONE) revert AlreadyClaimed(id, msg.sender);
+        if (!registry.isActive(msg.sender)) revert NotActiveProvider(msg.sender);
+
+        uint256 commitBy = block.timestamp + p.commitTimeout;
+        TaskState memory s = t;
+        s.claimed += 1;
+        s.everClaimed = true;
+        Replica memory n = Replica(REPLICA_CLAIMED, uint40(commitBy), bytes24(0));
+        if (commitment != bytes32(0)) {
+            n.state = REPLICA_COMMITTED;
+            n.tag = bytes24(commitment);
+            s.committed += 1;
+        }
+        _tasks[id] = s;
+        _replicas[id][msg.sender] = n;
+        emit ReplicaClaimed(id, msg.sender, commitBy, commitment);
+    }
+
+    /// @notice Commit to a result before this claim's commit deadline.
+    /// @param commitment `commitmentOf(outputHash, salt, msg.sender)`.
+    function commit(TaskParams calldata p, bytes32 commitment) external {
+        (bytes32 id, TaskState storage t) = _open(p);
+        if (commitment == bytes32(0)) revert ZeroCommitment();
+        Replica storage r = _replicas[id][msg.sender];
+        Replica memory m = r;
+        if (m.state != REPLICA_CLAIMED) revert WrongReplicaState(id, msg.sender, m.state);
+        if (block.timestamp > m.commitBy) revert CommitDeadlinePassed(m.commitBy);
+        m.state = REPLICA_COMMITTED;
+        m.tag = bytes24(commitment);
+        _replicas[id][msg.sender] = m;
+        t.committed += 1;
+        emit ResultCommitted(id, msg.sender, commitment);
+    }
+
+    /// @notice Reveal the committed result.
+    function reveal(
+        TaskParams calldata p,
+        bytes32 outputHash,
+        string calldata resultCid,
+        bytes32 salt
+    ) external {
+        (bytes32 id, TaskState storage t) = _open(p);
+        _reveal(p, id, t, outputHash, resultCid, salt, true);
+    }
+
+    /// @notice Reveal, then settle the task in the same transaction (paying the caller's own
+    /// share to it, as `finalize` does). Only possible when the settlement time is reached by this reveal, i.e.
+    /// it is the last reveal of a task with `challengeWindow == 0`.
+    /// @param reveals As for `finalize`, including the caller's own reveal.
+    /// @param winningCid As `finalize`'s `resultCid`; "" means the caller's own `resultCid`.
+    function revealAndFinalize(
+        TaskParams calldata p,
+        bytes32 outputHash,
+        string calldata resultCid,
+        bytes32 salt,
+        Reveal[] calldata reveals,
+        string calldata winningCid
+    ) external {
+        (bytes32 id, TaskState storage t) = _open(p);
+        // The task and the caller's replica are deleted by the settlement below, so the reveal
+        // is kept in memory instead of being written to storage first.
+        (TaskState memory s, bytes24 tag) = _reveal(p, id, t, outputHash, resultCid, salt, false);
+        Self memory self = Self(msg.sender, tag);
+        string calldata cid = bytes(winningCid).length == 0 ? resultCid : winningCid;
+        _finalize(p, id, s, reveals, cid, self);
+    }
+
+    // ------------------------------------------------------------------ anyone
+
+    /// @notice Settle a task: pay winners, slash losers and no-shows, refund the requester. The
+    /// caller's own share is sent to it now; everyone else's is credited for `withdraw()`.
+    /// @param reveals Every currently claimed replica, ascending by provider address.
+    /// @param resultCid The result CID revealed by one winner; ignored without quorum.
+    function finalize(TaskParams calldata p, Reveal[] calldata reveals, string calldata resultCid)
+        external
+    {
+        (bytes32 id, TaskState storage t) = _open(p);
+        _finalize(p, id, t, reveals, resultCid, Self(address(0), bytes24(0)));
+    }
+
+    /// @notice Free the slot of a replica that missed its commit deadline; its bond is slashed.
+    function reopen(TaskParams calldata p, address provider) external {
+        (bytes32 id, TaskState storage t) = _open(p);
+        Replica storage r = _replicas[id][provider];
+        if (r.state != REPLICA_CLAIMED) revert WrongReplicaState(id, provider, r.state);
+        if (block.timestamp <= r.commitBy) revert CommitDeadlineNotPassed(r.commitBy);
+        r.state = REPLICA_REOPENED; // the same provider may not claim this task again
+        t.claimed -= 1;
+        _balances[p.requester] += p.bond;
+        emit ReplicaReopened(id, provider, p.bond);
+        address[] memory who = new address[](1);
+        uint8[] memory what = new uint8[](1);
+        who[0] = provider;
+        what[0] = OUTCOME_SLASHED;
+        registry.recordOutcomes(who, what);
+    }
+
+    /// @notice Challenge a task's outcome before its settlement time; freezes settlement.
+    function challenge(TaskParams calldata p) external payable {
+        (bytes32 id, TaskState storage t) = _open(p);
+        if (msg.value != challengeBond) revert WrongValue(msg.value, challengeBond);
+        if (t.challenge != CHALLENGE_NONE) revert AlreadyChallenged(id);
+        uint256 at = _settleTime(p, t);
+        if (p.challengeWindow == 0 || block.timestamp >= at) revert ChallengeClosed(at);
+        t.challenge = CHALLENGE_PENDING;
+        _challengers[id] = msg.sender;
+        emit TaskChallenged(id, msg.sender, msg.value);
+    }
+
+    /// @notice Decide a pending challenge. Resolver only.
+    function resolveChallenge(bytes32 taskId, bool upheld) external {
+        if (msg.sender != resolver) revert NotResolver(msg.sender);
+        TaskState storage t = _tasks[taskId];
+        if (t.status != TASK_OPEN) revert UnknownTask(taskId);
+        if (t.challenge != CHALLENGE_PENDING) revert NoPendingChallenge(taskId);
+        t.challenge = upheld ? CHALLENGE_UPHELD : CHALLENGE_REJECTED;
+        emit ChallengeResolved(taskId, upheld);
+    }
+
+    /// @notice Pay the caller's whole balance.
+    function withdraw() external {
+        uint256 amount = _balances[msg.sender];
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        _balances[msg.sender] = 0;
+        emit Withdrawn(msg.sender, amount);
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed(msg.sender, amount);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The id of a task with terms `p`.
+    function taskIdOf(TaskParams calldata p) external pure returns (bytes32) {
+        return keccak256(abi.encode(p));
+    }
+
+    /// @notice The commitment a provider submits for `outputHash` with secret `salt`.
+    function commitmentOf(bytes32 outputHash, bytes32 salt, address provider)
+        external
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(outputHash, salt, provider));
+    }
+
+    /// @notice The mutable state of a task (all zero when unknown, settled or cancelled).
+    function taskState(bytes32 taskId) external view returns (TaskState memory) {
+        return _tasks[taskId];
+    }
+
+    /// @notice One provider's replica of a task.
+    function replicaOf(bytes32 taskId, address provider) external view returns (Replica memory) {
+        return _replicas[taskId][provider];
+    }
+
+    /// @notice The earliest time `finalize` may run (it moves earlier once all replicas reveal).
+    function settleTime(TaskParams calldata p) external view returns (uint256) {
+        (, TaskState storage t) = _open(p);
+        return _settleTime(p, t);
+    }
+
+    /// @notice Who challenged a task (zero if nobody).
+    function challengerOf(bytes32 taskId) external view returns (address) {
+        return _challengers[taskId];
+    }
+
+    /// @notice What `account` can `withdraw()`.
+    function balanceOf(address account) external view returns (uint256) {
+        return _balances[account];
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _open(TaskParams calldata p) private view returns (bytes32 id, TaskState storage t) {
+        id = keccak256(abi.encode(p));
+        t = _tasks[id];
+        if (t.status != TASK_OPEN) revert UnknownTask(id);
+    }
+
+    function _settleTime(TaskParams calldata p, TaskState memory t)
+        private
+        pure
+        returns (uint256)
+    {
+        uint256 closedAt = t.revealed == p.replicas ? t.readyAt : uint256(p.revealDeadline) + 1;
+        return closedAt + p.challengeWindow;
+    }
+
+    function _reveal(
+        TaskParams calldata p,
+        bytes32 id,
+        TaskState storage t,
+        bytes32 outputHash,
+        string calldata resultCid,
+        bytes32 salt,
+        bool store
+    ) private returns (TaskState memory s, bytes24 tag) {
+        if (bytes(resultCid).length == 0) revert EmptyCid();
+        Replica memory m = _replicas[id][msg.sender];
+        if (m.state != REPLICA_COMMITTED) revert WrongReplicaState(id, msg.sender, m.state);
+        s = t;
+        // Nobody may reveal while another replica can still commit: it could copy the output.
+        if (
+            s.committed < p.replicas
+                && block.timestamp <= uint256(p.claimDeadline) + p.commitTimeout
+        ) revert RevealNotOpen(id);
+        if (block.timestamp > p.revealDeadline) revert RevealClosed(p.revealDeadline);
+        if (bytes24(keccak256(abi.encode(outputHash, salt, msg.sender))) != m.tag) {
+            revert CommitmentMismatch(id, msg.sender);
+        }
+        tag = bytes24(keccak256(abi.encode(outputHash, keccak256(bytes(resultCid)))));
+        s.revealed += 1;
+        if (s.revealed == p.replicas) s.readyAt = uint40(block.timestamp);
+        if (store) {
+            _replicas[id][msg.sender] = Replica(REPLICA_REVEALED, m.commitBy, tag);
+            _tasks[id] = s;
+        }
+        emit ResultRevealed(id, msg.sender, outputHash, resultCid);
+    }
+
+    /// A replica revealed in the current transaction but not written to storage.
+    struct Self {
+        address account; // zero when there is none
+        bytes24 tag;
+    }
+
+    /// Working set of one settlement, kept in memory to stay under the stack limit.
+    struct Settlement {
+        bytes32 winner;
+        bool accepted;
+        bool upheld;
+        uint256 winners;
+        uint256 refund;
+        uint256 toCaller;
+        uint256 toChallenger;
+        string cid;
+        address[] who;
+        uint8[] what;
+    }
+
+    function _finalize(
+        TaskParams calldata p,
+        bytes32 id,
+        TaskState memory t,
+        Reveal[] calldata reveals,
+        string calldata resultCid,
+        Self memory self
+    ) private {
+        uint8 challengeState = t.challenge;
+        if (challengeState == CHALLENGE_PENDING) revert ChallengePending(id);
+        {
+            uint256 at = _settleTime(p, t);
+            if (block.timestamp < at) revert TooEarly(at);
+        }
+        if (reveals.length != t.claimed) revert BadRevealList(reveals.length);
+
+        uint8[] memory states = _checkReveals(id, reveals, self);
+        Settlement memory z;
+        z.upheld = challengeState == CHALLENGE_UPHELD;
+        _tally(p, reveals, states, z);
+        z.cid = _winningCid(reveals, states, z, resultCid);
+
+        // Effects: credit everyone, clear the task.
+        _credits(p, id, reveals, states, z);
+        if (challengeState != CHALLENGE_NONE) {
+            _settleChallenge(id, reveals, states, z);
+        }
+        delete _tasks[id];
+        if (z.refund != 0) _credit(p.requester, z.refund, z);
+
+        _emitFinalized(p, id, z);
+
+        // Interactions: the trusted registry, then the caller's own payout.
+        if (z.who.length != 0) registry.recordOutcomes(z.who, z.what);
+        if (z.toCaller != 0) {
+            emit Withdrawn(msg.sender, z.toCaller);
+            (bool ok,) = msg.sender.call{value: z.toCaller}("");
+            if (!ok) revert TransferFailed(msg.sender, z.toCaller);
+        }
+    }
+
+    function _emitFinalized(TaskParams calldata p, bytes32 id, Settlement memory z) private {
+        uint256 payout = uint256(p.bountyPerReplica) + p.bond;
+        uint8 result = RESULT_NO_QUORUM;
+        if (z.upheld) result = RESULT_OVERTURNED;
+        else if (z.accepted) result = RESULT_ACCEPTED;
+        bytes32 output = result == RESULT_ACCEPTED ? z.winner : bytes32(0);
+        emit TaskFinalized(id, result, output, z.cid, z.winners, payout, z.refund);
+    }
+
+    /// The list must be exactly the claimed replicas, ascending, with the data they revealed.
+    function _checkReveals(bytes32 id, Reveal[] calldata reveals, Self memory self)
+        private
+        view
+        returns (uint8[] memory states)
+    {
+        uint256 n = reveals.length;
+        states = new uint8[](n);
+        address prev = address(0);
+        for (uint256 i = 0; i < n; ++i) {
+            Reveal calldata v = reveals[i];
+            if (v.provider <= prev) revert BadRevealList(i);
+            prev = v.provider;
+            Replica memory r = v.provider == self.account
+                ? Replica(REPLICA_REVEALED, 0, self.tag)
+                : _replicas[id][v.provider];
+            uint8 st = r.state;
+            if (st == REPLICA_REVEALED) {
+                bytes24 tag = bytes24(keccak256(abi.encode(v.outputHash, v.resultCidHash)));
+                if (tag != r.tag) revert RevealDataMismatch(v.provider);
+            } else if (st != REPLICA_CLAIMED && st != REPLICA_COMMITTED) {
+                revert BadRevealList(i);
+            }
+            states[i] = st;
+        }
+    }
+
+    /// The accepted result's CID must be one a winner revealed.
+    function _winningCid(
+        Reveal[] calldata reveals,
+        uint8[] memory states,
+        Settlement memory z,
+        string calldata resultCid
+    ) private pure returns (string memory) {
+        if (!z.accepted || z.upheld) return "";
+        bytes32 cidHash = keccak256(bytes(resultCid));
+        for (uint256 i = 0; i < reveals.length; ++i) {
+            if (
+                states[i] == REPLICA_REVEALED && reveals[i].outputHash == z.winner
+                    && reveals[i].resultCidHash == cidHash
+            ) return resultCid;
+        }
+        revert ResultCidMismatch();
+    }
+
+    /// Credit winners and honest providers, slash the rest, clear the replicas.
+    function _credits(
+        TaskParams calldata p,
+        bytes32 id,
+        Reveal[] calldata reveals,
+        uint8[] memory states,
+        Settlement memory z
+    ) private {
+        uint256 bond = p.bond;
+        z.refund = uint256(p.bountyPerReplica) * p.replicas;
+        z.who = new address[](reveals.length);
+        z.what = new uint8[](reveals.length);
+        for (uint256 i = 0; i < reveals.length; ++i) {
+            address provider = reveals[i].provider;
+            z.who[i] = provider;
+            bool revealed = states[i] == REPLICA_REVEALED;
+            bool inMajority = revealed && z.accepted && reveals[i].outputHash == z.winner;
+            if (inMajority && !z.upheld) {
+                z.what[i] = OUTCOME_WON;
+                z.refund -= p.bountyPerReplica;
+                _credit(provider, uint256(p.bountyPerReplica) + bond, z);
+            } else if (inMajority) {
+                z.what[i] = OUTCOME_LOST; // the majority was overturned by a challenge
+                z.toChallenger += bond;
+            } else if (revealed && z.accepted && !z.upheld) {
+                z.what[i] = OUTCOME_LOST; // outvoted by the accepted majority
+                z.refund += bond;
+            } else if (revealed) {
+                _credit(provider, bond, z); // no quorum, or the vindicated minority
+            } else {
+                z.what[i] = OUTCOME_SLASHED; // claimed but never revealed
+                z.refund += bond;
+            }
+            delete _replicas[id][provider];
+        }
+    }
+
+    /// Find the output hash revealed by the most replicas; accepted when it reaches quorum.
+    function _tally(
+        TaskParams calldata p,
+        Reveal[] calldata reveals,
+        uint8[] memory states,
+        Settlement memory z
+    ) private pure {
+        uint256 n = reveals.length;
+        uint256 best = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            if (states[i] != REPLICA_REVEALED) continue;
+            bytes32 h = reveals[i].outputHash;
+            uint256 votes = 0;
+            for (uint256 j = 0; j < n; ++j) {
+                if (states[j] == REPLICA_REVEALED && reveals[j].outputHash == h) ++votes;
+            }
+            if (votes > best) {
+                best = votes;
+                z.winner = h;
+            }
+        }
+        z.accepted = best >= p.quorum;
+        if (z.accepted && !z.upheld) z.winners = best;
+    }
+
+    function _settleChallenge(
+        bytes32 id,
+        Reveal[] calldata reveals,
+        uint8[] memory states,
+        Settlement memory z
+    ) private {
+        address challenger = _challengers[id];
+        delete _challengers[id];
+        if (z.upheld) {
+            _credit(challenger, challengeBond + z.toChallenger, z);
+        } else if (z.winners == 0) {
+            z.refund += challengeBond;
+        } else {
+            uint256 share = challengeBond / z.winners;
+            z.refund += challengeBond - share * z.winners;
+            for (uint256 i = 0; i < reveals.length; ++i) {
+                if (states[i] == REPLICA_REVEALED && reveals[i].outputHash == z.winner) {
+                    _credit(reveals[i].provider, share, z);
+                }
+            }
+        }
+    }
+
+    /// The caller's own share is sent at the end of its transaction (the caller pulling);
+    /// everyone else's is credited for `withdraw()`.
+    function _credit(address to, uint256 amount, Settlement memory z) private {
+        if (to == msg.sender) z.toCaller += amount;
+        else _balances[to] += amount;
+    }
+}
