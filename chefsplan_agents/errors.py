@@ -36,6 +36,8 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   └── TxReverted            (Solidity custom errors decode to subclasses)
     ├── RegistryError
     ├── MarketError
+    │   ├── NoQuorum              (a delegated task settled without an accepted output)
+    │   └── DelegationTimeout (TimeoutError)
     ├── LLMError
     │   ├── ModelNotFound (LookupError)
     │   ├── ModelHashMismatch
@@ -45,7 +47,12 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── InvalidGenerationParams (ValueError)
     │   └── LLMServerUnavailable (ConnectionError)
     ├── NodeError
-    │   └── TaskRefused
+    │   ├── TaskRefused
+    │   ├── NodeUnavailable (ConnectionError)
+    │   ├── NodeRequestRejected   (the node's HTTP API answered with an error)
+    │   │   └── JobNotFound (LookupError)
+    │   ├── JobFailed
+    │   └── JobTimeout (TimeoutError)
     └── VerificationError
 """
 
@@ -66,6 +73,7 @@ __all__ = [
     "ContentTooLarge",
     "ContextOverflow",
     "ContractNotDeployed",
+    "DelegationTimeout",
     "DidBackendError",
     "GenerationError",
     "IdentityError",
@@ -74,6 +82,9 @@ __all__ = [
     "InvalidDid",
     "InvalidGenerationParams",
     "InvalidSignature",
+    "JobFailed",
+    "JobNotFound",
+    "JobTimeout",
     "KeystoreError",
     "LLMError",
     "LLMServerUnavailable",
@@ -81,7 +92,10 @@ __all__ = [
     "ModelHashMismatch",
     "ModelLoadError",
     "ModelNotFound",
+    "NoQuorum",
     "NodeError",
+    "NodeRequestRejected",
+    "NodeUnavailable",
     "RegistryError",
     "StorageError",
     "StoreUnavailable",
@@ -230,6 +244,14 @@ class MarketError(ChefsplanError):
     """The task market rejected or could not answer a request."""
 
 
+class NoQuorum(MarketError):
+    """A delegated task settled, but no output hash reached its quorum."""
+
+
+class DelegationTimeout(MarketError, TimeoutError):
+    """A delegated task was not settled within the time waited for it."""
+
+
 # --- llm ----------------------------------------------------------------------------------
 
 
@@ -278,6 +300,35 @@ class TaskRefused(NodeError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"task refused: {reason}")
+
+
+class NodeUnavailable(NodeError, ConnectionError):
+    """A node's HTTP API cannot be reached (refused, reset, timed out)."""
+
+
+class NodeRequestRejected(NodeError):
+    """A node's HTTP API answered a request with an error.
+
+    ``status`` is the HTTP status and ``code`` the API's error code (``bad_signature``,
+    ``stale_request``, ``replayed_nonce``, ``invalid_bundle``, ``forbidden``, …).
+    """
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class JobNotFound(NodeRequestRejected, LookupError):
+    """A node does not know the job id asked about."""
+
+
+class JobFailed(NodeError):
+    """A node ran a job and it failed; the message carries the node's reason."""
+
+
+class JobTimeout(NodeError, TimeoutError):
+    """A job did not finish within the time waited for it."""
 
 
 # --- verify -------------------------------------------------------------------------------
