@@ -1,0 +1,183 @@
+"""KuboStore against a daemon that lies: a small HTTP server in a thread speaking the RPC API.
+
+The real daemon runs in the conformance suite (``make integration``); here the daemon is
+scripted so that it can return the wrong CID or the wrong bytes, which a real one never does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from chefsplan_agents.errors import CidMismatch, ContentNotFound, StorageError, StoreUnavailable
+from chefsplan_agents.storage import CHUNK_SIZE, Cid, FileImporter, KuboStore, parse_cid
+
+
+class _Daemon(BaseHTTPRequestHandler):
+    blocks: ClassVar[dict[bytes, bytes]] = {}
+    add_answer: ClassVar[str] = ""
+    received: ClassVar[list[int]] = []
+    last_query: ClassVar[dict[str, list[str]]] = {}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _drain(self) -> int:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            total = 0
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return total
+                total += len(self.rfile.read(size))
+                self.rfile.readline()
+        return len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+    def do_POST(self) -> None:
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        type(self).last_query = query
+        size = self._drain()
+        if url.path == "/api/v0/add":
+            type(self).received.append(size)
+            answer = {"Name": "f", "Hash": self.add_answer, "Size": "1"}
+            self._reply(200, json.dumps(answer).encode())
+        elif url.path == "/api/v0/block/get":
+            block = self.blocks.get(parse_cid(query["arg"][0]).multihash)
+            if block is None:
+                error = {"Message": "block not found", "Code": 0, "Type": "error"}
+                self._reply(500, json.dumps(error).encode())
+            else:
+                self._reply(200, block, "application/octet-stream")
+        else:
+            self._reply(404, b'{"Message": "no such endpoint", "Code": 0, "Type": "error"}')
+
+
+@pytest.fixture
+def daemon() -> Iterator[tuple[type[_Daemon], str]]:
+    handler = type("Daemon", (_Daemon,), {"blocks": {}, "received": [], "add_answer": ""})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield handler, f"/ip4/127.0.0.1/tcp/{server.server_address[1]}/http"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _dag(data: bytes) -> tuple[str, dict[bytes, bytes]]:
+    blocks: dict[bytes, bytes] = {}
+
+    def keep(cid: Cid, block: bytes) -> None:
+        blocks[cid.multihash] = block
+
+    importer = FileImporter(1, keep)
+    importer.write(data)
+    return str(importer.finish()), blocks
+
+
+def test_put_accepts_the_daemon_when_it_agrees(daemon: tuple[type[_Daemon], str]) -> None:
+    handler, api = daemon
+    data = os.urandom(CHUNK_SIZE + 10)
+    cid, _ = _dag(data)
+    handler.add_answer = cid
+    with KuboStore(api, timeout_s=5) as store:
+        assert store.put(data) == cid
+    assert handler.received and handler.received[0] > len(data)  # multipart framing around it
+    assert handler.last_query["cid-version"] == ["1"]
+    assert handler.last_query["raw-leaves"][0].lower() == "true"
+    assert handler.last_query["chunker"] == [f"size-{CHUNK_SIZE}"]
+
+
+def test_put_refuses_a_daemon_announcing_another_cid(daemon: tuple[type[_Daemon], str]) -> None:
+    handler, api = daemon
+    cid, _ = _dag(b"what we sent")
+    wrong, _ = _dag(b"something else")
+    handler.add_answer = wrong
+    with KuboStore(api, timeout_s=5) as store, pytest.raises(CidMismatch) as info:
+        store.put(b"what we sent")
+    assert info.value.expected == cid
+    assert info.value.actual == wrong
+
+
+def test_put_refuses_a_garbage_answer(daemon: tuple[type[_Daemon], str]) -> None:
+    handler, api = daemon
+    handler.add_answer = "not-a-cid"
+    with KuboStore(api, timeout_s=5) as store, pytest.raises(CidMismatch, match="not-a-cid"):
+        store.put(b"x")
+
+
+def test_get_verifies_every_block(daemon: tuple[type[_Daemon], str]) -> None:
+    handler, api = daemon
+    data = os.urandom(3 * CHUNK_SIZE)
+    cid, blocks = _dag(data)
+    handler.blocks.update(blocks)
+    with KuboStore(api, timeout_s=5) as store:
+        assert store.get(cid) == data
+        # The daemon now flips one byte of the middle leaf.
+        leaf = parse_cid(_dag(data[CHUNK_SIZE : 2 * CHUNK_SIZE])[0])
+        bad = bytearray(blocks[leaf.multihash])
+        bad[7] ^= 0x80
+        handler.blocks[leaf.multihash] = bytes(bad)
+        with pytest.raises(CidMismatch) as info:
+            store.get(cid)
+        assert info.value.expected == str(leaf)
+        chunks = store.iter_chunks(cid)
+        assert next(chunks) == data[:CHUNK_SIZE]
+        with pytest.raises(CidMismatch):
+            next(chunks)
+
+
+def test_get_missing_block(daemon: tuple[type[_Daemon], str]) -> None:
+    _, api = daemon
+    cid, _ = _dag(b"never added")
+    with KuboStore(api, timeout_s=5) as store, pytest.raises(ContentNotFound, match=cid):
+        store.get(cid)
+
+
+def test_other_daemon_errors_are_storage_errors(daemon: tuple[type[_Daemon], str]) -> None:
+    _, api = daemon
+    cid, _ = _dag(b"x")
+    with KuboStore(api, timeout_s=5) as store, pytest.raises(StorageError, match="refused") as info:
+        store.is_pinned(cid)  # the fake daemon has no pin/ls endpoint
+    assert "\n" not in str(info.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_daemon_names_its_address() -> None:
+    api = f"/ip4/127.0.0.1/tcp/{_free_port()}/http"
+    with KuboStore(api, timeout_s=2) as store:
+        for call in (lambda: store.put(b"x"), lambda: store.get(_dag(b"x")[0])):
+            with pytest.raises(StoreUnavailable) as info:
+                call()
+            message = str(info.value)
+            assert api in message
+            assert "\n" not in message
+
+
+def test_invalid_address() -> None:
+    with pytest.raises(StoreUnavailable, match="not valid"):
+        KuboStore("http://127.0.0.1:5001")
