@@ -8,6 +8,7 @@ starts ``did:key:z6Mk``. The verification method's fragment is the same multibas
 from __future__ import annotations
 
 import base64
+import functools
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -67,6 +68,12 @@ def public_key_from_did(did: str) -> Ed25519PublicKey:
     """
     if not isinstance(did, str):
         raise InvalidDid(f"a DID is a string, got {type(did).__name__}")
+    # Verifying a bundle or an offer resolves the same few DIDs again and again.
+    return _resolve_did_key(did)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve_did_key(did: str) -> Ed25519PublicKey:
     base, fragment = _split(did)
     if not base.startswith(_DID_KEY_PREFIX):
         raise InvalidDid(f"{did!r} is not a did:key; only did:key DIDs resolve offline")
