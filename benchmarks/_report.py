@@ -29,7 +29,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
-        "--write-docs", action="store_true", help="replace this benchmark's section of docs/benchmarks.md"
+        "--write-docs",
+        action="store_true",
+        help="replace this benchmark's section of docs/benchmarks.md",
     )
     return p
 
@@ -55,7 +57,11 @@ def write_section(name: str, title: str, text: str) -> None:
     block = f"{start}\n## {title}\n\n_Measured {stamp} on {machine()}._\n\n{text.strip()}\n{end}"
     doc = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block + "\n"
+    doc = (
+        pattern.sub(lambda _: block, doc)
+        if pattern.search(doc)
+        else doc.rstrip() + "\n\n" + block + "\n"
+    )
     DOCS.write_text(doc, encoding="utf-8")
 
 
@@ -84,4 +90,6 @@ def report(
         if notes:
             console.print(notes)
     if args.write_docs:
-        write_section(name, title, markdown_table(columns, rows) + ("\n\n" + notes if notes else ""))
+        write_section(
+            name, title, markdown_table(columns, rows) + ("\n\n" + notes if notes else "")
+        )

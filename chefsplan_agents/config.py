@@ -72,7 +72,8 @@ class StorageSettings(_Section):
 
     backend: Literal["memory", "local", "kubo"] = "local"
     path: Path | None = Field(
-        default=None, description="Blockstore folder for the local backend (default: data_dir/blocks)."
+        default=None,
+        description="Blockstore folder for the local backend (default: data_dir/blocks).",
     )
     ipfs_api: str = Field(
         default="/ip4/127.0.0.1/tcp/5001/http", description="Multiaddr of an IPFS daemon's RPC API."
@@ -115,7 +116,9 @@ class Settings(_Section):
 
     profile: str = "default"
     data_dir: Path = Field(default_factory=_default_data_dir)
-    keystore: Path | None = Field(default=None, description="Encrypted key file (default: data_dir/key.json).")
+    keystore: Path | None = Field(
+        default=None, description="Encrypted key file (default: data_dir/key.json)."
+    )
     storage: StorageSettings = Field(default_factory=StorageSettings)
     chain: ChainSettings = Field(default_factory=ChainSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
@@ -142,7 +145,10 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name in (ENV_PREFIX + "CONFIG", ENV_PREFIX + "PROFILE"):
+        if not name.startswith(ENV_PREFIX) or name in (
+            ENV_PREFIX + "CONFIG",
+            ENV_PREFIX + "PROFILE",
+        ):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         if not path:

@@ -46,8 +46,6 @@ def test_errors_print_one_line_verbatim(capsys: pytest.CaptureFixture[str]) -> N
     try:
         assert run(["raise-for-test"]) == 1
     finally:
-        app.registered_commands = [
-            c for c in app.registered_commands if c.name != "raise-for-test"
-        ]
+        app.registered_commands = [c for c in app.registered_commands if c.name != "raise-for-test"]
     err = capsys.readouterr().err
     assert err == "error: not a did:key:z6Mk… value [see docs]\n"
