@@ -151,7 +151,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         ):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        if not path:
+        # Other CHEFSPLAN_* variables (the keystore passphrase, test-harness addresses) are not
+        # settings: only a name whose first part is a settings field is read.
+        if not path or path[0] not in Settings.model_fields:
             continue
         value: Any = raw
         # Structured values (the contracts table) may be given as JSON.

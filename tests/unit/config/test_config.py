@@ -66,6 +66,8 @@ def test_env_overrides_profile_and_overrides_win(config_file: Path) -> None:
         "CHEFSPLAN_CHAIN__RPC_URL": "http://10.0.0.1:8545",
         "CHEFSPLAN_CHAIN__CONTRACTS": '{"TaskMarket": "0xabc"}',
         "UNRELATED": "x",
+        "CHEFSPLAN_TEST_RPC_URL": "http://127.0.0.1:1",  # not a setting: ignored
+        "CHEFSPLAN_KEYSTORE_PASSPHRASE": "secret",  # not a setting: ignored
     }
     settings = load_settings(config_file, profile="testnet", env=env, llm={"n_threads": 2})
     assert settings.chain.rpc_url == "http://10.0.0.1:8545"
