@@ -1,1 +1,44 @@
-"""market layer (see docs/architecture.md)."""
+"""The task market and the output log: typed clients for ``TaskMarket`` and ``OutputLog``.
+
+A task's terms (:class:`TaskParams`) hash to its id; providers claim with a bond, commit to
+:func:`make_commitment`, reveal, and anyone settles with :meth:`MarketClient.finalize`.
+Values are in wei.
+"""
+
+from chefsplan_agents.market._client import MarketClient, PostedTask
+from chefsplan_agents.market._output_log import LoggedOutput, OutputLogClient
+from chefsplan_agents.market._records import (
+    TASK_PARAMS_TYPE,
+    ChallengeState,
+    ReplicaRecord,
+    ReplicaState,
+    RevealEntry,
+    Settlement,
+    TaskParams,
+    TaskRecord,
+    TaskResult,
+    TaskStateRecord,
+    make_commitment,
+    new_salt,
+    result_cid_hash,
+)
+
+__all__ = [
+    "TASK_PARAMS_TYPE",
+    "ChallengeState",
+    "LoggedOutput",
+    "MarketClient",
+    "OutputLogClient",
+    "PostedTask",
+    "ReplicaRecord",
+    "ReplicaState",
+    "RevealEntry",
+    "Settlement",
+    "TaskParams",
+    "TaskRecord",
+    "TaskResult",
+    "TaskStateRecord",
+    "make_commitment",
+    "new_salt",
+    "result_cid_hash",
+]

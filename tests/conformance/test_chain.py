@@ -1,0 +1,994 @@
+"""The Chain conformance suite: the chain layer and every contract function, on every backend.
+
+``ChainConformance`` holds the tests; each backend subclasses it and says how to open a chain
+with ten funded accounts. Contracts are deployed once per class and every test runs inside an
+EVM snapshot that is reverted afterwards, so tests stay independent and fast.
+
+The anvil subclass is an integration test: it uses ``$CHEFSPLAN_TEST_RPC_URL`` when set, and
+otherwise starts the pinned anvil from ``node_modules`` on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from chefsplan_agents.chain import (
+    Artifact,
+    BoundContract,
+    Chain,
+    Deployment,
+    EmbeddedChain,
+    JsonRpcChain,
+    deploy_contracts,
+    revert_error_class,
+)
+from chefsplan_agents.chain import errors as E
+from chefsplan_agents.errors import ChainError, ContractNotDeployed, TransactionFailed, TxReverted
+from chefsplan_agents.market import (
+    ChallengeState,
+    MarketClient,
+    OutputLogClient,
+    ReplicaState,
+    RevealEntry,
+    TaskParams,
+    TaskResult,
+    make_commitment,
+    result_cid_hash,
+)
+from chefsplan_agents.registry import (
+    OUTCOME_LOST,
+    OUTCOME_SLASHED,
+    OUTCOME_WON,
+    RegistryClient,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = Artifact.from_json(
+    json.loads((ROOT / "tests" / "unit" / "chain" / "fixtures" / "Probe.json").read_text())
+)
+ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+# anvil's well-known development mnemonic: its accounts are funded on every anvil chain.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+ETHER = 10**18
+MIN_STAKE = ETHER // 100
+COOLDOWN = 3600
+CHALLENGE_BOND = ETHER // 50
+BOUNTY = ETHER // 10
+BOND = ETHER // 20
+DID = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+OFFER_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+RESULT_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+OTHER_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+
+
+def h(tag: str) -> bytes:
+    """A distinct 32-byte value for a tag."""
+    return tag.encode().ljust(32, b"\0")[:32]
+
+
+class ChainConformance:
+    """Behaviour every Chain backend must have. Subclasses implement :meth:`open_chain`."""
+
+    @classmethod
+    def open_chain(cls) -> Chain:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fixtures
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def chain(cls) -> Iterator[Chain]:
+        with cls.open_chain() as chain:
+            yield chain
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def deployment(cls, chain: Chain) -> Deployment:
+        return deploy_contracts(
+            chain,
+            min_stake=MIN_STAKE,
+            unstake_cooldown=COOLDOWN,
+            challenge_bond=CHALLENGE_BOND,
+            auditor=chain.accounts[9],
+        )
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def probe(cls, chain: Chain) -> BoundContract:
+        return chain.contract(PROBE, chain.deploy(PROBE, 5))
+
+    @pytest.fixture(autouse=True)
+    def _isolated(
+        self, chain: Chain, deployment: Deployment, probe: BoundContract
+    ) -> Iterator[None]:
+        snapshot = chain.snapshot()
+        yield
+        chain.revert(snapshot)
+
+    @pytest.fixture
+    def accounts(self, chain: Chain) -> list[str]:
+        return chain.accounts
+
+    @pytest.fixture
+    def registry(self, deployment: Deployment) -> RegistryClient:
+        return RegistryClient(deployment.registry)
+
+    @pytest.fixture
+    def market(self, deployment: Deployment) -> MarketClient:
+        return MarketClient(deployment.market, from_block=deployment.deployed_at)
+
+    @pytest.fixture
+    def output_log(self, deployment: Deployment) -> OutputLogClient:
+        return OutputLogClient(deployment.output_log, from_block=deployment.deployed_at)
+
+    @pytest.fixture
+    def providers(self, registry: RegistryClient, accounts: list[str]) -> list[str]:
+        """Accounts 1..4 registered as active providers."""
+        for i, who in enumerate(accounts[1:5], start=1):
+            registry.register(f"{DID}{i}", OFFER_CID, h(f"offer{i}"), stake=MIN_STAKE, sender=who)
+        return accounts[1:5]
+
+    # ------------------------------------------------------------------ chain basics
+
+    def test_accounts_are_funded(self, chain: Chain) -> None:
+        assert len(chain.accounts) >= 10
+        assert len(set(chain.accounts)) == len(chain.accounts)
+        assert all(chain.balance(a) >= 100 * ETHER for a in chain.accounts[:10])
+
+    def test_transfer_moves_value_and_charges_gas(self, chain: Chain) -> None:
+        a, b = chain.accounts[0], chain.accounts[1]
+        before_a, before_b = chain.balance(a), chain.balance(b)
+        receipt = chain.transfer(b, 12345, sender=a)
+        assert receipt.status == 1 and receipt.gas_used == 21_000
+        assert chain.balance(b) == before_b + 12345
+        assert chain.balance(a) == before_a - 12345 - receipt.fee_wei
+
+    def test_deploy_and_call(self, chain: Chain, probe: BoundContract) -> None:
+        assert chain.code_at(probe.address)
+        assert probe.call("value") == 5
+        value, caller = probe.call("pair", sender=chain.accounts[2])
+        assert (value, caller) == (5, chain.accounts[2])
+
+    def test_transact_returns_decoded_events(self, chain: Chain, probe: BoundContract) -> None:
+        receipt = probe.transact("set", 42, "hello", sender=chain.accounts[1])
+        assert receipt.status == 1 and receipt.gas_used > 21_000
+        assert receipt.block_number == chain.block_number()
+        event = receipt.event("Set")
+        assert event.args == {"who": chain.accounts[1], "value": 42, "note": "hello"}
+        assert event.address == probe.address and event.tx_hash == receipt.tx_hash
+        assert probe.call("value") == 42
+        with pytest.raises(ChainError, match="no Nope event"):
+            receipt.event("Nope")
+
+    def test_get_logs_filters_indexed_arguments(self, chain: Chain, probe: BoundContract) -> None:
+        start = chain.block_number() + 1
+        probe.transact("set", 11, "a", sender=chain.accounts[1])
+        probe.transact("set", 12, "b", sender=chain.accounts[2])
+        probe.transact("set", 13, "c", sender=chain.accounts[1])
+        mine = probe.get_logs("Set", from_block=start, filters={"who": chain.accounts[1]})
+        assert [e.args["value"] for e in mine] == [11, 13]
+        both = probe.get_logs(
+            "Set", from_block=start, filters={"who": [chain.accounts[1], chain.accounts[2]]}
+        )
+        assert [e.args["note"] for e in both] == ["a", "b", "c"]
+        chain.log_block_range = 2  # as on a public endpoint that caps eth_getLogs ranges
+        try:
+            split = probe.get_logs("Set", from_block=start, filters={"who": chain.accounts[1]})
+        finally:
+            chain.log_block_range = None
+        assert split == mine
+        with pytest.raises(ChainError, match="only indexed"):
+            probe.get_logs("Set", filters={"value": 11})
+        with pytest.raises(ChainError, match="no event"):
+            probe.get_logs("Missing")
+
+    def test_custom_error_with_arguments(self, probe: BoundContract) -> None:
+        with pytest.raises(E.TooLow) as info:
+            probe.transact("set", 3, "x")
+        assert info.value.args_ == {"got": 3, "minimum": 10}
+        assert isinstance(info.value, TxReverted)
+        assert str(info.value) == "Probe.set reverted with TooLow(got=3, minimum=10)"
+        assert type(info.value) is revert_error_class("TooLow")
+        assert type(info.value).__name__ == "TooLow"
+
+    def test_reverts_decode_in_calls_too(self, probe: BoundContract) -> None:
+        with pytest.raises(E.TooLow):
+            probe.call("set", 3, "x")
+        with pytest.raises(E.Nope):
+            probe.call("nope")
+
+    def test_custom_error_without_arguments(self, probe: BoundContract) -> None:
+        with pytest.raises(E.Nope) as info:
+            probe.transact("nope")
+        assert info.value.args_ == {}
+
+    def test_revert_string_is_error_string(self, probe: BoundContract) -> None:
+        with pytest.raises(revert_error_class("Error")) as info:
+            probe.transact("requireOk", False)
+        assert info.value.args_ == {"message": "not ok"}
+        assert str(info.value) == "Probe.requireOk reverted: not ok"
+
+    def test_panic_is_decoded(self, probe: BoundContract) -> None:
+        with pytest.raises(E.Panic) as info:
+            probe.call("divide", 1, 0)
+        assert info.value.args_ == {"code": 0x12}
+        assert "division or modulo by zero" in str(info.value)
+
+    def test_bare_revert(self, probe: BoundContract) -> None:
+        with pytest.raises(TxReverted, match="without a reason") as info:
+            probe.transact("bare")
+        assert type(info.value) is TxReverted
+
+    def test_constructor_revert_is_decoded(self, chain: Chain) -> None:
+        with pytest.raises(E.TooLow) as info:
+            chain.deploy(PROBE, 0)
+        assert info.value.args_ == {"got": 0, "minimum": 1}
+
+    def test_mined_revert_is_decoded_by_replay(self, chain: Chain, probe: BoundContract) -> None:
+        sender = chain.accounts[3]
+        nonce_before = chain._fetch_nonce(sender)
+        # An explicit gas limit skips estimation: the failing transaction is mined.
+        with pytest.raises(E.TooLow):
+            chain.transact(probe.fn("set", 3, "x"), sender=sender, gas=200_000)
+        assert chain._fetch_nonce(sender) == nonce_before + 1
+        # The nonce tracker stays in step after a mined failure.
+        probe.transact("set", 20, "ok", sender=sender)
+        assert probe.call("value") == 20
+
+    def test_nonce_tracking_under_concurrent_threads(
+        self, chain: Chain, probe: BoundContract
+    ) -> None:
+        sender = chain.accounts[4]
+        start = chain._fetch_nonce(sender)
+        errors: list[BaseException] = []
+        receipts = []
+        lock = threading.Lock()
+
+        def send(k: int) -> None:
+            try:
+                for j in range(3):
+                    r = probe.transact("set", 100 + 10 * k + j, f"t{k}", sender=sender)
+                    with lock:
+                        receipts.append(r)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len({r.tx_hash for r in receipts}) == 12
+        assert chain._fetch_nonce(sender) == start + 12
+
+    def test_nonce_resyncs_after_an_outside_send(self, chain: Chain, probe: BoundContract) -> None:
+        sender = chain.accounts[5]
+        probe.transact("set", 30, "a", sender=sender)  # primes the cached nonce
+        # Another client with the same key sends behind the tracker's back.
+        other = chain._signer(sender)
+        tx = {
+            "to": chain.accounts[0],
+            "value": 1,
+            "gas": 21_000,
+            "nonce": chain._fetch_nonce(sender),
+            "chainId": chain.chain_id,
+            **chain._fee_fields(),
+        }
+        chain._eth.send_raw_transaction(other.sign_transaction(tx).raw_transaction)
+        chain.mine()
+        receipt = probe.transact("set", 31, "b", sender=sender)
+        assert receipt.status == 1 and probe.call("value") == 31
+
+    def test_unknown_sender_is_refused(self, chain: Chain, probe: BoundContract) -> None:
+        stranger = Account.create().address
+        with pytest.raises(ChainError, match="no private key for sender"):
+            probe.transact("set", 20, "x", sender=stranger)
+
+    def test_new_account_is_funded(self, chain: Chain, probe: BoundContract) -> None:
+        address = chain.new_account(fund_wei=ETHER)
+        assert address in chain.accounts and chain.balance(address) == ETHER
+        probe.transact("set", 77, "new", sender=address)
+        assert probe.get_logs("Set", filters={"who": address})[0].args["value"] == 77
+
+    def test_insufficient_funds(self, chain: Chain, probe: BoundContract) -> None:
+        poor = chain.new_account()
+        with pytest.raises(TransactionFailed, match="insufficient funds"):
+            chain.transfer(chain.accounts[0], 1, sender=poor)
+        with pytest.raises(TransactionFailed, match="insufficient funds"):
+            probe.transact("set", 50, "x", sender=poor)
+
+    def test_no_code_is_contract_not_deployed(self, chain: Chain) -> None:
+        with pytest.raises(ContractNotDeployed, match="no Probe contract at"):
+            chain.contract(PROBE, chain.accounts[7])
+
+    def test_advance_time(self, chain: Chain, probe: BoundContract) -> None:
+        before = probe.call("stamp")
+        chain.advance_time(5000)
+        assert chain.block_timestamp() >= before + 5000
+        assert probe.call("stamp") >= before + 5000
+
+    def test_snapshot_and_revert(self, chain: Chain, probe: BoundContract) -> None:
+        snap = chain.snapshot()
+        probe.transact("set", 99, "x")
+        assert probe.call("value") == 99
+        chain.revert(snap)
+        assert probe.call("value") == 5
+        probe.transact("set", 98, "y")  # nonces are resynced after the revert
+        assert probe.call("value") == 98
+
+    # ------------------------------------------------------------------ deployment
+
+    def test_deployment_is_wired(
+        self, chain: Chain, deployment: Deployment, registry: RegistryClient, market: MarketClient
+    ) -> None:
+        assert registry.market == deployment.market.address
+        assert registry.owner == chain.accounts[0]
+        assert registry.auditor == chain.accounts[9]
+        assert registry.min_stake == MIN_STAKE and registry.unstake_cooldown == COOLDOWN
+        assert market.challenge_bond == CHALLENGE_BOND and market.resolver == chain.accounts[0]
+        assert set(deployment.addresses) == {"AgentRegistry", "TaskMarket", "OutputLog"}
+
+    def test_market_constructor_reverts(self, chain: Chain, deployment: Deployment) -> None:
+        zero = "0x" + "00" * 20
+        with pytest.raises(E.ZeroAddress):
+            chain.deploy("TaskMarket", zero, chain.accounts[0], CHALLENGE_BOND)
+        with pytest.raises(E.ZeroAddress):
+            chain.deploy("TaskMarket", deployment.registry.address, zero, CHALLENGE_BOND)
+        with pytest.raises(E.ZeroAmount):
+            chain.deploy("TaskMarket", deployment.registry.address, chain.accounts[0], 0)
+
+    # ------------------------------------------------------------------ registry
+
+    def test_register_and_read_back(self, chain: Chain, registry: RegistryClient) -> None:
+        who = chain.accounts[1]
+        assert registry.get_provider(who) is None and registry.provider_of(DID) is None
+        receipt = registry.register(DID, OFFER_CID, h("offer"), stake=MIN_STAKE * 2, sender=who)
+        event = receipt.event("ProviderRegistered")
+        assert event.args["provider"] == who and event.args["did"] == DID
+        assert event.args["stake"] == MIN_STAKE * 2
+        record = registry.get_provider(who)
+        assert record is not None
+        assert (record.did, record.offer_cid, record.offer_hash) == (DID, OFFER_CID, h("offer"))
+        assert record.stake == MIN_STAKE * 2 and record.active
+        assert record.unstake_available_at == 0 and record.reputation.tasks == 0
+        assert registry.provider_of(DID) == who and registry.is_active(who)
+        assert registry.count() == 1 and [p.address for p in registry.providers()] == [who]
+
+    def test_register_reverts(self, chain: Chain, registry: RegistryClient) -> None:
+        a, b = chain.accounts[1], chain.accounts[2]
+        with pytest.raises(E.EmptyDid):
+            registry.register("", OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        with pytest.raises(E.EmptyOfferCid):
+            registry.register(DID, "", h("o"), stake=MIN_STAKE, sender=a)
+        with pytest.raises(E.StakeTooLow) as low:
+            registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE - 1, sender=a)
+        assert low.value.args_ == {"stake": MIN_STAKE - 1, "minStake": MIN_STAKE}
+        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        with pytest.raises(E.AlreadyRegistered) as again:
+            registry.register(DID + "x", OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        assert again.value.args_ == {"provider": a}
+        with pytest.raises(E.DidTaken) as taken:
+            registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=b)
+        assert taken.value.args_ == {"did": DID, "owner": a}
+
+    def test_update_offer(self, chain: Chain, registry: RegistryClient) -> None:
+        a = chain.accounts[1]
+        with pytest.raises(E.NotRegistered):
+            registry.update_offer(OTHER_CID, h("o2"), sender=a)
+        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        with pytest.raises(E.EmptyOfferCid):
+            registry.update_offer("", h("o2"), sender=a)
+        receipt = registry.update_offer(OTHER_CID, h("o2"), sender=a)
+        assert receipt.event("OfferUpdated").args["offerCid"] == OTHER_CID
+        record = registry.get_provider(a)
+        assert record is not None and (record.offer_cid, record.offer_hash) == (OTHER_CID, h("o2"))
+
+    def test_add_stake(self, chain: Chain, registry: RegistryClient) -> None:
+        a = chain.accounts[1]
+        with pytest.raises(E.NotRegistered):
+            registry.add_stake(5, sender=a)
+        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        with pytest.raises(E.ZeroAmount):
+            registry.add_stake(0, sender=a)
+        receipt = registry.add_stake(5, sender=a)
+        assert receipt.event("StakeAdded").args == {
+            "provider": a,
+            "amount": 5,
+            "stake": MIN_STAKE + 5,
+        }
+        record = registry.get_provider(a)
+        assert record is not None and record.stake == MIN_STAKE + 5
+
+    def test_unstake_lifecycle(self, chain: Chain, registry: RegistryClient) -> None:
+        a = chain.accounts[1]
+        with pytest.raises(E.NotRegistered):
+            registry.request_unstake(sender=a)
+        with pytest.raises(E.NotRegistered):
+            registry.withdraw_stake(sender=a)
+        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        with pytest.raises(E.UnstakeNotRequested):
+            registry.withdraw_stake(sender=a)
+        receipt = registry.request_unstake(sender=a)
+        available = receipt.event("UnstakeRequested").args["availableAt"]
+        assert available == chain.block_timestamp() + COOLDOWN
+        assert not registry.is_active(a)
+        assert [p.address for p in registry.providers(active_only=True)] == []
+        with pytest.raises(E.UnstakeAlreadyRequested):
+            registry.request_unstake(sender=a)
+        with pytest.raises(E.CooldownActive) as early:
+            registry.withdraw_stake(sender=a)
+        assert early.value.args_ == {"availableAt": available}
+        chain.advance_time(COOLDOWN + 1)
+        before = chain.balance(a)
+        receipt = registry.withdraw_stake(sender=a)
+        assert receipt.event("StakeWithdrawn").args["amount"] == MIN_STAKE
+        assert chain.balance(a) == before + MIN_STAKE - receipt.fee_wei
+        with pytest.raises(E.NothingToWithdraw) as nothing:
+            registry.withdraw_stake(sender=a)
+        # The registry's own argument name, though the market's error has the same signature.
+        assert nothing.value.args_ == {"provider": a}
+
+    def test_roles(self, chain: Chain, registry: RegistryClient, deployment: Deployment) -> None:
+        owner, stranger = chain.accounts[0], chain.accounts[1]
+        with pytest.raises(E.NotOwner) as not_owner:
+            registry.set_market(stranger, sender=stranger)
+        assert not_owner.value.args_ == {"caller": stranger}
+        with pytest.raises(E.MarketAlreadySet):
+            registry.set_market(stranger, sender=owner)
+        with pytest.raises(E.NotOwner):
+            registry.set_auditor(stranger, sender=stranger)
+        registry.set_auditor(stranger, sender=owner)
+        assert registry.auditor == stranger
+        with pytest.raises(E.NotMarket):
+            registry.record_outcomes({stranger: OUTCOME_WON}, sender=owner)
+
+    def test_set_market_zero_address(self, chain: Chain) -> None:
+        fresh = RegistryClient(
+            chain.contract("AgentRegistry", chain.deploy("AgentRegistry", MIN_STAKE, COOLDOWN))
+        )
+        assert fresh.market is None
+        with pytest.raises(E.ZeroAddress):
+            fresh.set_market("0x" + "00" * 20)
+
+    def test_record_outcomes_by_market(self, chain: Chain) -> None:
+        market_eoa, p1, p2, p3 = chain.accounts[6], *chain.accounts[1:4]
+        fresh = RegistryClient(
+            chain.contract("AgentRegistry", chain.deploy("AgentRegistry", MIN_STAKE, COOLDOWN))
+        )
+        fresh.set_market(market_eoa)
+        for i, who in enumerate((p1, p2, p3)):
+            fresh.register(f"{DID}{i}", OFFER_CID, h("o"), stake=MIN_STAKE, sender=who)
+        receipt = fresh.record_outcomes(
+            {p1: OUTCOME_WON, p2: OUTCOME_LOST, p3: OUTCOME_SLASHED}, sender=market_eoa
+        )
+        assert len(receipt.events_named("ReputationUpdated")) == 3
+        assert fresh.reputation(p1).won == 1
+        assert (fresh.reputation(p2).lost, fresh.reputation(p2).slashed) == (1, 1)
+        assert fresh.reputation(p3).slashed == 1 and fresh.reputation(p3).lost == 0
+        assert fresh.reputation(p1).score > 0.5 > fresh.reputation(p2).score
+        with pytest.raises(E.UnknownOutcome) as unknown:
+            fresh.record_outcomes({p1: 7}, sender=market_eoa)
+        assert unknown.value.args_ == {"outcome": 7}
+        with pytest.raises(E.LengthMismatch):
+            fresh.contract.transact("recordOutcomes", [p1, p2], [1], sender=market_eoa)
+
+    def test_record_audit(self, chain: Chain, registry: RegistryClient) -> None:
+        auditor, a = chain.accounts[9], chain.accounts[1]
+        with pytest.raises(E.NotAuditor):
+            registry.record_audit(a, True, sender=a)
+        with pytest.raises(E.NotRegistered):
+            registry.record_audit(a, True, sender=auditor)
+        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
+        registry.record_audit(a, True, sender=auditor)
+        registry.record_audit(a, True, sender=auditor)
+        receipt = registry.record_audit(a, False, sender=auditor)
+        assert receipt.event("ReputationUpdated").args["auditsFailed"] == 1
+        rep = registry.reputation(a)
+        assert (rep.audits_passed, rep.audits_failed) == (2, 1)
+        assert registry.events("ReputationUpdated", provider=a)[-1].args["auditsPassed"] == 2
+
+    # ------------------------------------------------------------------ market: posting
+
+    def _task(self, market: MarketClient, **overrides: Any) -> TaskParams:
+        terms: dict[str, Any] = {
+            "bounty_per_replica": BOUNTY,
+            "bond": BOND,
+            "replicas": 1,
+            "claim_window": 600,
+            "commit_timeout": 300,
+            "reveal_window": 600,
+        }
+        terms.update(overrides)
+        return market.new_task(h("bundle"), **terms)
+
+    def test_post_task(self, chain: Chain, market: MarketClient) -> None:
+        params = self._task(market, replicas=3)
+        assert params.quorum == 2 and params.escrow == 3 * BOUNTY
+        before = chain.balance(market.address)
+        posted = market.post_task(params, "bafybundle")
+        assert posted.task_id == params.task_id == market.task_id_of(params)
+        assert chain.balance(market.address) == before + 3 * BOUNTY
+        record = market.get_task(posted.task_id)
+        assert record is not None
+        assert record.params == params and record.bundle_cid == "bafybundle"
+        assert record.state.open and record.state.claimed == 0
+        assert market.get_task(h("missing")) is None
+
+    def test_post_task_reverts(self, chain: Chain, market: MarketClient) -> None:
+        good = self._task(market, replicas=3)
+        stranger = chain.accounts[1]
+        from dataclasses import replace
+
+        with pytest.raises(E.NotRequester):
+            market.contract.transact(
+                "postTask", good.as_abi(), "cid", sender=stranger, value=good.escrow
+            )
+        with pytest.raises(E.EmptyCid):
+            market.post_task(good, "")
+        with pytest.raises(E.InvalidReplicas):
+            market.post_task(replace(good, replicas=0, quorum=0), "cid", value=0)
+        with pytest.raises(E.InvalidReplicas) as many:
+            market.post_task(replace(good, replicas=17, quorum=9), "cid")
+        assert many.value.args_ == {"replicas": 17, "maxReplicas": 16}
+        with pytest.raises(E.InvalidQuorum):
+            market.post_task(replace(good, quorum=1), "cid")
+        with pytest.raises(E.InvalidQuorum):
+            market.post_task(replace(good, quorum=4), "cid")
+        with pytest.raises(E.ZeroAmount):
+            market.post_task(replace(good, bond=0), "cid")
+        with pytest.raises(E.InvalidDeadlines):
+            market.post_task(replace(good, commit_timeout=0), "cid")
+        with pytest.raises(E.InvalidDeadlines):
+            market.post_task(replace(good, claim_deadline=chain.block_timestamp() - 1), "cid")
+        with pytest.raises(E.InvalidDeadlines):
+            market.post_task(replace(good, reveal_deadline=good.commit_phase_end), "cid")
+        with pytest.raises(E.WrongValue) as wrong:
+            market.post_task(good, "cid", value=good.escrow - 1)
+        assert wrong.value.args_ == {"sent": good.escrow - 1, "expected": good.escrow}
+        market.post_task(good, "cid")
+        with pytest.raises(E.TaskExists):
+            market.post_task(good, "cid")
+
+    def test_reverts_are_judged_at_the_next_block(self, chain: Chain, market: MarketClient) -> None:
+        # The next block may be later than the latest one: a deadline of "the next block's
+        # time" is already past for the transaction, whatever the latest block says.
+        from dataclasses import replace
+
+        before = chain.pending_timestamp()
+        good = self._task(market)
+        pending = chain.pending_timestamp()
+        assert pending >= chain.block_timestamp()
+        # new_task counts from the pending block (anvil's follows the wall clock).
+        assert before + 600 <= good.claim_deadline <= pending + 600
+        late = replace(good, claim_deadline=pending, reveal_deadline=pending + 1000)
+        with pytest.raises(E.InvalidDeadlines):
+            market.post_task(late, "cid")
+        posted = market.post_task(good, "cid")
+        stamp = chain.block_timestamp(posted.receipt.block_number)
+        assert stamp >= pending
+
+    def test_cancel(self, chain: Chain, market: MarketClient, providers: list[str]) -> None:
+        requester = chain.accounts[0]
+        params = self._task(market, replicas=3)
+        with pytest.raises(E.UnknownTask):
+            market.cancel(params)
+        market.post_task(params, "cid")
+        with pytest.raises(E.NotRequester):
+            market.cancel(params, sender=providers[0])
+        receipt = market.cancel(params)
+        assert receipt.event("TaskCancelled").args["refund"] == 3 * BOUNTY
+        assert market.balance_of(requester) == 3 * BOUNTY
+        assert not market.task_state(params.task_id).open
+        claimed = self._task(market, replicas=1)
+        market.post_task(claimed, "cid")
+        market.claim(claimed, sender=providers[0])
+        with pytest.raises(E.CancelNotAllowed):
+            market.cancel(claimed)
+
+    def test_withdraw(self, chain: Chain, market: MarketClient) -> None:
+        requester = chain.accounts[0]
+        with pytest.raises(E.NothingToWithdraw) as nothing:
+            market.withdraw(sender=requester)
+        assert nothing.value.args_ == {"account": requester}
+        params = self._task(market)
+        market.post_task(params, "cid")
+        market.cancel(params)
+        before = chain.balance(requester)
+        receipt = market.withdraw(sender=requester)
+        assert receipt.event("Withdrawn").args == {"account": requester, "amount": BOUNTY}
+        assert chain.balance(requester) == before + BOUNTY - receipt.fee_wei
+        assert market.balance_of(requester) == 0
+
+    # ------------------------------------------------------------------ market: claim/commit
+
+    def test_claim_reverts(self, chain: Chain, market: MarketClient, providers: list[str]) -> None:
+        params = self._task(market, replicas=1)
+        with pytest.raises(E.UnknownTask):
+            market.claim(params, sender=providers[0])
+        market.post_task(params, "cid")
+        with pytest.raises(E.WrongValue):
+            market.claim(params, sender=providers[0], value=BOND - 1)
+        with pytest.raises(E.NotActiveProvider):
+            market.claim(params, sender=chain.accounts[7])
+        market.claim(params, sender=providers[0])
+        with pytest.raises(E.TaskFull):
+            market.claim(params, sender=providers[1])
+        wide = self._task(market, replicas=3)
+        market.post_task(wide, "cid")
+        market.claim(wide, sender=providers[0])
+        with pytest.raises(E.AlreadyClaimed):
+            market.claim(wide, sender=providers[0])
+        chain.advance_time(601)
+        with pytest.raises(E.ClaimClosed):
+            market.claim(wide, sender=providers[1])
+
+    def test_claim_then_commit(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        p = providers[0]
+        params = self._task(market)
+        market.post_task(params, "cid")
+        receipt = market.claim(params, sender=p)
+        commit_by = receipt.event("ReplicaClaimed").args["commitBy"]
+        assert commit_by == chain.block_timestamp() + params.commit_timeout
+        replica = market.replica(params.task_id, p)
+        assert replica.state is ReplicaState.CLAIMED and replica.commit_by == commit_by
+        with pytest.raises(E.ZeroCommitment):
+            market.commit(params, b"\0" * 32, sender=p)
+        with pytest.raises(E.WrongReplicaState):
+            market.commit(params, h("c"), sender=providers[1])
+        commitment = make_commitment(h("out"), h("salt"), p)
+        assert commitment == market.commitment_of(h("out"), h("salt"), p)
+        receipt = market.commit(params, commitment, sender=p)
+        assert receipt.event("ResultCommitted").args["commitment"] == commitment
+        assert market.replica(params.task_id, p).state is ReplicaState.COMMITTED
+        assert market.task_state(params.task_id).committed == 1
+        with pytest.raises(E.WrongReplicaState):
+            market.commit(params, commitment, sender=p)
+
+    def test_commit_deadline(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        params = self._task(market)
+        market.post_task(params, "cid")
+        market.claim(params, sender=providers[0])
+        chain.advance_time(params.commit_timeout + 1)
+        with pytest.raises(E.CommitDeadlinePassed):
+            market.commit(params, h("c"), sender=providers[0])
+
+    def test_reopen(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester, p = chain.accounts[0], providers[0]
+        params = self._task(market, replicas=2)
+        market.post_task(params, "cid")
+        with pytest.raises(E.WrongReplicaState):
+            market.reopen(params, p)
+        market.claim(params, sender=p)
+        with pytest.raises(E.CommitDeadlineNotPassed):
+            market.reopen(params, p)
+        chain.advance_time(params.commit_timeout + 1)
+        receipt = market.reopen(params, p)
+        assert receipt.event("ReplicaReopened").args["slashedBond"] == BOND
+        assert market.balance_of(requester) == BOND
+        assert registry.reputation(p).slashed == 1
+        assert market.replica(params.task_id, p).state is ReplicaState.REOPENED
+        assert market.task_state(params.task_id).claimed == 0
+        market.claim(params, sender=providers[1])  # the slot is free again
+        with pytest.raises(E.AlreadyClaimed):
+            market.claim(params, sender=p)
+
+    # ------------------------------------------------------------------ market: reveal
+
+    def _claim_commit(
+        self, market: MarketClient, params: TaskParams, who: str, out: bytes
+    ) -> bytes:
+        salt = h("salt-" + who[-6:])
+        market.claim(params, make_commitment(out, salt, who), sender=who)
+        return salt
+
+    def test_reveal_reverts(self, chain: Chain, market: MarketClient, providers: list[str]) -> None:
+        a, b = providers[0], providers[1]
+        params = self._task(market, replicas=2, quorum=2)
+        market.post_task(params, "cid")
+        salt = self._claim_commit(market, params, a, h("out"))
+        with pytest.raises(E.RevealNotOpen):
+            market.reveal(params, h("out"), RESULT_CID, salt, sender=a)
+        market.claim(params, sender=b)  # claims but never commits
+        with pytest.raises(E.WrongReplicaState):
+            market.reveal(params, h("out"), RESULT_CID, salt, sender=b)
+        chain.advance_time(params.commit_phase_end - chain.block_timestamp() + 1)
+        with pytest.raises(E.EmptyCid):
+            market.reveal(params, h("out"), "", salt, sender=a)
+        with pytest.raises(E.CommitmentMismatch):
+            market.reveal(params, h("other"), RESULT_CID, salt, sender=a)
+        with pytest.raises(E.CommitmentMismatch):
+            market.reveal(params, h("out"), RESULT_CID, h("wrong salt"), sender=a)
+        chain.advance_time(params.reveal_deadline - chain.block_timestamp() + 1)
+        with pytest.raises(E.RevealClosed):
+            market.reveal(params, h("out"), RESULT_CID, salt, sender=a)
+
+    def test_reveal_opens_once_every_replica_committed(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        a, b = providers[0], providers[1]
+        params = self._task(market, replicas=2, quorum=2)
+        market.post_task(params, "cid")
+        salt_a = self._claim_commit(market, params, a, h("out"))
+        salt_b = h("salt-" + b[-6:])
+        claimed = market.claim(params, make_commitment(h("out"), salt_b, b), sender=b)
+        # Claiming with a commitment commits in the same transaction.
+        assert claimed.event("ReplicaClaimed").args["commitment"] == make_commitment(
+            h("out"), salt_b, b
+        )
+        assert claimed.events_named("ResultCommitted") == []
+        assert market.task_state(params.task_id).committed == 2
+        receipt = market.reveal(params, h("out"), RESULT_CID, salt_a, sender=a)
+        event = receipt.event("ResultRevealed")
+        assert event.args["outputHash"] == h("out") and event.args["resultCid"] == RESULT_CID
+        assert market.replica(params.task_id, a).state is ReplicaState.REVEALED
+        assert market.task_state(params.task_id).revealed == 1
+
+    # ------------------------------------------------------------------ market: settlement
+
+    def test_finalize_accepts_majority_and_slashes(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester = chain.accounts[0]
+        a, b, c, d = providers
+        params = self._task(market, replicas=4, quorum=3)
+        market.post_task(params, "bundle")
+        salts = {}
+        for who, out in ((a, h("good")), (b, h("good")), (c, h("good")), (d, h("bad"))):
+            salts[who] = self._claim_commit(market, params, who, out)
+        for who in (a, b):
+            market.reveal(params, h("good"), RESULT_CID, salts[who], sender=who)
+        market.reveal(params, h("bad"), OTHER_CID, salts[d], sender=d)
+        # c revealed nothing: a no-show. Reveals are still open, so settlement is too early.
+        with pytest.raises(E.TooEarly):
+            market.finalize(params)
+        chain.advance_time(params.reveal_deadline - chain.block_timestamp() + 1)
+        # Two of four reveal "good": below the quorum of three. A bystander settles.
+        receipt = market.finalize(params, sender=chain.accounts[8])
+        settled = market.settlement(receipt)
+        assert settled.result is TaskResult.NO_QUORUM and settled.result_cid == ""
+        assert settled.refund == 4 * BOUNTY + BOND  # the no-show's bond
+        assert market.balance_of(a) == BOND and market.balance_of(d) == BOND
+        assert market.balance_of(c) == 0
+        assert market.balance_of(requester) == 4 * BOUNTY + BOND
+        assert registry.reputation(c).slashed == 1 and registry.reputation(a).won == 0
+        assert not market.task_state(params.task_id).open
+
+    def test_finalize_pays_the_quorum(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester = chain.accounts[0]
+        a, b, c = providers[:3]
+        params = self._task(market, replicas=3, quorum=2)
+        market.post_task(params, "bundle")
+        outs = {a: h("good"), b: h("good"), c: h("bad")}
+        salts = {who: self._claim_commit(market, params, who, out) for who, out in outs.items()}
+        for who, out in outs.items():
+            market.reveal(
+                params, out, RESULT_CID if out == h("good") else OTHER_CID, salts[who], sender=who
+            )
+        # Everyone revealed and there is no challenge window: settlement is due now.
+        assert market.settle_time(params) <= chain.block_timestamp()
+        reveals, cid = market.settlement_inputs(params)
+        assert cid == RESULT_CID
+        assert [r.provider for r in reveals] == sorted(outs, key=lambda x: int(x, 16))
+        # The requester settles: its own refund is paid at once, the rest is credited.
+        before = chain.balance(requester)
+        receipt = market.finalize(params, sender=requester)
+        settled = market.settlement(receipt)
+        assert settled.result is TaskResult.ACCEPTED
+        assert (settled.output_hash, settled.result_cid) == (h("good"), RESULT_CID)
+        assert settled.winners == 2 and settled.payout_per_winner == BOUNTY + BOND
+        assert settled.refund == BOUNTY + BOND
+        assert chain.balance(requester) == before + BOUNTY + BOND - receipt.fee_wei
+        assert market.balance_of(a) == market.balance_of(b) == BOUNTY + BOND
+        assert market.balance_of(c) == 0 and market.balance_of(requester) == 0
+        assert registry.reputation(a).won == 1
+        assert (registry.reputation(c).lost, registry.reputation(c).slashed) == (1, 1)
+        with pytest.raises(E.UnknownTask):
+            market.finalize(params, reveals=reveals, result_cid=cid)
+
+    def test_finalize_checks_the_reveal_list(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        a, b = sorted(providers[:2], key=lambda x: int(x, 16))
+        params = self._task(market, replicas=2, quorum=2)
+        market.post_task(params, "bundle")
+        for who in (a, b):
+            salt = self._claim_commit(market, params, who, h("good"))
+            # reveals open only once both committed: reveal in a second pass
+            del salt
+        for who in (a, b):
+            market.reveal(params, h("good"), RESULT_CID, h("salt-" + who[-6:]), sender=who)
+        good = [RevealEntry(p, h("good"), result_cid_hash(RESULT_CID)) for p in (a, b)]
+        with pytest.raises(E.BadRevealList) as short:
+            market.finalize(params, reveals=good[:1], result_cid=RESULT_CID)
+        assert short.value.args_ == {"index": 1}
+        with pytest.raises(E.BadRevealList):
+            market.finalize(params, reveals=good[::-1], result_cid=RESULT_CID)
+        forged = [good[0], RevealEntry(b, h("evil"), result_cid_hash(RESULT_CID))]
+        with pytest.raises(E.RevealDataMismatch) as mismatch:
+            market.finalize(params, reveals=forged, result_cid=RESULT_CID)
+        assert mismatch.value.args_ == {"provider": b}
+        with pytest.raises(E.ResultCidMismatch):
+            market.finalize(params, reveals=good, result_cid=OTHER_CID)
+        assert market.settlement(market.finalize(params)).result is TaskResult.ACCEPTED
+
+    def test_reveal_and_finalize_pays_the_caller(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        a, b = providers[:2]
+        params = self._task(market, replicas=2, quorum=2)
+        market.post_task(params, "bundle")
+        salt_a = self._claim_commit(market, params, a, h("good"))
+        salt_b = self._claim_commit(market, params, b, h("good"))
+        market.reveal(params, h("good"), RESULT_CID, salt_a, sender=a)
+        before = chain.balance(b)
+        receipt = market.reveal_and_finalize(params, h("good"), RESULT_CID, salt_b, sender=b)
+        settled = market.settlement(receipt)
+        assert settled.result is TaskResult.ACCEPTED and settled.winners == 2
+        assert chain.balance(b) == before + BOUNTY + BOND - receipt.fee_wei
+        assert market.balance_of(b) == 0 and market.balance_of(a) == BOUNTY + BOND
+
+    # ------------------------------------------------------------------ market: challenges
+
+    def _revealed_task(self, market: MarketClient, providers: list[str], window: int) -> TaskParams:
+        params = self._task(market, replicas=1, quorum=1, challenge_window=window)
+        market.post_task(params, "bundle")
+        salt = self._claim_commit(market, params, providers[0], h("good"))
+        market.reveal(params, h("good"), RESULT_CID, salt, sender=providers[0])
+        return params
+
+    def test_challenge_reverts(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        challenger = chain.accounts[5]
+        closed = self._revealed_task(market, providers, window=0)
+        with pytest.raises(E.ChallengeClosed):
+            market.challenge(closed, sender=challenger)
+        params = self._revealed_task(market, providers, window=3600)
+        with pytest.raises(E.WrongValue):
+            market.challenge(params, sender=challenger, value=1)
+        receipt = market.challenge(params, sender=challenger)
+        assert receipt.event("TaskChallenged").args["bond"] == CHALLENGE_BOND
+        assert market.challenger_of(params.task_id) == challenger
+        assert market.task_state(params.task_id).challenge is ChallengeState.PENDING
+        with pytest.raises(E.AlreadyChallenged):
+            market.challenge(params, sender=challenger)
+        chain.advance_time(3601)
+        with pytest.raises(E.ChallengePending):
+            market.finalize(params)
+        with pytest.raises(E.NotResolver):
+            market.resolve(params.task_id, True, sender=challenger)
+        with pytest.raises(E.UnknownTask):
+            market.resolve(h("nope"), True)
+        market.resolve(params.task_id, False)
+        with pytest.raises(E.NoPendingChallenge):
+            market.resolve(params.task_id, True)
+
+    def test_challenge_upheld_overturns(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester, challenger, p = chain.accounts[0], chain.accounts[5], providers[0]
+        params = self._revealed_task(market, providers, window=3600)
+        market.challenge(params, sender=challenger)
+        receipt = market.resolve(params.task_id, True)
+        assert receipt.event("ChallengeResolved").args["upheld"] is True
+        chain.advance_time(3601)
+        settled = market.settlement(market.finalize(params, sender=chain.accounts[8]))
+        assert settled.result is TaskResult.OVERTURNED and settled.winners == 0
+        assert market.balance_of(challenger) == CHALLENGE_BOND + BOND
+        assert market.balance_of(requester) == BOUNTY and market.balance_of(p) == 0
+        assert registry.reputation(p).lost == 1
+
+    def test_challenge_rejected_pays_winners(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        challenger, p = chain.accounts[5], providers[0]
+        params = self._revealed_task(market, providers, window=3600)
+        market.challenge(params, sender=challenger)
+        market.resolve(params.task_id, False)
+        with pytest.raises(E.TooEarly):
+            market.finalize(params)
+        chain.advance_time(3601)
+        settled = market.settlement(market.finalize(params))
+        assert settled.result is TaskResult.ACCEPTED
+        assert market.balance_of(p) == BOUNTY + BOND + CHALLENGE_BOND
+        assert market.balance_of(challenger) == 0
+
+    # ------------------------------------------------------------------ output log
+
+    def test_output_log(self, chain: Chain, output_log: OutputLogClient) -> None:
+        a, b = chain.accounts[1], chain.accounts[2]
+        receipt = output_log.log_output(h("task1"), h("out1"), RESULT_CID, sender=a)
+        assert receipt.event("OutputLogged").args["sender"] == a
+        output_log.log_output(h("task2"), h("out2"), OTHER_CID, sender=b)
+        output_log.log_output(h("task1"), h("out3"), OTHER_CID, sender=b)
+        entries = output_log.entries(subject=h("task1"))
+        assert [(e.sender, e.output_hash, e.result_cid) for e in entries] == [
+            (a, h("out1"), RESULT_CID),
+            (b, h("out3"), OTHER_CID),
+        ]
+        assert [e.subject for e in output_log.entries(sender=b)] == [h("task2"), h("task1")]
+        with pytest.raises(E.EmptyResultCid):
+            output_log.log_output(h("task1"), h("out1"), "", sender=a)
+
+
+class TestEmbeddedChain(ChainConformance):
+    @classmethod
+    def open_chain(cls) -> Chain:
+        return EmbeddedChain()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _anvil_keys() -> list[bytes]:
+    Account.enable_unaudited_hdwallet_features()
+    return [
+        bytes(Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key)
+        for i in range(10)
+    ]
+
+
+@pytest.mark.integration
+class TestAnvilChain(ChainConformance):
+    """The same suite on a real EVM node (anvil)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def chain(cls) -> Iterator[Chain]:
+        url = os.environ.get("CHEFSPLAN_TEST_RPC_URL", "").strip()
+        process = None
+        if not url:
+            if not ANVIL.exists():
+                pytest.skip(
+                    f"anvil is not installed at {ANVIL}: run `npm install` in the repo root"
+                )
+            port = _free_port()
+            process = subprocess.Popen(
+                [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            url = f"http://127.0.0.1:{port}"
+        try:
+            chain = cls._connect(url)
+            with chain:
+                yield chain
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
+
+    @staticmethod
+    def _connect(url: str) -> Chain:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return JsonRpcChain(url, _anvil_keys(), timeout_s=20)
+            except ChainError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
