@@ -57,8 +57,11 @@ class Reputation:
         return self.won + self.lost
 
     @property
-    def score(self) -> float:
+    def success_rate(self) -> float:
         """A Laplace-smoothed success rate in ``(0, 1)``: 0.5 for a newcomer.
+
+        A point estimate; to rank providers use :func:`~chefsplan_agents.registry.reputation_score`,
+        which also weighs how much evidence stands behind the rate.
 
         Wins and passed audits count for, losses, slashes and failed audits against.
         """

@@ -478,7 +478,7 @@ class ChainConformance:
         assert fresh.reputation(p1).won == 1
         assert (fresh.reputation(p2).lost, fresh.reputation(p2).slashed) == (1, 1)
         assert fresh.reputation(p3).slashed == 1 and fresh.reputation(p3).lost == 0
-        assert fresh.reputation(p1).score > 0.5 > fresh.reputation(p2).score
+        assert fresh.reputation(p1).success_rate > 0.5 > fresh.reputation(p2).success_rate
         with pytest.raises(E.UnknownOutcome) as unknown:
             fresh.record_outcomes({p1: 7}, sender=market_eoa)
         assert unknown.value.args_ == {"outcome": 7}

@@ -10,13 +10,13 @@ from chefsplan_agents.registry import RegistryClient, Reputation
 
 
 def test_reputation_score() -> None:
-    assert Reputation().score == 0.5 and Reputation().tasks == 0
+    assert Reputation().success_rate == 0.5 and Reputation().tasks == 0
     good = Reputation(won=8, audits_passed=2)
     bad = Reputation(won=1, lost=3, slashed=4, audits_failed=1)
-    assert good.score == pytest.approx(11 / 12)
-    assert bad.score == pytest.approx(2 / 8)  # a loss is also counted as a slash
+    assert good.success_rate == pytest.approx(11 / 12)
+    assert bad.success_rate == pytest.approx(2 / 8)  # a loss is also counted as a slash
     assert bad.tasks == 4
-    assert good.score > Reputation().score > bad.score
+    assert good.success_rate > Reputation().success_rate > bad.success_rate
 
 
 def test_client_binds_only_a_registry() -> None:
