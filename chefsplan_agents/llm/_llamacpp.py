@@ -1,0 +1,369 @@
+"""``LlamaCppBackend``: llama.cpp in process, through llama-cpp-python."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+
+from chefsplan_agents.errors import (
+    GenerationError,
+    InvalidGenerationParams,
+    LLMError,
+    ModelHashMismatch,
+    ModelLoadError,
+)
+from chefsplan_agents.llm._base import (
+    OnToken,
+    check_context,
+    cut_at_stop,
+    log_softmax,
+    render_chat,
+    rescored_positions,
+    top_k_of,
+)
+from chefsplan_agents.llm._models import ModelFile, resolve_model
+from chefsplan_agents.llm._types import (
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    ModelInfo,
+    RescoredPosition,
+    RescoreResult,
+    Timings,
+)
+
+__all__ = ["LlamaCppBackend", "llama_cpp_build"]
+
+# llama.cpp's CPU backend runs on OpenMP, whose worker threads spin while they wait. On a
+# machine whose cores are shared (nodes next to other work), spinning threads starve each
+# other: measured here under load, 2 spinning threads generated 3-6x slower than 2 passive
+# ones or 1 thread. The runtime reads this once, when llama_cpp is first imported (lazily,
+# below), so it is set before; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def llama_cpp_build() -> str:
+    """llama-cpp-python's version and the CPU features its llama.cpp was built with."""
+    import llama_cpp
+
+    raw = llama_cpp.llama_print_system_info()
+    system = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return f"llama-cpp-python {llama_cpp.__version__} | {system.strip(' |')}"
+
+
+def quantization_name(file_type: str | None) -> str:
+    """A GGUF ``general.file_type`` number as a name such as ``Q4_1`` or ``F32``."""
+    import gguf
+
+    if file_type is None:
+        return "unknown"
+    try:
+        name = str(gguf.LlamaFileType(int(file_type)).name)
+    except ValueError:
+        return f"file_type {file_type}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _as_model_file(
+    model: ModelFile | str | Path, sha256: str | None, cache_dir: Path | None
+) -> ModelFile:
+    if isinstance(model, ModelFile):
+        if sha256 is not None and model.sha256 != sha256.lower():
+            raise ModelHashMismatch(
+                f"model file {model.path} has sha256 {model.sha256}, expected {sha256.lower()}"
+            )
+        return model
+    return resolve_model(model, sha256=sha256, cache_dir=cache_dir)
+
+
+class LlamaCppBackend:
+    """Runs a GGUF model in this process.
+
+    Every call evaluates its prompt from scratch (no prompt cache), so under one
+    :class:`~chefsplan_agents.llm.DeterminismProfile` (same model file, thread and batch counts,
+    greedy or a fixed seed) two runs give byte-identical text and token ids.
+
+    Example:
+        >>> with LlamaCppBackend("tiny") as llm:  # doctest: +SKIP
+        ...     llm.complete("Hi").text
+        'CHEFSPLAN OK'
+
+    Args:
+        model: A :class:`ModelFile`, a ``.gguf`` path or a known name (see ``resolve_model``).
+        n_ctx: Context length in tokens (llama.cpp may round it up; ``info.n_ctx`` is the
+            real one).
+        n_threads: CPU threads for generation and prefill.
+        n_batch: Prompt tokens evaluated per batch.
+        sha256: Pin the model file's hash.
+        cache_dir: Where built models and the hash cache live.
+
+    Raises:
+        ModelNotFound: No such file or name.
+        ModelHashMismatch: The file differs from the pinned hash.
+        ModelLoadError: llama.cpp cannot load the file.
+    """
+
+    def __init__(
+        self,
+        model: ModelFile | str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 512,
+        sha256: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        import llama_cpp
+
+        if n_ctx < 8 or n_threads < 1 or n_batch < 1:
+            raise InvalidGenerationParams(
+                f"n_ctx={n_ctx}, n_threads={n_threads}, n_batch={n_batch}: "
+                "need n_ctx >= 8 and at least one thread and one batch token"
+            )
+        self._file = _as_model_file(model, sha256, cache_dir)
+        self._lock = threading.Lock()
+        try:
+            self._llm: Any = llama_cpp.Llama(
+                model_path=str(self._file.path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=n_batch,
+                logits_all=True,  # logprobs of every position: fingerprints and re-scoring
+                seed=0,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as err:
+            raise ModelLoadError(
+                f"llama.cpp cannot load {self._file.path} ({err}); "
+                "check that it is a complete GGUF file for a supported architecture"
+            ) from err
+        meta: dict[str, str] = dict(self._llm.metadata or {})
+        self._template = meta.get("tokenizer.chat_template")
+        self._add_bos = bool(self._llm._model.add_bos_token())
+        self._vocab = self._llm._model.vocab
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._closed = False
+        self._info = ModelInfo(
+            name=meta.get("general.name") or self._file.name,
+            path=str(self._file.path),
+            sha256=self._file.sha256,
+            n_ctx=int(self._llm.n_ctx()),
+            n_vocab=int(self._llm.n_vocab()),
+            n_threads=n_threads,
+            n_batch=n_batch,
+            quantization=quantization_name(meta.get("general.file_type")),
+            llama_cpp=llama_cpp_build(),
+            backend="llama-cpp",
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model and runtime this backend runs."""
+        return self._info
+
+    @property
+    def model_file(self) -> ModelFile:
+        """The loaded model file."""
+        return self._file
+
+    def close(self) -> None:
+        """Free the model (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._llm.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LLMError(f"backend for {self._info.name} is closed; open a new one")
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a prompt (BOS if the model wants one, specials parsed)."""
+        self._check_open()
+        return [int(t) for t in self._llm.tokenize(text.encode("utf-8"), self._add_bos, True)]
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids`` (special tokens omitted)."""
+        self._check_open()
+        self._check_ids(token_ids)
+        raw: bytes = self._llm.detokenize(list(token_ids))
+        return raw.decode("utf-8", errors="replace")
+
+    def _check_ids(self, token_ids: Sequence[int]) -> None:
+        n = self._info.n_vocab
+        bad = next((t for t in token_ids if not 0 <= int(t) < n), None)
+        if bad is not None:
+            raise InvalidGenerationParams(
+                f"token id {bad} is outside the vocabulary of {n} tokens of {self._info.name}"
+            )
+
+    # --- generation -----------------------------------------------------------------------
+
+    def complete(
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        on_token: OnToken | None = None,
+    ) -> Generation:
+        """Continue ``prompt``; see :meth:`LLMBackend.complete`."""
+        self._check_open()
+        params = params or GenerationParams()
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            raise InvalidGenerationParams("prompt is empty; give at least one character")
+        check_context(len(tokens), params.max_tokens, self._info.n_ctx)
+        with self._lock:
+            try:
+                return self._generate(tokens, params, on_token)
+            except RuntimeError as err:
+                raise GenerationError(f"llama.cpp failed while generating: {err}") from err
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        on_token: OnToken | None = None,
+    ) -> Generation:
+        """Answer a conversation formatted with the model's chat template."""
+        return self.complete(self.format_chat(messages), params, on_token=on_token)
+
+    def format_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt :meth:`chat` sends: ``messages`` in the model's chat template."""
+        self._check_open()
+        bos = self._piece(int(self._llm.token_bos()))
+        eos = self._piece(int(self._llm.token_eos()))
+        return render_chat(self._template, messages, bos=bos, eos=eos)
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw: bytes = self._llm._model.token_get_text(token)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def _generate(
+        self, tokens: list[int], params: GenerationParams, on_token: OnToken | None
+    ) -> Generation:
+        llm = self._llm
+        n_prompt = len(tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        ids: list[int] = []
+        chosen: list[float] = []
+        fingerprint = []
+        pieces: list[str] = []
+        text = ""
+        finish = "length"
+        llm.reset()  # no prompt cache: every call evaluates its prompt from scratch
+        llm.set_seed(params.seed)
+        start = time.perf_counter()
+        first: float | None = None
+        stream = llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            reset=True,
+        )
+        try:
+            for i, tok in enumerate(stream):
+                if first is None:
+                    first = time.perf_counter()
+                if self._is_eog(self._vocab, tok):
+                    finish = "stop"
+                    break
+                row = log_softmax(llm.scores[n_prompt - 1 + i])
+                ids.append(int(tok))
+                chosen.append(float(row[tok]))
+                fingerprint.append(top_k_of(row, params.logprobs))
+                piece = decoder.decode(llm.detokenize([tok]))
+                pieces.append(piece)
+                text += piece
+                if on_token is not None:
+                    on_token(int(tok), piece)
+                if params.stop and any(s in text for s in params.stop):
+                    finish = "stop"
+                    break
+                if len(ids) >= params.max_tokens:
+                    break
+        finally:
+            stream.close()
+        end = time.perf_counter()
+        keep, stopped = cut_at_stop(pieces, params.stop)
+        if stopped:
+            ids, chosen, fingerprint = ids[:keep], chosen[:keep], fingerprint[:keep]
+        first = first if first is not None else end
+        return Generation(
+            text=self.detokenize(ids),
+            token_ids=tuple(ids),
+            token_logprobs=tuple(chosen),
+            fingerprint=tuple(fingerprint),
+            finish_reason="stop" if finish == "stop" else "length",
+            prompt_tokens=n_prompt,
+            completion_tokens=len(ids),
+            timings=Timings.measure(first - start, end - first, n_prompt, len(ids)),
+            model_sha256=self._info.sha256,
+        )
+
+    # --- verification ---------------------------------------------------------------------
+
+    def rescore(
+        self,
+        prompt: str | Sequence[int],
+        continuation: Sequence[int],
+        k: int = 5,
+    ) -> RescoreResult:
+        """Score a claimed continuation in one prefill pass; see :meth:`LLMBackend.rescore`."""
+        self._check_open()
+        if k < 1:
+            raise InvalidGenerationParams(f"k={k}: re-scoring needs at least one alternative")
+        ptoks = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        cont = [int(t) for t in continuation]
+        self._check_ids(ptoks)
+        self._check_ids(cont)
+        if not ptoks:
+            raise InvalidGenerationParams("prompt is empty; re-scoring needs the prompt")
+        check_context(len(ptoks), len(cont), self._info.n_ctx, what="continuation length")
+        start = time.perf_counter()
+        positions: tuple[RescoredPosition, ...] = ()
+        if cont:
+            with self._lock:
+                try:
+                    self._llm.reset()
+                    self._llm.eval(ptoks + cont)
+                except RuntimeError as err:
+                    raise GenerationError(f"llama.cpp failed while re-scoring: {err}") from err
+                first = len(ptoks) - 1
+                rows = np.array(self._llm.scores[first : first + len(cont)], copy=True)
+            positions = rescored_positions(log_softmax(rows), cont, k)
+        return RescoreResult(
+            positions=positions,
+            prompt_tokens=len(ptoks),
+            elapsed_ms=(time.perf_counter() - start) * 1000,
+            model_sha256=self._info.sha256,
+        )

@@ -1,0 +1,273 @@
+"""Values every LLM backend speaks: parameters, generations, fingerprints, re-scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chefsplan_agents.errors import InvalidGenerationParams, ModelHashMismatch
+
+__all__ = [
+    "ChatMessage",
+    "DeterminismProfile",
+    "Fingerprint",
+    "Generation",
+    "GenerationParams",
+    "ModelInfo",
+    "RescoreResult",
+    "RescoredPosition",
+    "Timings",
+    "TopK",
+    "claimed_tokens_top1_fraction",
+    "fingerprint_agreement",
+]
+
+#: The top-k alternatives at one position: ``(token_id, logprob)`` pairs, most likely first.
+TopK = tuple[tuple[int, float], ...]
+#: One :data:`TopK` per generated position.
+Fingerprint = tuple[TopK, ...]
+
+FinishReason = Literal["stop", "length"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GenerationParams(_Frozen):
+    """How to sample a completion.
+
+    The defaults are the determinism profile's: greedy (``temperature=0``), a fixed seed and
+    ``repeat_penalty=1.0`` (llama.cpp's HTTP server would otherwise default to 1.1).
+
+    Raises:
+        InvalidGenerationParams: A value is out of range (one line naming the field).
+    """
+
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.0, gt=0.0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    stop: tuple[str, ...] = ()
+    logprobs: int = Field(default=5, ge=1, le=20, description="k of the top-k fingerprint.")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "params"
+            raise InvalidGenerationParams(
+                f"invalid generation parameter {where}: {first['msg']}"
+            ) from err
+
+    @model_validator(mode="after")
+    def _no_empty_stop(self) -> GenerationParams:
+        if any(s == "" for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        """Whether sampling always picks the most likely token."""
+        return self.temperature == 0.0
+
+
+class Timings(_Frozen):
+    """Where the time of one call went."""
+
+    prompt_ms: float = Field(description="Prefill: evaluating the prompt (and the first sample).")
+    generation_ms: float = Field(description="Generating the remaining tokens.")
+    prompt_tokens_per_s: float
+    generation_tokens_per_s: float
+
+    @classmethod
+    def measure(
+        cls, prompt_s: float, generation_s: float, n_prompt: int, n_generated: int
+    ) -> Timings:
+        """Build timings from seconds and token counts."""
+
+        def rate(n: int, s: float) -> float:
+            return n / s if s > 0 and n > 0 else 0.0
+
+        return cls(
+            prompt_ms=prompt_s * 1000,
+            generation_ms=generation_s * 1000,
+            prompt_tokens_per_s=rate(n_prompt, prompt_s),
+            # The first token comes out of the prefill, so generation covers the rest.
+            generation_tokens_per_s=rate(max(n_generated - 1, 0), generation_s),
+        )
+
+
+class Generation(_Frozen):
+    """One completion with what a verifier needs to check it.
+
+    ``text == backend.detokenize(token_ids)`` always holds: when a stop string ends the
+    completion, the tokens reaching into it are dropped from both.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...] = Field(description="Logprob of each chosen token.")
+    fingerprint: Fingerprint = Field(description="Top-k (token_id, logprob) per position.")
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    timings: Timings
+    model_sha256: str
+
+
+class RescoredPosition(_Frozen):
+    """The verifier's view of one claimed token."""
+
+    token_id: int
+    logprob: float
+    rank: int = Field(ge=1, description="1 + the number of tokens the model ranks strictly higher.")
+    top: TopK
+
+
+class RescoreResult(_Frozen):
+    """One prefill pass over prompt + claimed continuation."""
+
+    positions: tuple[RescoredPosition, ...]
+    prompt_tokens: int
+    elapsed_ms: float
+    model_sha256: str
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The rescored top-k per continuation position."""
+        return tuple(p.top for p in self.positions)
+
+    @property
+    def top1_fraction(self) -> float:
+        """Share of claimed tokens the model ranks first (1.0 for an empty continuation)."""
+        return claimed_tokens_top1_fraction(self)
+
+
+class ModelInfo(_Frozen):
+    """What a backend runs: enough to pin and to reproduce."""
+
+    name: str
+    path: str | None = None
+    sha256: str
+    n_ctx: int
+    n_vocab: int
+    n_threads: int | None = None
+    n_batch: int | None = None
+    quantization: str
+    llama_cpp: str = Field(description="llama-cpp-python version, ggml version and CPU features.")
+    backend: str
+
+
+class ChatMessage(_Frozen):
+    """One chat turn."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class DeterminismProfile(_Frozen):
+    """The settings under which two runs of the same input give byte-identical outputs.
+
+    Greedy decoding (or a fixed seed), no prompt cache (backends always re-evaluate the
+    prompt), a pinned model hash and fixed thread and batch counts. Outside one profile,
+    llama.cpp is not bit-identical, and verification has to tolerate drift (re-scoring).
+    """
+
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    n_threads: int = Field(ge=1)
+    n_batch: int = Field(ge=1)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+    @classmethod
+    def of(cls, info: ModelInfo, *, seed: int = 0) -> DeterminismProfile:
+        """The profile a backend runs under now."""
+        return cls(
+            model_sha256=info.sha256,
+            n_threads=info.n_threads or 1,
+            n_batch=info.n_batch or 1,
+            seed=seed,
+        )
+
+    def params(self, **overrides: Any) -> GenerationParams:
+        """Greedy generation parameters under this profile (``overrides`` for the rest)."""
+        values: dict[str, Any] = {"temperature": 0.0, "seed": self.seed, "repeat_penalty": 1.0}
+        values.update(overrides)
+        return GenerationParams(**values)
+
+    def check(self, info: ModelInfo) -> None:
+        """Raise unless ``info`` describes a backend inside this profile.
+
+        Raises:
+            ModelHashMismatch: The backend runs another model file.
+            InvalidGenerationParams: Thread or batch counts differ.
+        """
+        if info.sha256 != self.model_sha256:
+            raise ModelHashMismatch(
+                f"model {info.name} has sha256 {info.sha256}, the profile pins "
+                f"{self.model_sha256}; load the pinned model file"
+            )
+        if info.n_threads is not None and info.n_threads != self.n_threads:
+            raise InvalidGenerationParams(
+                f"backend runs {info.n_threads} threads, the profile pins {self.n_threads}"
+            )
+        if info.n_batch is not None and info.n_batch != self.n_batch:
+            raise InvalidGenerationParams(
+                f"backend uses n_batch={info.n_batch}, the profile pins {self.n_batch}"
+            )
+
+
+def _position_overlap(claimed: TopK, rescored: TopK, tolerance: float) -> float:
+    if not claimed:
+        return 1.0 if not rescored else 0.0
+    theirs = dict(rescored)
+    hits = sum(1 for tok, lp in claimed if tok in theirs and abs(theirs[tok] - lp) <= tolerance)
+    return hits / len(claimed)
+
+
+def fingerprint_agreement(
+    claimed: Sequence[TopK] | RescoreResult,
+    rescored: Sequence[TopK] | RescoreResult,
+    *,
+    tolerance: float = 0.5,
+) -> float:
+    """How well a claimed top-k fingerprint matches a verifier's rescored one.
+
+    Per position: the share of claimed ``(token_id, logprob)`` pairs whose token is in the
+    rescored top-k with a logprob within ``tolerance`` nats. The result is the mean over the
+    longer of the two fingerprints (missing positions count 0), so 1.0 means full agreement
+    and a truncated or padded fingerprint scores lower. Two empty fingerprints agree (1.0).
+
+    Args:
+        claimed: The fingerprint a provider committed (``Generation.fingerprint``).
+        rescored: The verifier's (``RescoreResult`` or its ``fingerprint``).
+        tolerance: Allowed logprob drift in nats (llama.cpp is not bit-identical across
+            hardware, thread counts and builds).
+
+    Returns:
+        Agreement in ``[0, 1]``.
+    """
+    a = claimed.fingerprint if isinstance(claimed, RescoreResult) else tuple(claimed)
+    b = rescored.fingerprint if isinstance(rescored, RescoreResult) else tuple(rescored)
+    n = max(len(a), len(b))
+    if n == 0:
+        return 1.0
+    total = sum(_position_overlap(x, y, tolerance) for x, y in zip(a, b, strict=False))
+    return total / n
+
+
+def claimed_tokens_top1_fraction(rescored: RescoreResult) -> float:
+    """Share of claimed tokens that the verifier's model ranks first.
+
+    Greedy output re-scored under the same model gives 1.0 (up to ties); a tampered or
+    sampled continuation gives less.
+    """
+    if not rescored.positions:
+        return 1.0
+    return sum(1 for p in rescored.positions if p.rank == 1) / len(rescored.positions)
