@@ -44,7 +44,7 @@ unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: lint typecheck unit docs
 
