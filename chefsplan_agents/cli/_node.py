@@ -1,3 +1,143 @@
-"""``chefsplan`` commands for the node layer."""
+"""``chefsplan node``: run a provider node daemon."""
 
 from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chefsplan_agents.chain import attach_contracts, deploy_contracts, open_chain
+from chefsplan_agents.cli._app import app, err, out
+from chefsplan_agents.config import ChainSettings
+from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.identity import load_keystore
+from chefsplan_agents.llm import LlamaCppBackend
+from chefsplan_agents.market import MarketClient
+from chefsplan_agents.node import NodePolicy, ProviderNode
+from chefsplan_agents.registry import RegistryClient
+from chefsplan_agents.storage import ContentStore, KuboStore, LocalCidStore
+
+node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+
+def _contracts(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--contracts is not JSON: {exc.msg}") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError('--contracts must be a JSON object {"AgentRegistry": "0x…", …}')
+    return {str(k): str(v) for k, v in value.items()}
+
+
+@node_app.command("run")
+def run_node(
+    keystore: Annotated[
+        Path,
+        typer.Option(
+            "--keystore",
+            help="The node's keystore; its passphrase comes from $CHEFSPLAN_KEYSTORE_PASSPHRASE.",
+        ),
+    ],
+    chain_url: Annotated[
+        str, typer.Option("--chain", help="JSON-RPC URL of the EVM node.")
+    ] = "http://127.0.0.1:8545",
+    contracts: Annotated[
+        str | None,
+        typer.Option("--contracts", help='Deployed addresses as JSON ({"AgentRegistry": …}).'),
+    ] = None,
+    deploy: Annotated[
+        bool, typer.Option("--deploy", help="Deploy fresh contracts from the node's account.")
+    ] = False,
+    ipfs: Annotated[
+        str | None,
+        typer.Option("--ipfs", help="Multiaddr of an IPFS daemon's RPC API."),
+    ] = None,
+    store_path: Annotated[
+        Path | None,
+        typer.Option("--store-path", help="A local blockstore folder instead of --ipfs."),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="tiny, smollm2-135m or a .gguf path.")] = (
+        "smollm2-135m"
+    ),
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Where the node keeps its task records.")
+    ] = Path("node-state"),
+    n_threads: Annotated[int, typer.Option("--threads", help="llama.cpp threads.", min=1)] = 2,
+    n_ctx: Annotated[int, typer.Option("--ctx", help="Context length.", min=64)] = 2048,
+    stake: Annotated[
+        int | None, typer.Option("--stake", help="Wei to stake (default: the minimum).", min=0)
+    ] = None,
+    min_bounty: Annotated[
+        int, typer.Option("--min-bounty", help="Refuse tasks paying less (wei).", min=0)
+    ] = 1,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Refuse tasks asking for more.", min=1)
+    ] = 512,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            "--http-port", help="Serve the signed HTTP job API (0: any free port).", min=0
+        ),
+    ] = None,
+    http_host: Annotated[
+        str, typer.Option("--http-host", help="Interface for the HTTP API.")
+    ] = "127.0.0.1",
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between polls when idle.", min=0.01)
+    ] = 1.0,
+) -> None:
+    """Register on the market and serve tasks until SIGTERM or Ctrl-C.
+
+    Prints one JSON line when ready: the node's DID, address, offer CID and the contracts.
+    """
+    if deploy and contracts:
+        raise ConfigError("give either --deploy or --contracts, not both")
+    if not deploy and not contracts:
+        raise ConfigError("say which contracts to use: --contracts JSON, or --deploy fresh ones")
+    if (ipfs is None) == (store_path is None):
+        raise ConfigError("give exactly one content store: --ipfs MULTIADDR or --store-path DIR")
+    identity = load_keystore(keystore)
+    evm_key = "0x" + identity.export_secrets()[1].hex()
+    settings = ChainSettings(backend="jsonrpc", rpc_url=chain_url)
+    with open_chain(settings, private_keys=[evm_key]) as chain:
+        if deploy:
+            deployment = deploy_contracts(chain, sender=identity.address)
+        else:
+            deployment = attach_contracts(chain, _contracts(contracts or "{}"))
+        store: ContentStore = KuboStore(ipfs) if ipfs else LocalCidStore(store_path or ".")
+        with store, LlamaCppBackend(model, n_threads=n_threads, n_ctx=n_ctx) as llm:
+            node = ProviderNode(
+                identity,
+                chain,
+                RegistryClient(deployment.registry),
+                MarketClient(deployment.market, from_block=deployment.deployed_at),
+                store,
+                llm,
+                state_dir=str(state_dir),
+                policy=NodePolicy(min_bounty_wei=min_bounty, max_tokens=max_tokens),
+                stake=stake,
+            )
+            if http_port is not None:
+                node.serve_http(host=http_host, port=http_port)
+            status = node.start()
+            ready = {
+                "status": "ready",
+                "did": status.did,
+                "address": status.address,
+                "offer_cid": status.offer_cid,
+                "contracts": deployment.addresses,
+                "endpoint": node.endpoint,
+            }
+            out.print(json.dumps(ready, sort_keys=True), markup=False, soft_wrap=True)
+            out.file.flush()
+            if not logging.getLogger().isEnabledFor(logging.INFO):
+                err.print(f"node {status.did} serving {llm.info.name} on {chain_url}")
+            try:
+                node.run_forever(poll_interval)
+            finally:
+                node.close()

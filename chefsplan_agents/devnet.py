@@ -1,0 +1,406 @@
+"""A whole network in one process: chain, contracts, content store, provider nodes, requester.
+
+::
+
+    with Devnet.create(nodes=3, model="tiny") as net:
+        receipt = net.run_task("Say hello", replicas=3, quorum=2)
+        print(receipt.output, receipt.result_cid)
+
+Everything is real except the distance: the in-process EVM runs the compiled contracts, the
+content store computes the same CIDs an IPFS daemon would, every node has its own DID, EVM
+account, stake, state folder and (by default) its own copy of the model, and the requester's
+bundle and the winning result travel by CID. Nodes are driven by :meth:`Devnet.step` (one
+``tick`` each, in order) instead of threads, so a run is deterministic; when no node has
+anything to do the devnet moves the chain clock to the next deadline.
+
+With ``share_model=True`` the nodes share one loaded model: faster to start, but then the
+replicas are not independent executions of independent copies of the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle
+from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts
+from chefsplan_agents.errors import ChefsplanError, ConfigError
+from chefsplan_agents.identity import Identity
+from chefsplan_agents.llm import GenerationParams as LLMGenerationParams
+from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, resolve_model
+from chefsplan_agents.market import MarketClient
+from chefsplan_agents.market._requester import (
+    DelegationProgress,
+    DelegationReceipt,
+    Requester,
+    TaskHandle,
+    Timeouts,
+)
+from chefsplan_agents.node import NodePolicy, ProviderNode
+from chefsplan_agents.registry import RegistryClient
+from chefsplan_agents.storage import ContentStore, LocalCidStore, MemoryCidStore
+
+__all__ = ["DEVNET_MODELS", "Devnet", "StageCallback"]
+
+log = logging.getLogger(__name__)
+
+#: Model names the devnet accepts (``smollm2`` is short for ``smollm2-135m``); a ``.gguf`` path
+#: works too.
+DEVNET_MODELS: dict[str, str] = {
+    "tiny": "tiny",
+    "smollm2": "smollm2-135m",
+    "smollm2-135m": "smollm2-135m",
+}
+
+#: ``callback(stage, detail)`` for live status while a devnet starts: ``model``, ``chain``,
+#: ``register``.
+StageCallback = Callable[[str, str], None]
+
+_ETHER = 10**18
+_NODE_FUNDS = 100 * _ETHER
+_MAX_NODES = 16
+
+
+def _model_spec(model: str) -> str:
+    if model in DEVNET_MODELS:
+        return DEVNET_MODELS[model]
+    if model.endswith(".gguf") or "/" in model:
+        return model
+    known = ", ".join(sorted(DEVNET_MODELS))
+    raise ConfigError(f"unknown devnet model {model!r}; use one of: {known}, or a .gguf path")
+
+
+def _bundle_params(params: LLMGenerationParams) -> GenerationParams:
+    """The backend's sampling settings as a task bundle carries them."""
+    return GenerationParams(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        seed=params.seed,
+        repeat_penalty=params.repeat_penalty,
+        stop=params.stop,
+    )
+
+
+class Devnet:
+    """A running in-process network; build one with :meth:`create`.
+
+    Attributes:
+        chain: The in-process EVM.
+        deployment: The deployed contracts.
+        registry: The ``AgentRegistry`` client.
+        market: The ``TaskMarket`` client.
+        store: The content store every party shares (the devnet's "IPFS").
+        nodes: The provider nodes, registered and staked.
+        requester: A funded requester.
+        model_sha256: sha256 of the model every node runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        chain: EmbeddedChain,
+        deployment: Deployment,
+        registry: RegistryClient,
+        market: MarketClient,
+        store: ContentStore,
+        nodes: list[ProviderNode],
+        requester: Requester,
+        llms: list[LLMBackend],
+        workdir: Path,
+        own_workdir: bool,
+    ) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.registry = registry
+        self.market = market
+        self.store = store
+        self.nodes = nodes
+        self.requester = requester
+        self._llms = llms
+        self.workdir = workdir
+        self._own_workdir = own_workdir
+        self.model_sha256 = llms[0].info.sha256
+        self._open: dict[bytes, TaskHandle] = {}
+        self._closed = False
+
+    @classmethod
+    def create(
+        cls,
+        nodes: int = 3,
+        model: str = "tiny",
+        *,
+        store: Literal["memory", "local"] = "memory",
+        share_model: bool = False,
+        n_threads: int = 2,
+        n_ctx: int = 2048,
+        policy: NodePolicy | None = None,
+        workdir: str | Path | None = None,
+        on_stage: StageCallback | None = None,
+    ) -> Devnet:
+        """Build a network: chain + contracts + store + ``nodes`` registered provider nodes.
+
+        Args:
+            nodes: Provider nodes to start (1 to 16).
+            model: ``tiny`` (the scripted test model, built on demand), ``smollm2``, or a
+                ``.gguf`` path.
+            store: ``memory`` or ``local`` (a blockstore folder in ``workdir``).
+            share_model: Load the model once for every node (see the module docs).
+            n_threads: llama.cpp threads per node (the same for all: one determinism profile).
+            n_ctx: Context length.
+            policy: Every node's policy (default :class:`NodePolicy`).
+            workdir: Where node state (and a local store) live; default a temporary folder
+                removed by :meth:`close`.
+            on_stage: Called as each start-up stage begins.
+
+        Raises:
+            ConfigError: Bad node count or unknown model.
+            ModelNotFound: The model is not installed.
+        """
+        if not 1 <= nodes <= _MAX_NODES:
+            raise ConfigError(f"a devnet has 1 to {_MAX_NODES} nodes (got {nodes})")
+        spec = _model_spec(model)
+        stage = on_stage or (lambda _stage, _detail: None)
+        own = workdir is None
+        root = Path(tempfile.mkdtemp(prefix="chefsplan-devnet-")) if own else Path(str(workdir))
+        root.mkdir(parents=True, exist_ok=True)
+        llms: list[LLMBackend] = []
+        chain: EmbeddedChain | None = None
+        content: ContentStore | None = None
+        try:
+            stage("model", f"loading {spec}")
+            file = resolve_model(spec)
+            for _ in range(1 if share_model else nodes):
+                llms.append(LlamaCppBackend(file, n_threads=n_threads, n_ctx=n_ctx))
+            stage("chain", "deploying contracts on the in-process EVM")
+            chain = EmbeddedChain()
+            deployment = deploy_contracts(chain)
+            registry = RegistryClient(deployment.registry)
+            market = MarketClient(deployment.market, from_block=deployment.deployed_at)
+            content = MemoryCidStore() if store == "memory" else LocalCidStore(root / "blocks")
+            requester_id = Identity.generate()
+            chain.transfer(requester_id.address, _NODE_FUNDS)
+            requester = Requester(requester_id, chain, market, content, registry=registry)
+            providers = []
+            for i in range(nodes):
+                identity = Identity.generate()
+                chain.transfer(identity.address, _NODE_FUNDS)
+                node = ProviderNode(
+                    identity,
+                    chain,
+                    registry,
+                    market,
+                    content,
+                    llms[0 if share_model else i],
+                    state_dir=str(root / f"node{i}"),
+                    policy=policy,
+                )
+                stage("register", f"node {i + 1}/{nodes}: measuring and registering")
+                node.start()
+                providers.append(node)
+        except BaseException:
+            for llm in llms:
+                llm.close()
+            if content is not None:
+                content.close()
+            if chain is not None:
+                chain.close()
+            if own:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        return cls(
+            chain=chain,
+            deployment=deployment,
+            registry=registry,
+            market=market,
+            store=content,
+            nodes=providers,
+            requester=requester,
+            llms=llms,
+            workdir=root,
+            own_workdir=own,
+        )
+
+    # ------------------------------------------------------------------ driving
+
+    def step(self) -> int:
+        """Tick every node once; if none had work, move the chain clock to the next deadline.
+
+        Returns:
+            Steps the nodes took.
+        """
+        steps = 0
+        for node in self.nodes:
+            try:
+                steps += node.tick()
+            except ChefsplanError as err:  # one node's trouble must not stop the others
+                log.error("node %s: %s", node.address, err)
+        if steps == 0:
+            self._advance_clock()
+        return steps
+
+    def _advance_clock(self) -> None:
+        now = self.chain.block_timestamp()
+        marks = []
+        for handle in self._open.values():
+            p = handle.params
+            marks += [p.commit_phase_end + 1, p.reveal_deadline + 1]
+            marks.append(p.reveal_deadline + 1 + p.challenge_window)
+        later = [m for m in marks if m > now]
+        self.chain.advance_time(min(later) - now if later else 60)
+
+    def delegate(
+        self,
+        task: TaskBundle | str,
+        *,
+        replicas: int = 1,
+        quorum: int | None = None,
+        bounty_per_replica: int = 10**15,
+        bond: int = 10**15,
+        params: GenerationParams | LLMGenerationParams | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> TaskHandle:
+        """Post a task from the devnet's requester (a prompt runs on the devnet's model).
+
+        A prompt without ``params`` asks for as many tokens as the nodes' policy allows, up to
+        256.
+        """
+        if isinstance(params, LLMGenerationParams):
+            params = _bundle_params(params)
+        if params is None and isinstance(task, str):
+            params = GenerationParams(max_tokens=min(256, self.nodes[0].policy.max_tokens))
+        handle = self.requester.delegate(
+            task,
+            replicas=replicas,
+            quorum=quorum,
+            bounty_per_replica=bounty_per_replica,
+            bond=bond,
+            timeouts=timeouts,
+            model=ModelRequirement(sha256=self.model_sha256),
+            params=params,
+        )
+        self._open[handle.task_id] = handle
+        return handle
+
+    def wait(
+        self,
+        handle: TaskHandle,
+        *,
+        timeout: float = 600.0,
+        on_progress: Callable[[DelegationProgress], None] | None = None,
+    ) -> DelegationReceipt:
+        """Drive the nodes until the task settles; return the verified receipt.
+
+        After settlement the nodes get to finish (withdraw their earnings) before it returns.
+        """
+        try:
+            receipt = self.requester.wait_result(
+                handle, timeout, on_progress, step=self.step, poll_interval=0.0
+            )
+        finally:
+            self._open.pop(handle.task_id, None)
+        self.drain()
+        return receipt
+
+    def drain(self, max_rounds: int = 8) -> None:
+        """Tick the nodes until none has work left now (the clock stays where it is)."""
+        for _ in range(max_rounds):
+            if sum(node.tick() for node in self.nodes) == 0:
+                return
+
+    def run_task(
+        self,
+        task: TaskBundle | str,
+        *,
+        replicas: int = 1,
+        quorum: int | None = None,
+        bounty_per_replica: int = 10**15,
+        bond: int = 10**15,
+        params: GenerationParams | LLMGenerationParams | None = None,
+        timeouts: Timeouts | None = None,
+        timeout: float = 600.0,
+        on_progress: Callable[[DelegationProgress], None] | None = None,
+    ) -> DelegationReceipt:
+        """Delegate one task and drive the network until it is settled and verified.
+
+        Args:
+            task: A prompt (a chat task on the devnet's model) or a TaskBundle.
+            replicas: Providers that run it.
+            quorum: Matching outputs needed (default: a simple majority).
+            bounty_per_replica: Wei per winning replica.
+            bond: Wei each provider posts.
+            params: Generation settings for a prompt.
+            timeouts: The task's windows (chain seconds; the devnet fast-forwards its clock).
+            timeout: Wall-clock seconds to wait.
+            on_progress: Live status callback.
+
+        Returns:
+            The receipt: the output, CIDs, per-replica transactions, gas.
+
+        Raises:
+            MarketError: Bad replica or quorum counts (``NoQuorum`` when outputs disagree).
+            DelegationTimeout: The network did not settle it in ``timeout``.
+            VerificationError: The winning result failed its checks.
+        """
+        handle = self.delegate(
+            task,
+            replicas=replicas,
+            quorum=quorum,
+            bounty_per_replica=bounty_per_replica,
+            bond=bond,
+            params=params,
+            timeouts=timeouts,
+        )
+        return self.wait(handle, timeout=timeout, on_progress=on_progress)
+
+    def restart_node(self, index: int) -> ProviderNode:
+        """Replace node ``index`` by a fresh process-equivalent: same key, model and state
+        folder, nothing kept in memory. Returns the new node (already in :attr:`nodes`)."""
+        old = self.nodes[index]
+        old.close()
+        node = ProviderNode(
+            old.identity,
+            self.chain,
+            old.registry,
+            old.market,
+            self.store,
+            old.llm,
+            state_dir=str(old.state.path),
+            policy=old.policy,
+            stake=old.stake,
+        )
+        self.nodes[index] = node
+        return node
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop the nodes, free the models, the store and the chain (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for node in self.nodes:
+            node.close()
+        for llm in self._llms:
+            llm.close()
+        self.store.close()
+        self.chain.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,557 @@
+"""The requester's side of a delegated task: post a signed bundle, wait, verify the result.
+
+:meth:`Requester.delegate` signs a :class:`~chefsplan_agents.bundles.TaskBundle`, stores it,
+and posts the task with its bounty escrowed; :meth:`Requester.wait_result` follows the task's
+events until it settles, fetches the winning :class:`~chefsplan_agents.bundles.ResultBundle`
+by CID (the store re-hashes it), checks its signature, its task CID and its output hash against
+the hash settled on chain, and returns a :class:`DelegationReceipt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chefsplan_agents.bundles import (
+    ChatMessage,
+    GenerationParams,
+    ModelRequirement,
+    ResultBundle,
+    TaskBundle,
+    decode_result_bundle,
+    encode_bundle,
+    sign_bundle,
+)
+from chefsplan_agents.chain import Chain, Event
+from chefsplan_agents.errors import (
+    BundleError,
+    DelegationTimeout,
+    IdentityError,
+    MarketError,
+    NoQuorum,
+    StorageError,
+    TxReverted,
+    VerificationError,
+)
+from chefsplan_agents.identity import Identity
+from chefsplan_agents.market._client import MarketClient
+from chefsplan_agents.market._records import (
+    Settlement,
+    TaskParams,
+    TaskResult,
+    TaskStateRecord,
+)
+from chefsplan_agents.registry import RegistryClient
+from chefsplan_agents.storage import ContentStore
+
+__all__ = [
+    "DelegationProgress",
+    "DelegationReceipt",
+    "ReplicaReceipt",
+    "Requester",
+    "TaskHandle",
+    "Timeouts",
+]
+
+log = logging.getLogger(__name__)
+
+_ZERO32 = b"\x00" * 32
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """A task's windows, in chain seconds.
+
+    Attributes:
+        claim_window: From posting until claims close.
+        commit_timeout: How long a claimer has to commit.
+        reveal_window: Reveals after the commit phase.
+        challenge_window: Between reveals closing and settlement (0: settle on the last reveal).
+    """
+
+    claim_window: int = 600
+    commit_timeout: int = 300
+    reveal_window: int = 600
+    challenge_window: int = 0
+
+
+@dataclass(frozen=True)
+class TaskHandle:
+    """A posted task, as :meth:`Requester.wait_result` needs it.
+
+    Attributes:
+        task_id: The on-chain task id.
+        params: The task's terms.
+        bundle_cid: CID of the signed TaskBundle.
+        bundle: The signed TaskBundle.
+        post_tx: The ``postTask`` transaction.
+        post_gas: Gas it used.
+    """
+
+    task_id: bytes
+    params: TaskParams
+    bundle_cid: str
+    bundle: TaskBundle
+    post_tx: str
+    post_gas: int
+    posted_block: int = 0
+
+
+@dataclass(frozen=True)
+class DelegationProgress:
+    """How far a delegated task has come (counts of replicas).
+
+    Attributes:
+        stage: ``posted``, ``claimed``, ``committed``, ``revealed`` or ``finalized``: the
+            furthest step any replica reached.
+        replicas: Replicas the task wants.
+        claimed: Replicas claimed.
+        committed: Replicas committed.
+        revealed: Replicas revealed.
+    """
+
+    stage: str
+    replicas: int
+    claimed: int = 0
+    committed: int = 0
+    revealed: int = 0
+
+
+@dataclass(frozen=True)
+class ReplicaReceipt:
+    """One provider's part in a task.
+
+    Attributes:
+        did: The provider's DID (from the registry; ``None`` without a registry client).
+        address: Its EVM address.
+        output_hash: The output hash it revealed (``None`` if it did not).
+        claim_tx: Its ``claim`` transaction.
+        commit_tx: Its commitment (the claim itself when it claimed and committed at once).
+        reveal_tx: Its reveal (``None`` if it did not).
+    """
+
+    did: str | None
+    address: str
+    output_hash: str | None
+    claim_tx: str
+    commit_tx: str | None
+    reveal_tx: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON values."""
+        return {
+            "did": self.did,
+            "address": self.address,
+            "output_hash": self.output_hash,
+            "claim_tx": self.claim_tx,
+            "commit_tx": self.commit_tx,
+            "reveal_tx": self.reveal_tx,
+        }
+
+
+@dataclass(frozen=True)
+class DelegationReceipt:
+    """A settled, verified delegated task.
+
+    Attributes:
+        task_id: ``0x`` task id.
+        bundle_cid: CID of the TaskBundle.
+        result_cid: CID of the winning ResultBundle.
+        output: The accepted output text.
+        output_hash: Its hash, as settled on chain.
+        replicas: Every provider that claimed, in claim order.
+        post_tx: The ``postTask`` transaction.
+        finalize_tx: The transaction that settled the task.
+        gas_used: Gas of every transaction of the task (post, claims, commits, reveals,
+            settlement).
+        settlement: The ``TaskFinalized`` event.
+        result: The winning ResultBundle (signature checked).
+    """
+
+    task_id: str
+    bundle_cid: str
+    result_cid: str
+    output: str
+    output_hash: str
+    replicas: tuple[ReplicaReceipt, ...]
+    post_tx: str
+    finalize_tx: str
+    gas_used: int
+    settlement: Settlement = field(repr=False)
+    result: ResultBundle = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The receipt as one JSON object (what ``chefsplan devnet --json`` prints)."""
+        return {
+            "task_id": self.task_id,
+            "bundle_cid": self.bundle_cid,
+            "result_cid": self.result_cid,
+            "output": self.output,
+            "output_hash": self.output_hash,
+            "replicas": [r.to_json() for r in self.replicas],
+            "post_tx": self.post_tx,
+            "finalize_tx": self.finalize_tx,
+            "gas_used": self.gas_used,
+            "winners": self.settlement.winners,
+            "payout_per_winner": str(self.settlement.payout_per_winner),
+        }
+
+
+ProgressCallback = Callable[[DelegationProgress], None]
+
+
+class Requester:
+    """Delegates tasks to the provider nodes of a market.
+
+    Args:
+        identity: The requester's DID (signs bundles) and EVM account (pays bounties); its key
+            is added to ``chain``.
+        chain: The chain the market lives on.
+        market: The ``TaskMarket`` client.
+        store: Where bundles go and results come from.
+        registry: The ``AgentRegistry`` client, to name each replica's DID and check that the
+            winning result was signed by the provider that revealed it (optional).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        chain: Chain,
+        market: MarketClient,
+        store: ContentStore,
+        *,
+        registry: RegistryClient | None = None,
+    ) -> None:
+        self.identity = identity
+        self.chain = chain
+        self.market = market
+        self.store = store
+        self.registry = registry
+        self.address = chain.add_account(identity.export_secrets()[1])
+
+    # ------------------------------------------------------------------ posting
+
+    def bundle(
+        self,
+        prompt: str,
+        *,
+        model: ModelRequirement | str,
+        params: GenerationParams | None = None,
+        system: str | None = None,
+    ) -> TaskBundle:
+        """A chat task asking ``prompt``, signed by this requester.
+
+        Args:
+            prompt: The user's message.
+            model: The model requirement, or a model's sha256 (64 hex) or name.
+            params: Generation settings (default: greedy, the determinism profile).
+            system: An optional system message.
+        """
+        if isinstance(model, str):
+            is_hash = len(model) == 64 and all(c in "0123456789abcdef" for c in model)
+            model = ModelRequirement(sha256=model) if is_hash else ModelRequirement(name=model)
+        messages = [ChatMessage(role="user", content=prompt)]
+        if system:
+            messages.insert(0, ChatMessage(role="system", content=system))
+        bundle = TaskBundle(
+            kind="chat",
+            messages=tuple(messages),
+            params=params or GenerationParams(),
+            model=model,
+            requester_did=self.identity.did,
+        )
+        return sign_bundle(bundle, self.identity)
+
+    def delegate(
+        self,
+        bundle_or_prompt: TaskBundle | str,
+        *,
+        replicas: int = 1,
+        quorum: int | None = None,
+        bounty_per_replica: int,
+        bond: int,
+        timeouts: Timeouts | None = None,
+        model: ModelRequirement | str | None = None,
+        params: GenerationParams | None = None,
+    ) -> TaskHandle:
+        """Sign and store a task bundle, then post the task with its bounty escrowed.
+
+        Args:
+            bundle_or_prompt: A TaskBundle (signed here), or a prompt to wrap in a chat task.
+            replicas: Providers that run the task (1 to 16).
+            quorum: Matching outputs needed (default: a simple majority).
+            bounty_per_replica: Wei paid to each winning replica.
+            bond: Wei each provider posts when claiming.
+            timeouts: The task's windows.
+            model: Required with a prompt: the model's sha256, name or requirement.
+            params: Generation settings for a prompt.
+
+        Returns:
+            The handle to pass to :meth:`wait_result`.
+
+        Raises:
+            MarketError: Bad replica/quorum counts, or a prompt without a model.
+            BundleError: The bundle names another requester DID.
+            StorageError: The bundle cannot be stored.
+            TxReverted: The market refused the task.
+        """
+        if not 1 <= replicas <= 16:
+            raise MarketError(f"replicas must be between 1 and 16 (got {replicas})")
+        if quorum is not None and not replicas // 2 < quorum <= replicas:
+            raise MarketError(
+                f"quorum {quorum} is invalid for {replicas} replicas: it must be more than "
+                f"half of them and at most all ({replicas // 2 + 1}..{replicas})"
+            )
+        if bounty_per_replica <= 0 or bond <= 0:
+            raise MarketError("bounty_per_replica and bond must be positive wei amounts")
+        if isinstance(bundle_or_prompt, str):
+            if model is None:
+                raise MarketError("a prompt needs a model: pass model=<sha256 or name>")
+            bundle = self.bundle(bundle_or_prompt, model=model, params=params)
+        else:
+            bundle = sign_bundle(bundle_or_prompt, self.identity)
+        data = encode_bundle(bundle)
+        bundle_cid = self.store.put(data)
+        t = timeouts or Timeouts()
+        terms = self.market.new_task(
+            hashlib.sha256(data).digest(),
+            bounty_per_replica=bounty_per_replica,
+            bond=bond,
+            replicas=replicas,
+            quorum=quorum,
+            claim_window=t.claim_window,
+            commit_timeout=t.commit_timeout,
+            reveal_window=t.reveal_window,
+            challenge_window=t.challenge_window,
+            requester=self.address,
+        )
+        posted = self.market.post_task(terms, bundle_cid)
+        log.info("posted task %s (bundle %s)", _hex(posted.task_id), bundle_cid)
+        return TaskHandle(
+            task_id=posted.task_id,
+            params=terms,
+            bundle_cid=bundle_cid,
+            bundle=bundle,
+            post_tx=posted.receipt.tx_hash,
+            post_gas=posted.receipt.gas_used,
+            posted_block=posted.receipt.block_number,
+        )
+
+    # ------------------------------------------------------------------ waiting
+
+    def progress(self, handle: TaskHandle) -> DelegationProgress:
+        """Where the task stands now, from the market's events."""
+        claims = self._events(handle, "ReplicaClaimed")
+        commits = self._events(handle, "ResultCommitted")
+        reveals = self._events(handle, "ResultRevealed")
+        done = self._events(handle, "TaskFinalized")
+        committed = len(commits) + sum(1 for e in claims if bytes(e.args["commitment"]) != _ZERO32)
+        stage = "posted"
+        if done:
+            stage = "finalized"
+        elif reveals:
+            stage = "revealed"
+        elif committed:
+            stage = "committed"
+        elif claims:
+            stage = "claimed"
+        return DelegationProgress(
+            stage=stage,
+            replicas=handle.params.replicas,
+            claimed=len(claims),
+            committed=committed,
+            revealed=len(reveals),
+        )
+
+    def _events(self, handle: TaskHandle, name: str) -> list[Event]:
+        # Scanning from the task's own block keeps polls cheap on a long chain.
+        return self.market.contract.get_logs(
+            name, from_block=handle.posted_block, filters={"taskId": handle.task_id}
+        )
+
+    def wait_result(
+        self,
+        handle: TaskHandle,
+        timeout: float = 600.0,
+        on_progress: ProgressCallback | None = None,
+        *,
+        poll_interval: float = 0.25,
+        step: Callable[[], object] | None = None,
+    ) -> DelegationReceipt:
+        """Wait until the task settles, then fetch and verify the winning result.
+
+        Once the settlement time is reached (reveals closed, or every replica revealed), the
+        requester settles the task itself if no provider did.
+
+        Args:
+            handle: From :meth:`delegate`.
+            timeout: Wall-clock seconds to wait.
+            on_progress: Called whenever the progress changes (for live status).
+            poll_interval: Seconds between polls when ``step`` is not given.
+            step: Called instead of sleeping between polls (a devnet drives its nodes here).
+
+        Returns:
+            The verified receipt.
+
+        Raises:
+            DelegationTimeout: Not settled within ``timeout``.
+            NoQuorum: Settled without an accepted output.
+            VerificationError: The result is missing, badly signed, for another task, or its
+                output does not hash to the settled output hash.
+        """
+        deadline = time.monotonic() + timeout
+        last: DelegationProgress | None = None
+        if step is not None:
+            step()  # a task just posted has nothing to report yet: let the network move first
+        while True:
+            state = self.market.task_state(handle.task_id)
+            if on_progress is not None:
+                now = self.progress(handle)
+                if now != last:
+                    on_progress(now)
+                last = now
+            if not state.open:
+                finalized = self._events(handle, "TaskFinalized")
+                if not finalized:
+                    raise MarketError(f"task {_hex(handle.task_id)} was cancelled, not settled")
+                return self._receipt(handle, finalized[0])
+            if self._settle_if_due(handle, state):
+                continue
+            if time.monotonic() > deadline:
+                raise DelegationTimeout(
+                    f"task {_hex(handle.task_id)} did not settle within {timeout:g} s "
+                    f"({state.claimed}/{handle.params.replicas} claimed, {state.revealed} "
+                    "revealed); are provider nodes running?"
+                )
+            if step is not None:
+                step()
+            else:
+                time.sleep(poll_interval)
+
+    def _settle_if_due(self, handle: TaskHandle, state: TaskStateRecord) -> bool:
+        """Settle the task if its time has come and nobody did; ``True`` if it settled."""
+        p = handle.params
+        if state.challenge != 0:
+            return False
+        now = self.chain.block_timestamp()
+        if state.revealed == p.replicas:
+            # Usually the last reveal settled it already (revealAndFinalize); if not, settle
+            # once the challenge window after the last reveal has passed.
+            if now < state.ready_at + p.challenge_window:
+                return False
+        elif now <= p.reveal_deadline + p.challenge_window:
+            return False
+        try:
+            scoped = MarketClient(self.market.contract, from_block=handle.posted_block)
+            receipt = scoped.finalize(p, sender=self.address)
+        except TxReverted as err:  # a provider settled it first, or a challenge came in
+            log.debug("finalize of %s reverted: %s", _hex(handle.task_id), err)
+            return False
+        log.info("settled task %s (tx %s)", _hex(handle.task_id), receipt.tx_hash)
+        return True
+
+    # ------------------------------------------------------------------ the receipt
+
+    def _receipt(self, handle: TaskHandle, finalized: Event) -> DelegationReceipt:
+        settlement = Settlement.from_event(finalized)
+        tid = _hex(handle.task_id)
+        if settlement.result is not TaskResult.ACCEPTED:
+            raise NoQuorum(
+                f"task {tid} settled as {settlement.result.name.lower().replace('_', ' ')}: no "
+                f"output reached the quorum of {handle.params.quorum}; bounty refunded"
+            )
+        settled_hash = _hex(settlement.output_hash)
+        replicas = self._replicas(handle)
+        result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
+        txs = {handle.post_tx, finalized.tx_hash}
+        for r in replicas:
+            txs.update(t for t in (r.claim_tx, r.commit_tx, r.reveal_tx) if t)
+        gas = sum(self._gas_of(tx) for tx in txs)
+        return DelegationReceipt(
+            task_id=tid,
+            bundle_cid=handle.bundle_cid,
+            result_cid=settlement.result_cid,
+            output=result.output,
+            output_hash=settled_hash,
+            replicas=replicas,
+            post_tx=handle.post_tx,
+            finalize_tx=finalized.tx_hash,
+            gas_used=gas,
+            settlement=settlement,
+            result=result,
+        )
+
+    def _replicas(self, handle: TaskHandle) -> tuple[ReplicaReceipt, ...]:
+        commits = {
+            str(e.args["provider"]): e.tx_hash for e in self._events(handle, "ResultCommitted")
+        }
+        reveals = {str(e.args["provider"]): e for e in self._events(handle, "ResultRevealed")}
+        out = []
+        for claim in self._events(handle, "ReplicaClaimed"):
+            provider = str(claim.args["provider"])
+            committed_at_claim = bytes(claim.args["commitment"]) != _ZERO32
+            reveal = reveals.get(provider)
+            did = None
+            if self.registry is not None:
+                record = self.registry.get_provider(provider)
+                did = record.did if record else None
+            out.append(
+                ReplicaReceipt(
+                    did=did,
+                    address=provider,
+                    output_hash=_hex(bytes(reveal.args["outputHash"])) if reveal else None,
+                    claim_tx=claim.tx_hash,
+                    commit_tx=claim.tx_hash if committed_at_claim else commits.get(provider),
+                    reveal_tx=reveal.tx_hash if reveal else None,
+                )
+            )
+        return tuple(out)
+
+    def _fetch_result(
+        self,
+        handle: TaskHandle,
+        result_cid: str,
+        settled_hash: str,
+        replicas: tuple[ReplicaReceipt, ...],
+    ) -> ResultBundle:
+        try:
+            data = self.store.get(result_cid)
+            result = decode_result_bundle(data)
+        except (StorageError, BundleError, IdentityError) as err:
+            raise VerificationError(f"winning result {result_cid} is unusable: {err}") from err
+        if result.output_hash != settled_hash:
+            raise VerificationError(
+                f"result {result_cid} has output hash {result.output_hash}, the chain settled "
+                f"{settled_hash}"
+            )
+        if result.task_cid != handle.bundle_cid:
+            raise VerificationError(
+                f"result {result_cid} answers task {result.task_cid}, not {handle.bundle_cid}"
+            )
+        winners = {r.did for r in replicas if r.output_hash == settled_hash and r.did}
+        if self.registry is not None and result.node_did not in winners:
+            raise VerificationError(
+                f"result {result_cid} is signed by {result.node_did}, which is not a registered "
+                "provider that revealed the settled output"
+            )
+        return result
+
+    def _gas_of(self, tx_hash: str) -> int:
+        lookup = getattr(self.chain, "receipt", None)
+        try:
+            if callable(lookup):
+                return int(lookup(tx_hash).gas_used)
+            # The Chain interface has no receipt lookup by hash yet: ask web3 directly.
+            raw = self.chain._eth.get_transaction_receipt(tx_hash)
+            return int(raw["gasUsed"])
+        except Exception as err:  # web3's own errors too: a missing gas figure is not fatal
+            log.debug("no receipt for %s: %s", tx_hash, err)
+            return 0

@@ -1,0 +1,798 @@
+"""The provider node: register, watch the market, claim, run, store, commit, reveal, withdraw.
+
+:class:`ProviderNode` is driven by :meth:`~ProviderNode.tick` — one pass over new market events
+and the node's open tasks — so a devnet can step several nodes deterministically in one
+process; :meth:`~ProviderNode.run_forever` loops it in a daemon process until SIGTERM/SIGINT.
+
+Per task, in order::
+
+    TaskPosted ─ terms ok? ─ fetch bundle by CID (re-hashed) ─ bundleHash ok? ─ decode+verify
+      ─ policy ok? ──(refuse: logged, recorded, never claimed, so never slashed)
+      └─ save CLAIMING (salt) ─ claim (a thread) ∥ run the model ─ save CLAIMED
+         ─ put ResultBundle ─ save COMMITTING ─ commit ─ save COMMITTED
+         ─ (reveal phase open) save REVEALING ─ reveal, or revealAndFinalize if last
+         ─ save REVEALED ─ (settled) withdraw ─ save SETTLED
+
+The record is written *before* each on-chain step, and on start-up every unfinished record is
+reconciled with the replica's on-chain state, so a restarted node never loses a claimed task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any, Self, TypeVar
+
+from chefsplan_agents.bundles import (
+    Offer,
+    OfferedModel,
+    ResultBundle,
+    TaskBundle,
+    Timings,
+    decode_task_bundle,
+    encode_bundle,
+    issue_offer,
+    output_hash,
+    sign_bundle,
+)
+from chefsplan_agents.chain import Chain, Event, Receipt
+from chefsplan_agents.errors import (
+    BundleError,
+    ChainUnavailable,
+    ChefsplanError,
+    IdentityError,
+    LLMError,
+    NodeError,
+    StorageError,
+    StoreUnavailable,
+    TaskRefused,
+    TxReverted,
+)
+from chefsplan_agents.identity import Identity
+from chefsplan_agents.llm import ChatMessage as LLMChatMessage
+from chefsplan_agents.llm import Generation, GenerationParams, LLMBackend
+from chefsplan_agents.market import (
+    MarketClient,
+    ReplicaState,
+    RevealEntry,
+    TaskParams,
+    make_commitment,
+    new_salt,
+    result_cid_hash,
+)
+from chefsplan_agents.node._http import NodeHttpServer
+from chefsplan_agents.node._policy import NodePolicy
+from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
+from chefsplan_agents.registry import RegistryClient
+from chefsplan_agents.storage import ContentStore
+
+__all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_generation_params", "task_prompt"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_BENCH_PROMPT = "Once upon a time, in a small kitchen by the sea,"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for a chain node or IPFS daemon that is briefly unreachable.
+
+    Attributes:
+        attempts: Tries per operation (the last failure is raised).
+        base_s: Wait after the first failure; doubled after each further one.
+        max_s: Longest single wait.
+    """
+
+    attempts: int = 4
+    base_s: float = 0.25
+    max_s: float = 5.0
+
+    def run(self, what: str, fn: Callable[[], T]) -> T:
+        """Call ``fn``, retrying on :class:`ChainUnavailable` / :class:`StoreUnavailable`."""
+        delay = self.base_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except (ChainUnavailable, StoreUnavailable) as err:
+                if attempt == self.attempts:
+                    raise
+                log.warning("%s failed (%s); retry %d in %.2f s", what, err, attempt, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_s)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node's public facts after :meth:`ProviderNode.start`.
+
+    Attributes:
+        did: Its DID.
+        address: Its EVM address.
+        offer: The offer it published.
+        offer_cid: CID of the signed offer credential.
+        register_tx: The ``register`` or ``updateOffer`` transaction (``None`` if unchanged).
+    """
+
+    did: str
+    address: str
+    offer: Offer
+    offer_cid: str
+    register_tx: str | None
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def task_prompt(bundle: TaskBundle, llm: LLMBackend) -> str:
+    """The exact prompt text a node runs for a task (a chat in the model's template).
+
+    Verifiers re-score against it, so it must be what :meth:`ProviderNode.run_bundle` used.
+
+    Raises:
+        NodeError: The bundle needs recipe or input CIDs, which nodes do not expand.
+    """
+    if bundle.recipe_cid is not None or bundle.input_cids:
+        raise NodeError("this node does not expand recipe or input CIDs; inline the prompt")
+    if bundle.kind == "chat":
+        messages = [LLMChatMessage(role=m.role, content=m.content) for m in bundle.messages or ()]
+        return llm.format_chat(messages)
+    return bundle.prompt or ""
+
+
+def task_generation_params(bundle: TaskBundle) -> GenerationParams:
+    """A task's sampling settings as the model backend takes them."""
+    p = bundle.params
+    return GenerationParams(
+        max_tokens=p.max_tokens,
+        temperature=p.temperature,
+        top_p=p.top_p,
+        top_k=p.top_k,
+        seed=p.seed,
+        repeat_penalty=p.repeat_penalty,
+        stop=p.stop,
+    )
+
+
+class ProviderNode:
+    """A provider node serving one local model on the task market.
+
+    Args:
+        identity: The node's DID and EVM account (its key is added to ``chain``).
+        chain: The chain the contracts live on.
+        registry: The ``AgentRegistry`` client.
+        market: The ``TaskMarket`` client.
+        store: Where bundles, results and the offer live.
+        llm: The model this node runs.
+        state_dir: Folder for the node's task records (see :class:`NodeStateStore`).
+        policy: What the node accepts (default :class:`NodePolicy`).
+        stake: Wei to stake when registering (default: the registry's minimum).
+        endpoint: The node's HTTP API URL, published in its offer.
+        retry: Backoff for an unreachable chain node or IPFS daemon.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        chain: Chain,
+        registry: RegistryClient,
+        market: MarketClient,
+        store: ContentStore,
+        llm: LLMBackend,
+        *,
+        state_dir: str,
+        policy: NodePolicy | None = None,
+        stake: int | None = None,
+        endpoint: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.identity = identity
+        self.chain = chain
+        self.registry = registry
+        self.market = market
+        self.store = store
+        self.llm = llm
+        self.policy = policy or NodePolicy()
+        self.state = NodeStateStore(state_dir)
+        self.stake = stake
+        self.endpoint = endpoint
+        self.retry = retry or RetryPolicy()
+        self.address = chain.add_account(identity.export_secrets()[1])
+        self.did = identity.did
+        self.status: NodeStatus | None = None
+        self.withdrawn_wei = 0
+        self._stop = threading.Event()
+        self._pending_cursor: int | None = None
+        # Earnings may wait in the market (credited by someone else's settlement).
+        self._owed = True
+        self._http: NodeHttpServer | None = None
+
+    def __repr__(self) -> str:
+        return f"<ProviderNode {self.did} {self.address}>"
+
+    # ------------------------------------------------------------------ start-up
+
+    def measure(self, max_tokens: int = 32) -> Generation:
+        """Run a short real generation; its timings are the speeds the offer states."""
+        params = GenerationParams(max_tokens=max_tokens, logprobs=1)
+        return self.llm.complete(_BENCH_PROMPT, params)
+
+    def offered_model(self) -> OfferedModel:
+        """The model this node serves, as its offer names it."""
+        info = self.llm.info
+        return OfferedModel(
+            name=info.name,
+            sha256=info.sha256,
+            quantization=info.quantization or "unknown",
+            context_length=info.n_ctx,
+        )
+
+    def serve_http(self, *, host: str = "127.0.0.1", port: int = 0) -> NodeHttpServer:
+        """Start the node's signed HTTP job API; its URL becomes the offer's endpoint.
+
+        Call before :meth:`start` so the published offer carries the endpoint. Jobs get the
+        same model and size checks as market tasks (no payment terms) and run
+        :meth:`run_bundle`.
+
+        Returns:
+            The running server (closed by :meth:`close`).
+        """
+        if self._http is not None:
+            return self._http
+        server = NodeHttpServer(
+            self.identity,
+            self._run_http_job,
+            self.store,
+            model=self.offered_model(),
+            price_per_1k_tokens_wei=self.policy.price_per_1k_tokens_wei,
+            host=host,
+            port=port,
+        )
+        server.start()
+        self._http = server
+        self.endpoint = server.url
+        log.info("node %s serves its HTTP API at %s", self.did, server.url)
+        return server
+
+    def _run_http_job(self, bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
+        info = self.llm.info
+        self.policy.check_request(bundle, model_sha256=info.sha256, model_name=info.name)
+        return self.run_bundle(bundle, bundle_cid)
+
+    def build_offer(self, generation: Generation) -> Offer:
+        """The offer this node publishes, with speeds measured from ``generation``."""
+        timings = generation.timings
+        generated = timings.generation_tokens_per_s
+        if generated <= 0 and timings.prompt_ms + timings.generation_ms > 0:
+            total_s = (timings.prompt_ms + timings.generation_ms) / 1000
+            generated = max(generation.completion_tokens, 1) / total_s
+        return Offer(
+            model=self.offered_model(),
+            # A model that stops at once leaves no rate to measure; never publish zero.
+            generation_tokens_per_s=max(generated, 1e-3),
+            prefill_tokens_per_s=max(timings.prompt_tokens_per_s, 1e-3),
+            price_per_1k_tokens_wei=self.policy.price_per_1k_tokens_wei,
+            endpoint=self.endpoint,
+            evm_address=self.address,
+            did=self.did,
+        )
+
+    def start(self) -> NodeStatus:
+        """Measure the model, publish a signed offer and register (or update the offer).
+
+        Returns:
+            The node's DID, address, offer and the registration transaction.
+
+        Raises:
+            LLMError: The model cannot generate.
+            StorageError: The offer cannot be stored.
+            ChainError: Registration failed (``StakeTooLow``, ``DidTaken``, …).
+        """
+        offer = self.build_offer(self.measure())
+        token = issue_offer(offer, self.identity).encode("utf-8")
+        offer_cid = self.retry.run("store offer", lambda: self.store.put(token))
+        offer_hash = hashlib.sha256(token).digest()
+        current = self.retry.run("read registry", lambda: self.registry.get_provider(self.address))
+        receipt: Receipt | None = None
+        if current is None:
+            stake = self.stake if self.stake is not None else self.registry.min_stake
+            receipt = self.retry.run(
+                "register",
+                lambda: self.registry.register(
+                    self.did, offer_cid, offer_hash, stake=stake, sender=self.address
+                ),
+            )
+        elif current.offer_cid != offer_cid:
+            receipt = self.retry.run(
+                "update offer",
+                lambda: self.registry.update_offer(offer_cid, offer_hash, sender=self.address),
+            )
+        self.status = NodeStatus(
+            did=self.did,
+            address=self.address,
+            offer=offer,
+            offer_cid=offer_cid,
+            register_tx=receipt.tx_hash if receipt else None,
+        )
+        log.info(
+            "node %s registered at %s: %s, %.1f tok/s, offer %s",
+            self.did,
+            self.address,
+            offer.model.name,
+            offer.generation_tokens_per_s,
+            offer_cid,
+        )
+        return self.status
+
+    # ------------------------------------------------------------------ running a task
+
+    def run_bundle(self, bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
+        """Run a task under the determinism profile and return the signed result.
+
+        Has the signature of the HTTP API's ``JobRunner``, so the same code serves both.
+
+        Raises:
+            LLMError: The model failed or the prompt does not fit.
+            NodeError: The bundle needs inputs this node does not expand.
+        """
+        prompt = task_prompt(bundle, self.llm)
+        gen = self.llm.complete(prompt, task_generation_params(bundle))
+        info = self.llm.info
+        result = ResultBundle(
+            task_cid=bundle_cid,
+            output=gen.text,
+            token_ids=gen.token_ids,
+            fingerprint=gen.fingerprint,
+            model_sha256=info.sha256,
+            llama_cpp_build=info.llama_cpp,
+            timings=Timings(
+                prompt_tokens=gen.prompt_tokens,
+                generated_tokens=gen.completion_tokens,
+                prompt_ms=gen.timings.prompt_ms,
+                generation_ms=gen.timings.generation_ms,
+            ),
+            node_did=self.did,
+            output_hash=output_hash(gen.text),
+        )
+        return sign_bundle(result, self.identity)
+
+    # ------------------------------------------------------------------ the loop
+
+    def tick(self) -> int:
+        """One pass: take new tasks, then advance every open one. Never raises for one task.
+
+        Returns:
+            How many on-chain or policy steps the node took (0: nothing to do now).
+
+        Raises:
+            ChainUnavailable: The chain node stayed unreachable through every retry.
+        """
+        steps = 0
+        for event in self._new_tasks():
+            try:
+                steps += self._take(event)
+            except (ChainUnavailable, StoreUnavailable):
+                raise
+            except ChefsplanError as err:
+                log.error("task %s: %s", _hex(bytes(event.args["taskId"])), err)
+        if self._owed:
+            try:
+                steps += self._withdraw()
+                self._owed = False
+            except ChefsplanError as err:
+                log.warning("node %s: withdraw failed (%s); will retry", self.address, err)
+        for record in self.state.active():
+            try:
+                steps += self._advance(record)
+            except (ChainUnavailable, StoreUnavailable) as err:
+                log.warning("task %s: %s; will retry", record.task_id, err)
+            except ChefsplanError as err:
+                log.error("task %s (%s): %s", record.task_id, record.stage, err)
+        return steps
+
+    def run_forever(self, poll_interval: float = 1.0) -> None:
+        """Tick until :meth:`stop` or SIGTERM/SIGINT, sleeping ``poll_interval`` when idle.
+
+        An unreachable chain or store backs off (up to 30 s) instead of exiting.
+        """
+        previous: dict[signal.Signals, Any] = {}
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("node %s: signal %d, shutting down", self.did, signum)
+            self._stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        backoff = poll_interval
+        try:
+            while not self._stop.is_set():
+                try:
+                    busy = self.tick() > 0
+                    backoff = poll_interval
+                except (ChainUnavailable, StoreUnavailable) as err:
+                    log.warning("node %s: %s; backing off %.1f s", self.did, err, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if not busy:
+                    self._stop.wait(poll_interval)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("node %s stopped", self.did)
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return after the current step."""
+        self._stop.set()
+
+    # ------------------------------------------------------------------ queries
+
+    def task(self, task_id: bytes | str) -> TaskRecordState | None:
+        """The node's record of a task, or ``None`` if it never saw it."""
+        key = task_id if isinstance(task_id, str) else _hex(task_id)
+        return self.state.load(key.lower())
+
+    def refusals(self) -> dict[str, str]:
+        """Reasons of every refused task, by ``0x`` task id."""
+        return {r.task_id: r.reason or "" for r in self.state.all() if r.stage is TaskStage.REFUSED}
+
+    # ------------------------------------------------------------------ internals
+
+    def _now(self) -> int:
+        return self.retry.run("read chain time", self.chain.block_timestamp)
+
+    def _new_tasks(self) -> list[Event]:
+        head = self.retry.run("read block number", self.chain.block_number)
+        cursor = self.state.cursor
+        start = self.market.from_block if cursor is None else cursor + 1
+        if start > head:
+            return []
+        events = self.retry.run(
+            "read TaskPosted events",
+            lambda: self.market.contract.get_logs("TaskPosted", from_block=start, to_block=head),
+        )
+        fresh = [e for e in events if self.state.load(_hex(bytes(e.args["taskId"]))) is None]
+        # Record the cursor only after the tasks are taken: a crash re-reads them, and the
+        # per-task records make taking one twice impossible.
+        self._pending_cursor = head
+        if not fresh:
+            self.state.cursor = head
+        return fresh
+
+    def _refuse(self, record: TaskRecordState, reason: str) -> int:
+        log.warning("node %s refused task %s: %s", self.address, record.task_id, reason)
+        self.state.save(record.advance(TaskStage.REFUSED, reason=reason))
+        return 1
+
+    def _take(self, event: Event) -> int:
+        task_id = _hex(bytes(event.args["taskId"]))
+        params = TaskParams.from_abi(event.args["params"])
+        bundle_cid = str(event.args["bundleCid"])
+        record = TaskRecordState(
+            task_id, params, bundle_cid, TaskStage.REFUSED, posted_block=event.block_number
+        )
+        try:
+            bundle = self._vet(task_id, params, bundle_cid)
+        except TaskRefused as refusal:
+            steps = self._refuse(record, refusal.reason)
+            self._flush_cursor()
+            return steps
+        record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()))
+        self.state.save(record)
+        self._flush_cursor()
+        return self._claim_and_run(record, bundle)
+
+    def _flush_cursor(self) -> None:
+        head = self._pending_cursor
+        if head is not None:
+            self.state.cursor = head
+
+    def _vet(self, task_id: str, params: TaskParams, bundle_cid: str) -> TaskBundle:
+        """Every check before claiming; a refusal is a :class:`TaskRefused`."""
+        self.policy.check_terms(params)
+        if self._now() > params.claim_deadline:
+            raise TaskRefused("the claim window has closed")
+        state = self.retry.run("read task", lambda: self.market.task_state(task_id))
+        if not state.open:
+            raise TaskRefused("the task is no longer open")
+        if state.claimed >= params.replicas:
+            raise TaskRefused(f"all {params.replicas} replicas are already claimed")
+        try:
+            data = self.retry.run(
+                "fetch bundle",
+                lambda: self.store.get(bundle_cid, max_bytes=self.policy.max_bundle_bytes),
+            )
+        except StoreUnavailable:
+            raise
+        except StorageError as err:
+            raise TaskRefused(f"bundle {bundle_cid} cannot be fetched: {err}") from err
+        digest = hashlib.sha256(data).digest()
+        if digest != params.bundle_hash:
+            raise TaskRefused(
+                f"bundle {bundle_cid} hashes to {_hex(digest)}, the task names "
+                f"{_hex(params.bundle_hash)}"
+            )
+        try:
+            bundle = decode_task_bundle(data, max_bytes=self.policy.max_bundle_bytes)
+        except (BundleError, IdentityError) as err:
+            raise TaskRefused(f"malformed bundle: {err}") from err
+        if bundle.recipe_cid is not None or bundle.input_cids:
+            raise TaskRefused(
+                "the bundle needs recipe or input CIDs, which this node does not fetch"
+            )
+        info = self.llm.info
+        self.policy.check_bundle(bundle, params, model_sha256=info.sha256, model_name=info.name)
+        try:
+            n_prompt = len(self.llm.tokenize(task_prompt(bundle, self.llm)))
+        except LLMError as err:
+            raise TaskRefused(f"the prompt cannot be prepared: {err}") from err
+        if n_prompt + bundle.params.max_tokens > info.n_ctx:
+            raise TaskRefused(
+                f"prompt of {n_prompt} tokens plus max_tokens={bundle.params.max_tokens} does "
+                f"not fit this node's context of {info.n_ctx} tokens"
+            )
+        return bundle
+
+    def _claim_and_run(self, record: TaskRecordState, bundle: TaskBundle) -> int:
+        """Claim with the transaction in flight while the model already runs."""
+        outcome: dict[str, object] = {}
+
+        def claim() -> None:
+            try:
+                outcome["receipt"] = self.retry.run(
+                    "claim", lambda: self.market.claim(record.params, sender=self.address)
+                )
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread below
+                outcome["error"] = err
+
+        worker = threading.Thread(target=claim, name=f"claim-{record.task_id[:10]}", daemon=True)
+        worker.start()
+        result: ResultBundle | None = None
+        run_error: LLMError | NodeError | None = None
+        try:
+            result = self.run_bundle(bundle, record.bundle_cid)
+        except (LLMError, NodeError) as err:
+            run_error = err
+        finally:
+            worker.join()
+        error = outcome.get("error")
+        if isinstance(error, (ChainUnavailable, StoreUnavailable)):
+            raise error  # CLAIMING is saved: the next tick reconciles with the chain
+        if isinstance(error, ChefsplanError):
+            # Reverted (task full, claim closed) or not sendable (funds): nothing at stake.
+            self.state.save(record.advance(TaskStage.LOST, reason=f"claim failed: {error}"))
+            log.warning("node %s did not get task %s: %s", self.address, record.task_id, error)
+            return 1
+        if isinstance(error, BaseException):
+            raise error
+        receipt = outcome["receipt"]
+        assert isinstance(receipt, Receipt)
+        record = record.advance(TaskStage.CLAIMED).with_tx(
+            "claim", receipt.tx_hash, receipt.gas_used
+        )
+        self.state.save(record)
+        if run_error is not None:
+            # Claimed but cannot run: say so; the bond is lost when the commit deadline passes.
+            self.state.save(record.advance(TaskStage.FAILED, reason=str(run_error)))
+            log.error("node %s cannot run task %s: %s", self.address, record.task_id, run_error)
+            return 1
+        assert result is not None
+        return 1 + self._store_and_commit(record, result)
+
+    def _store_and_commit(self, record: TaskRecordState, result: ResultBundle) -> int:
+        data = encode_bundle(result)
+        result_cid = self.retry.run("store result", lambda: self.store.put(data))
+        record = record.advance(
+            TaskStage.COMMITTING, result_cid=result_cid, output_hash=result.output_hash
+        )
+        self.state.save(record)
+        return self._commit(record)
+
+    def _commit(self, record: TaskRecordState) -> int:
+        assert record.salt and record.output_hash
+        commitment = make_commitment(record.output_hash, record.salt, self.address)
+        receipt = self.retry.run(
+            "commit", lambda: self.market.commit(record.params, commitment, sender=self.address)
+        )
+        record = record.advance(TaskStage.COMMITTED).with_tx(
+            "commit", receipt.tx_hash, receipt.gas_used
+        )
+        self.state.save(record)
+        if record.params.replicas == 1 and self._now() <= record.params.reveal_deadline:
+            # Its own commit completed the commit phase: reveal (and settle) at once.
+            record = record.advance(TaskStage.REVEALING)
+            self.state.save(record)
+            return 1 + self._reveal(record, last=True)
+        return 1 + self._maybe_reveal(record)
+
+    def _maybe_reveal(self, record: TaskRecordState) -> int:
+        p = record.params
+        now = self._now()
+        if now > p.reveal_deadline:
+            self.state.save(record.advance(TaskStage.FAILED, reason="missed the reveal deadline"))
+            return 1
+        state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
+        if not state.open:
+            self.state.save(record.advance(TaskStage.FAILED, reason="task settled before reveal"))
+            return 1
+        if state.committed < p.replicas and now <= p.commit_phase_end:
+            return 0  # another replica may still commit: revealing now would let it copy
+        record = record.advance(TaskStage.REVEALING)
+        self.state.save(record)
+        return self._reveal(record, last=state.revealed + 1 == p.replicas)
+
+    def _reveal(self, record: TaskRecordState, *, last: bool) -> int:
+        p = record.params
+        assert record.output_hash and record.result_cid and record.salt
+        out, cid, salt = record.output_hash, record.result_cid, record.salt
+        if last and p.challenge_window == 0:
+            settled = self._reveal_and_finalize(record)
+            if settled is not None:
+                return settled
+        receipt = self.retry.run(
+            "reveal", lambda: self.market.reveal(p, out, cid, salt, sender=self.address)
+        )
+        record = record.with_tx("reveal", receipt.tx_hash, receipt.gas_used)
+        record = record.advance(TaskStage.REVEALED)
+        self.state.save(record)
+        return 1 + self._maybe_settle(record)
+
+    def _reveal_and_finalize(self, record: TaskRecordState) -> int | None:
+        """Reveal last and settle in one transaction; ``None`` if the market refused it (a
+        plain reveal follows, and the task settles by ``finalize``)."""
+        p = record.params
+        assert record.output_hash and record.result_cid and record.salt
+        out, cid, salt = record.output_hash, record.result_cid, record.salt
+        if p.replicas == 1:
+            # This node holds the only claim: the settlement list is its own reveal.
+            own = RevealEntry(self.address, bytes.fromhex(out[2:]), result_cid_hash(cid))
+            reveals, winning = [own], cid
+        else:
+            reveals, winning = self._task_market(record).settlement_inputs(
+                p, pending=(self.address, bytes.fromhex(out[2:]), cid)
+            )
+        try:
+            receipt = self.retry.run(
+                "reveal and finalize",
+                lambda: self.market.reveal_and_finalize(
+                    p, out, cid, salt, sender=self.address, reveals=reveals, winning_cid=winning
+                ),
+            )
+        except TxReverted as err:  # another reveal landed first, or the list went stale
+            log.info("task %s: revealAndFinalize reverted (%s); revealing", record.task_id, err)
+            return None
+        record = record.with_tx("reveal", receipt.tx_hash, receipt.gas_used)
+        record = record.with_tx("finalize", receipt.tx_hash, 0)
+        for paid in receipt.events_named("Withdrawn"):
+            self.withdrawn_wei += int(paid.args["amount"])
+        # Settled, and this node's own share was paid in the same transaction; earnings
+        # credited earlier are withdrawn by a later tick, off the requester's critical path.
+        self.state.save(record.advance(TaskStage.SETTLED))
+        self._owed = True
+        return 1
+
+    def _maybe_settle(self, record: TaskRecordState) -> int:
+        state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
+        steps = 0
+        if state.open:
+            if state.challenge != 0 or self._now() < self.market.settle_time(record.params):
+                return 0
+            try:
+                receipt = self.retry.run(
+                    "finalize",
+                    lambda: self._task_market(record).finalize(record.params, sender=self.address),
+                )
+            except TxReverted as err:  # another party settled first, or too early after all
+                log.info("task %s: finalize reverted (%s)", record.task_id, err)
+                return 0
+            record = record.with_tx("finalize", receipt.tx_hash, receipt.gas_used)
+            for paid in receipt.events_named("Withdrawn"):
+                self.withdrawn_wei += int(paid.args["amount"])
+            steps += 1
+        steps += self._withdraw()
+        self.state.save(record.advance(TaskStage.SETTLED))
+        return steps + 1
+
+    def _task_market(self, record: TaskRecordState) -> MarketClient:
+        # Settlement inputs come from event scans; starting at the task's block keeps them
+        # cheap however long the chain is.
+        return MarketClient(self.market.contract, from_block=record.posted_block)
+
+    def _withdraw(self) -> int:
+        owed = self.retry.run("read balance", lambda: self.market.balance_of(self.address))
+        if owed == 0:
+            return 0
+        receipt = self.retry.run("withdraw", lambda: self.market.withdraw(sender=self.address))
+        self.withdrawn_wei += owed
+        log.info("node %s withdrew %d wei (tx %s)", self.address, owed, receipt.tx_hash)
+        return 1
+
+    def _advance(self, record: TaskRecordState) -> int:
+        """Move an unfinished task on, reconciling the record with the chain first."""
+        replica = self.retry.run(
+            "read replica", lambda: self.market.replica(record.task_id, self.address)
+        )
+        stage = record.stage
+        if stage is TaskStage.CLAIMING:
+            if replica.state is ReplicaState.NONE:
+                # The claim never landed: start over if the task still takes claims.
+                try:
+                    bundle = self._vet(record.task_id, record.params, record.bundle_cid)
+                except TaskRefused as refusal:
+                    self.state.save(record.advance(TaskStage.LOST, reason=refusal.reason))
+                    return 1
+                return self._claim_and_run(record, bundle)
+            record = record.advance(TaskStage.CLAIMED)
+            self.state.save(record)
+            stage = record.stage
+        if stage is TaskStage.CLAIMED or (
+            stage is TaskStage.COMMITTING and replica.state is ReplicaState.CLAIMED
+        ):
+            if stage is TaskStage.COMMITTING:
+                return self._commit(record)
+            if replica.state is ReplicaState.CLAIMED:
+                bundle = self._vet_claimed(record)
+                return self._store_and_commit(record, self.run_bundle(bundle, record.bundle_cid))
+        if stage in (TaskStage.CLAIMED, TaskStage.COMMITTING, TaskStage.COMMITTED):
+            if replica.state is ReplicaState.COMMITTED:
+                if stage is not TaskStage.COMMITTED:
+                    record = record.advance(TaskStage.COMMITTED)
+                    self.state.save(record)
+                return self._maybe_reveal(record)
+        if stage is TaskStage.REVEALING:
+            if replica.state is ReplicaState.COMMITTED:
+                state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
+                return self._reveal(record, last=state.revealed + 1 == record.params.replicas)
+            stage = TaskStage.REVEALED
+        if stage is TaskStage.REVEALED:
+            return self._maybe_settle(record.advance(TaskStage.REVEALED))
+        if replica.state in (ReplicaState.NONE, ReplicaState.REOPENED):
+            # Settled (replicas are cleared) or reopened while the node was away.
+            state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
+            if not state.open:
+                self._withdraw()
+                self.state.save(record.advance(TaskStage.SETTLED))
+                return 1
+            self.state.save(
+                record.advance(TaskStage.FAILED, reason=f"replica is {replica.state.name}")
+            )
+            return 1
+        return 0
+
+    def _vet_claimed(self, record: TaskRecordState) -> TaskBundle:
+        data = self.retry.run(
+            "fetch bundle",
+            lambda: self.store.get(record.bundle_cid, max_bytes=self.policy.max_bundle_bytes),
+        )
+        return decode_task_bundle(data, max_bytes=self.policy.max_bundle_bytes)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop the loop and the HTTP API. The chain, store and model belong to the caller
+        and stay open."""
+        self._stop.set()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

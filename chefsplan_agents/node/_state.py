@@ -1,0 +1,202 @@
+"""A provider node's durable memory: one JSON file per task, written atomically.
+
+The node writes a task's record *before* each on-chain step (claim, commit, reveal), so a node
+restarted at any point knows which tasks it claimed, the secret salt of its commitment and the
+result it committed to, and resumes them instead of being slashed for a no-show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from chefsplan_agents.errors import NodeError
+from chefsplan_agents.market import TaskParams
+
+__all__ = ["NodeStateStore", "TaskRecordState", "TaskStage"]
+
+
+class TaskStage(StrEnum):
+    """Where a node stands with one task."""
+
+    REFUSED = "refused"  # policy or bundle check failed; never claimed
+    CLAIMING = "claiming"  # salt chosen, claim transaction about to be sent
+    CLAIMED = "claimed"  # claim mined; result not committed yet
+    COMMITTING = "committing"  # result stored, commit transaction about to be sent
+    COMMITTED = "committed"  # waiting for the reveal phase
+    REVEALING = "revealing"  # reveal transaction about to be sent
+    REVEALED = "revealed"  # waiting for settlement
+    SETTLED = "settled"  # finalized; earnings withdrawn or nothing owed
+    LOST = "lost"  # the claim did not go through (task full, closed); nothing at stake
+    FAILED = "failed"  # gave up on a claimed task (its bond may be slashed)
+
+    @property
+    def active(self) -> bool:
+        """Whether the node still has work to do on the task."""
+        return self in _ACTIVE
+
+
+_ACTIVE = frozenset(
+    {
+        TaskStage.CLAIMING,
+        TaskStage.CLAIMED,
+        TaskStage.COMMITTING,
+        TaskStage.COMMITTED,
+        TaskStage.REVEALING,
+        TaskStage.REVEALED,
+    }
+)
+
+
+def _params_to_json(params: TaskParams) -> dict[str, Any]:
+    raw = asdict(params)
+    raw["bundle_hash"] = "0x" + params.bundle_hash.hex()
+    return raw
+
+
+def _params_from_json(raw: dict[str, Any]) -> TaskParams:
+    values = dict(raw)
+    values["bundle_hash"] = bytes.fromhex(str(values["bundle_hash"]).removeprefix("0x"))
+    return TaskParams(**values)
+
+
+@dataclass(frozen=True)
+class TaskRecordState:
+    """What a node remembers about one task.
+
+    Attributes:
+        task_id: ``0x``-hex task id.
+        params: The task's on-chain terms.
+        bundle_cid: CID of its TaskBundle.
+        stage: Where the node stands.
+        salt: ``0x``-hex commitment salt (secret until the reveal).
+        result_cid: CID of the node's ResultBundle.
+        output_hash: ``0x``-hex output hash committed to.
+        reason: Why the task was refused or failed.
+        txs: Transaction hashes by step (``claim``, ``commit``, ``reveal``, ``finalize``).
+        gas: Gas used by step.
+        updated_at: Unix time of the last write.
+        posted_block: The block of the task's ``TaskPosted`` event (event scans start there).
+    """
+
+    task_id: str
+    params: TaskParams
+    bundle_cid: str
+    stage: TaskStage
+    salt: str | None = None
+    result_cid: str | None = None
+    output_hash: str | None = None
+    reason: str | None = None
+    txs: dict[str, str] = field(default_factory=dict)
+    gas: dict[str, int] = field(default_factory=dict)
+    updated_at: float = 0.0
+    posted_block: int = 0
+
+    def advance(self, stage: TaskStage, **changes: Any) -> TaskRecordState:
+        """A copy at ``stage`` with ``changes`` applied."""
+        return replace(self, stage=stage, updated_at=time.time(), **changes)
+
+    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> TaskRecordState:
+        """A copy that remembers the transaction of ``step``."""
+        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON-ready values."""
+        raw = asdict(self)
+        raw["params"] = _params_to_json(self.params)
+        raw["stage"] = str(self.stage)
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TaskRecordState:
+        """Read a record written by :meth:`to_json`."""
+        values = dict(raw)
+        values["params"] = _params_from_json(values["params"])
+        values["stage"] = TaskStage(values["stage"])
+        return cls(**values)
+
+
+class NodeStateStore:
+    """Task records and the event cursor of one node, in a folder.
+
+    Args:
+        path: The state folder (created mode 0700; files are 0600 since they hold salts).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._tasks = self.path / "tasks"
+        # Unfinished tasks, kept in memory so a tick does not re-read every finished one.
+        self._active: dict[str, TaskRecordState] | None = None
+        try:
+            self._tasks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as err:
+            raise NodeError(f"cannot create the node state folder {self.path}: {err}") from err
+
+    def _write(self, file: Path, value: dict[str, Any]) -> None:
+        data = json.dumps(value, sort_keys=True, indent=1).encode("utf-8")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=file.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, file)
+        except OSError as err:
+            raise NodeError(f"cannot write node state {file}: {err}") from err
+
+    def save(self, record: TaskRecordState) -> None:
+        """Write a task's record (atomically: a crash leaves the old or the new one)."""
+        self._write(self._tasks / f"{record.task_id}.json", record.to_json())
+        if self._active is not None:
+            if record.stage.active:
+                self._active[record.task_id] = record
+            else:
+                self._active.pop(record.task_id, None)
+
+    def load(self, task_id: str) -> TaskRecordState | None:
+        """One task's record, or ``None``."""
+        file = self._tasks / f"{task_id}.json"
+        if not file.exists():
+            return None
+        return self._read(file)
+
+    def _read(self, file: Path) -> TaskRecordState:
+        try:
+            return TaskRecordState.from_json(json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise NodeError(
+                f"node state {file} is unreadable ({err}); move it away to drop the task"
+            ) from err
+
+    def all(self) -> list[TaskRecordState]:
+        """Every task record, oldest write first."""
+        records = [self._read(f) for f in self._tasks.glob("0x*.json")]
+        return sorted(records, key=lambda r: r.updated_at)
+
+    def active(self) -> list[TaskRecordState]:
+        """The tasks the node still has work on, oldest write first (read from disk once)."""
+        if self._active is None:
+            self._active = {r.task_id: r for r in self.all() if r.stage.active}
+        return sorted(self._active.values(), key=lambda r: r.updated_at)
+
+    @property
+    def cursor(self) -> int | None:
+        """The last chain block whose events the node processed, if any."""
+        file = self.path / "cursor.json"
+        if not file.exists():
+            return None
+        try:
+            return int(json.loads(file.read_text(encoding="utf-8"))["block"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise NodeError(f"node state {file} is unreadable ({err}); delete it") from err
+
+    @cursor.setter
+    def cursor(self, block: int) -> None:
+        self._write(self.path / "cursor.json", {"block": int(block)})

@@ -1,0 +1,110 @@
+"""The one-call devnet and ``chefsplan devnet``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from chefsplan_agents.bundles import GenerationParams, decode_result_bundle
+from chefsplan_agents.cli import run
+from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.llm import SCRIPTED_OUTPUT
+
+EXPECTED_HASH = "0x" + hashlib.sha256(SCRIPTED_OUTPUT.encode()).hexdigest()
+
+
+def test_cli_devnet_json_prints_one_verified_receipt(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(
+        ["devnet", "--nodes", "3", "--model", "tiny", "--replicas", "3", "--quorum", "2"]
+        + ["--task", "What is for dinner?", "--max-tokens", "16", "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    assert len(lines) == 1
+    receipt = json.loads(lines[0])
+    for key in (
+        "bundle_cid",
+        "result_cid",
+        "output",
+        "output_hash",
+        "task_id",
+        "replicas",
+        "finalize_tx",
+        "gas_used",
+    ):
+        assert key in receipt
+    assert receipt["output"] == SCRIPTED_OUTPUT
+    assert receipt["output_hash"] == EXPECTED_HASH
+    assert receipt["bundle_cid"].startswith("baf") and receipt["result_cid"].startswith("baf")
+    assert receipt["gas_used"] > 0
+    assert len(receipt["replicas"]) == 3
+    for replica in receipt["replicas"]:
+        assert set(replica) == {
+            "did",
+            "address",
+            "output_hash",
+            "claim_tx",
+            "commit_tx",
+            "reveal_tx",
+        }
+        assert replica["did"].startswith("did:key:z6Mk")
+        assert replica["output_hash"] == EXPECTED_HASH
+        assert all(replica[k].startswith("0x") for k in ("claim_tx", "commit_tx", "reveal_tx"))
+    assert len({r["address"] for r in receipt["replicas"]}) == 3
+    assert receipt["finalize_tx"] in {r["reveal_tx"] for r in receipt["replicas"]}
+
+
+def test_cli_devnet_table_and_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["devnet", "--nodes", "1", "--task", "hi", "--max-tokens", "16"]) == 0
+    captured = capsys.readouterr()
+    assert SCRIPTED_OUTPUT in captured.out
+    assert "result_cid" in captured.out
+    for stage in ("model", "register", "post", "finalized"):
+        assert stage in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--replicas", "2", "--quorum", "3"], "--quorum 3 is more than --replicas 2"),
+        (["--replicas", "4", "--quorum", "2"], "is not a majority"),
+        (["--nodes", "2", "--replicas", "3"], "needs at least 3 nodes"),
+        (["--model", "gpt-4"], "unknown --model 'gpt-4'"),
+        (["--nodes", "0"], "--nodes must be at least 1"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1"),
+    ],
+)
+def test_cli_devnet_bad_flags_are_one_line_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["devnet", "--nodes", "4", "--task", "x"]
+    assert run(base + args) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert captured.out == ""
+
+
+def test_devnet_rejects_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match="1 to 16 nodes"):
+        Devnet.create(nodes=0)
+    with pytest.raises(ConfigError, match="unknown devnet model"):
+        Devnet.create(nodes=1, model="llama-70b")
+
+
+def test_devnet_with_local_store_and_shared_model() -> None:
+    with Devnet.create(nodes=2, model="tiny", store="local", share_model=True, n_ctx=256) as net:
+        workdir = net.workdir
+        assert (workdir / "blocks").is_dir()
+        assert net.nodes[0].llm is net.nodes[1].llm
+        receipt = net.run_task(
+            "Share", replicas=2, quorum=2, params=GenerationParams(max_tokens=16)
+        )
+        result = decode_result_bundle(net.store.get(receipt.result_cid))
+        assert result.output == receipt.output == SCRIPTED_OUTPUT
+        assert receipt.settlement.winners == 2
+    assert not workdir.exists()
