@@ -370,6 +370,23 @@ class Chain(ABC):
         checksum = self._checksum(address)
         return int(self._rpc("eth_getBalance", lambda: self._eth.get_balance(checksum)))
 
+    def receipt(self, tx_hash: str) -> Receipt:
+        """The receipt of a mined transaction, with its events decoded.
+
+        Raises:
+            TransactionFailed: No such transaction has been mined.
+        """
+
+        def lookup() -> Any:
+            try:
+                return self._eth.get_transaction_receipt(HexBytes(tx_hash))
+            except TransactionNotFound as err:
+                raise TransactionFailed(
+                    f"no mined transaction {tx_hash} on this chain; check the hash and the chain"
+                ) from err
+
+        return self._to_receipt(self._rpc("eth_getTransactionReceipt", lookup))
+
     def code_at(self, address: str) -> bytes:
         """The runtime code at an address (empty for an account without code)."""
         checksum = self._checksum(address)

@@ -2,7 +2,8 @@
 
 A task's terms (:class:`TaskParams`) hash to its id; providers claim with a bond, commit to
 :func:`make_commitment`, reveal, and anyone settles with :meth:`MarketClient.finalize`.
-Values are in wei.
+Values are in wei. :class:`Requester` is the requester's side of a delegation: sign and store
+the bundle, post it, wait, then fetch the winning result by CID and check it against the chain.
 """
 
 from chefsplan_agents.market._client import MarketClient, PostedTask
@@ -22,22 +23,36 @@ from chefsplan_agents.market._records import (
     new_salt,
     result_cid_hash,
 )
+from chefsplan_agents.market._requester import (
+    DelegationProgress,
+    DelegationReceipt,
+    ReplicaReceipt,
+    Requester,
+    TaskHandle,
+    Timeouts,
+)
 
 __all__ = [
     "TASK_PARAMS_TYPE",
     "ChallengeState",
+    "DelegationProgress",
+    "DelegationReceipt",
     "LoggedOutput",
     "MarketClient",
     "OutputLogClient",
     "PostedTask",
+    "ReplicaReceipt",
     "ReplicaRecord",
     "ReplicaState",
+    "Requester",
     "RevealEntry",
     "Settlement",
+    "TaskHandle",
     "TaskParams",
     "TaskRecord",
     "TaskResult",
     "TaskStateRecord",
+    "Timeouts",
     "make_commitment",
     "new_salt",
     "result_cid_hash",

@@ -29,6 +29,7 @@ from chefsplan_agents.bundles import (
 from chefsplan_agents.chain import Chain, Event
 from chefsplan_agents.errors import (
     BundleError,
+    ChainError,
     DelegationTimeout,
     IdentityError,
     MarketError,
@@ -545,13 +546,8 @@ class Requester:
         return result
 
     def _gas_of(self, tx_hash: str) -> int:
-        lookup = getattr(self.chain, "receipt", None)
         try:
-            if callable(lookup):
-                return int(lookup(tx_hash).gas_used)
-            # The Chain interface has no receipt lookup by hash yet: ask web3 directly.
-            raw = self.chain._eth.get_transaction_receipt(tx_hash)
-            return int(raw["gasUsed"])
-        except Exception as err:  # web3's own errors too: a missing gas figure is not fatal
-            log.debug("no receipt for %s: %s", tx_hash, err)
+            return self.chain.receipt(tx_hash).gas_used
+        except ChainError as err:  # a missing gas figure must not lose a settled result
+            log.warning("no receipt for %s: %s", tx_hash, err)
             return 0
