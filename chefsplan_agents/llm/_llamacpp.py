@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 
 from chefsplan_agents.errors import (
     GenerationError,
@@ -137,10 +138,14 @@ class LlamaCppBackend:
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
                 n_batch=n_batch,
-                logits_all=True,  # logprobs of every position: fingerprints and re-scoring
+                # Sized for every position (re-scoring reads them all); generation then runs
+                # with only the last position's logits, see _set_all_logits.
+                logits_all=True,
                 seed=0,
                 verbose=False,
             )
+            self._set_all_logits(False)
+            self._n_vocab = int(self._llm.n_vocab())
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelLoadError(
                 f"llama.cpp cannot load {self._file.path} ({err}); "
@@ -291,13 +296,13 @@ class LlamaCppBackend:
             reset=True,
         )
         try:
-            for i, tok in enumerate(stream):
+            for tok in stream:
                 if first is None:
                     first = time.perf_counter()
                 if self._is_eog(self._vocab, tok):
                     finish = "stop"
                     break
-                row = log_softmax(llm.scores[n_prompt - 1 + i])
+                row = log_softmax(self._last_logits())
                 ids.append(int(tok))
                 chosen.append(float(row[tok]))
                 fingerprint.append(top_k_of(row, params.logprobs))
@@ -332,6 +337,20 @@ class LlamaCppBackend:
 
     # --- verification ---------------------------------------------------------------------
 
+    def _set_all_logits(self, on: bool) -> None:
+        # Computing logits for every prompt position runs the vocabulary projection (a fifth of
+        # SmolLM2's weights) once per prompt token and copies each row out; generation needs
+        # only the newest position, re-scoring needs them all. llama-cpp-python 0.3.x reads this
+        # flag on every eval; the model was built with every-position buffers, so both modes fit.
+        self._llm._logits_all = on
+
+    def _last_logits(self) -> npt.NDArray[np.float32]:
+        """Logits of the newest evaluated position: the ones the last sampled token came from."""
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+
     def rescore(
         self,
         prompt: str | Sequence[int],
@@ -353,11 +372,14 @@ class LlamaCppBackend:
         positions: tuple[RescoredPosition, ...] = ()
         if cont:
             with self._lock:
+                self._set_all_logits(True)
                 try:
                     self._llm.reset()
                     self._llm.eval(ptoks + cont)
                 except RuntimeError as err:
                     raise GenerationError(f"llama.cpp failed while re-scoring: {err}") from err
+                finally:
+                    self._set_all_logits(False)
                 first = len(ptoks) - 1
                 rows = np.array(self._llm.scores[first : first + len(cont)], copy=True)
             positions = rescored_positions(log_softmax(rows), cont, k)
