@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.installed
 
-.PHONY: node-tools venv test lint typecheck unit docs demo bench integration servers-up servers-down contracts clean
+.PHONY: node-tools venv test lint typecheck unit notebooks docs demo bench integration servers-up servers-down contracts clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,14 @@ node-tools: $(NODE_STAMP)
 unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
 
+# Every notebook in examples/ is executed top to bottom (nbmake); a failing cell fails the run.
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbmake examples/
+
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: lint typecheck unit docs
+test: lint typecheck unit notebooks docs
 
 demo: $(STAMP)
 	$(BIN)/chefsplan demo
