@@ -13,6 +13,7 @@ from chefsplan_agents.errors import ContentNotFound, ContentTooLarge, StorageErr
 from chefsplan_agents.storage._cid import Cid, parse_cid
 from chefsplan_agents.storage._unixfs import (
     CHUNK_SIZE,
+    BlockSource,
     FileImporter,
     iter_blocks,
     iter_file,
@@ -194,6 +195,25 @@ def _open_source(path: str | Path) -> BinaryIO:
         raise StorageError(f"cannot read {file}: {err.strerror or err}") from err
 
 
+def read_content(source: BlockSource, root: Cid, max_bytes: int | None) -> bytes:
+    """The whole content under ``root``, every block verified, refused early past ``max_bytes``.
+
+    Shared by every store: they differ only in where blocks come from (``source``).
+    """
+    if max_bytes is not None:
+        size = root_file_size(source, root)
+        if size > max_bytes:
+            raise ContentTooLarge(
+                f"content {root} has {size} bytes, more than the limit of {max_bytes}"
+            )
+    buffer = io.BytesIO()
+    for chunk in iter_file(source, root):
+        buffer.write(chunk)
+        if max_bytes is not None and buffer.tell() > max_bytes:
+            raise ContentTooLarge(f"content {root} is larger than the limit of {max_bytes}")
+    return buffer.getvalue()
+
+
 def compute_cid(data: Content, *, cid_version: int = 1) -> str:
     """The CID an IPFS daemon would give ``data``, computed locally without storing it.
 
@@ -293,18 +313,7 @@ class BlockContentStore(ABC):
     def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         root = parse_cid(cid)
         self._check_open()
-        if max_bytes is not None:
-            size = root_file_size(self._source, root)
-            if size > max_bytes:
-                raise ContentTooLarge(
-                    f"content {root} has {size} bytes, more than the limit of {max_bytes}"
-                )
-        buffer = io.BytesIO()
-        for chunk in iter_file(self._source, root):
-            buffer.write(chunk)
-            if max_bytes is not None and buffer.tell() > max_bytes:
-                raise ContentTooLarge(f"content {root} is larger than the limit of {max_bytes}")
-        return buffer.getvalue()
+        return read_content(self._source, root, max_bytes)
 
     def iter_chunks(self, cid: str) -> Iterator[bytes]:
         root = parse_cid(cid)

@@ -24,14 +24,19 @@ import ipfshttpclient.exceptions as ipfs_errors
 from chefsplan_agents.errors import (
     CidMismatch,
     ContentNotFound,
-    ContentTooLarge,
     InvalidCid,
     StorageError,
     StoreUnavailable,
 )
-from chefsplan_agents.storage._base import Content, _check_version, _open_source, iter_source
+from chefsplan_agents.storage._base import (
+    Content,
+    _check_version,
+    _open_source,
+    iter_source,
+    read_content,
+)
 from chefsplan_agents.storage._cid import Cid, parse_cid
-from chefsplan_agents.storage._unixfs import CHUNK_SIZE, FileImporter, iter_file, root_file_size
+from chefsplan_agents.storage._unixfs import CHUNK_SIZE, FileImporter, iter_file
 
 __all__ = ["KuboStore"]
 
@@ -152,19 +157,7 @@ class KuboStore:
                 raise StorageError(f"cannot read {path}: {err.strerror or err}") from err
 
     def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
-        root = parse_cid(cid)
-        if max_bytes is not None:
-            size = root_file_size(self._fetch_block, root)
-            if size > max_bytes:
-                raise ContentTooLarge(
-                    f"content {root} has {size} bytes, more than the limit of {max_bytes}"
-                )
-        buffer = io.BytesIO()
-        for chunk in iter_file(self._fetch_block, root):
-            buffer.write(chunk)
-            if max_bytes is not None and buffer.tell() > max_bytes:
-                raise ContentTooLarge(f"content {root} is larger than the limit of {max_bytes}")
-        return buffer.getvalue()
+        return read_content(self._fetch_block, parse_cid(cid), max_bytes)
 
     def iter_chunks(self, cid: str) -> Iterator[bytes]:
         root = parse_cid(cid)
