@@ -383,11 +383,21 @@ class MarketClient:
             output hash reaches the quorum).
         """
         tid = params.task_id
-        claimed = [str(e.args["provider"]) for e in self.events("ReplicaClaimed", task_id=tid)]
-        reopened = {str(e.args["provider"]) for e in self.events("ReplicaReopened", task_id=tid)}
+        # The same terms posted again after settlement revive the same id: only events since
+        # its latest TaskPosted belong to the task being settled.
+        posts = self.events("TaskPosted", task_id=tid)
+        since = max(((e.block_number, e.log_index) for e in posts), default=(-1, -1))
+
+        def current_events(name: str) -> list[Event]:
+            return [
+                e for e in self.events(name, task_id=tid) if (e.block_number, e.log_index) > since
+            ]
+
+        claimed = [str(e.args["provider"]) for e in current_events("ReplicaClaimed")]
+        reopened = {str(e.args["provider"]) for e in current_events("ReplicaReopened")}
         revealed = {
             str(e.args["provider"]): (bytes(e.args["outputHash"]), str(e.args["resultCid"]))
-            for e in self.events("ResultRevealed", task_id=tid)
+            for e in current_events("ResultRevealed")
         }
         if pending is not None:
             revealed[to_address(pending[0])] = (pending[1], pending[2])

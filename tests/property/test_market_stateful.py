@@ -1433,8 +1433,7 @@ def test_reposted_terms_reuse_the_task_id_and_keep_reopened_replicas() -> None:
     else:
         raise AssertionError("a reopened provider claimed the revived task")
     market.claim(params, sender=first)  # settled replicas were deleted: free to claim again
-    # MarketClient.settlement_inputs rebuilds the list from events filtered by task id only, so
-    # it still lists ``second`` from the first incarnation: finalize with it would revert
-    # BadRevealList. A list from one's own records settles a revived task.
+    # The reveal list is rebuilt from events since the latest TaskPosted only: ``second``
+    # claimed the first incarnation, not this one (counting it would revert BadRevealList).
     built, _ = market.settlement_inputs(params)
-    assert [e.provider for e in built] == [first, second]  # not [first]
+    assert [e.provider for e in built] == [first]
