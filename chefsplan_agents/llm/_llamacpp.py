@@ -26,9 +26,9 @@ from chefsplan_agents.llm._base import (
     check_context,
     cut_at_stop,
     log_softmax,
+    position_logprobs,
     render_chat,
     rescored_positions,
-    top_k_of,
 )
 from chefsplan_agents.llm._models import ModelFile, resolve_model
 from chefsplan_agents.llm._types import (
@@ -302,10 +302,10 @@ class LlamaCppBackend:
                 if self._is_eog(self._vocab, tok):
                     finish = "stop"
                     break
-                row = log_softmax(self._last_logits())
+                logprob, top = position_logprobs(self._last_logits(), int(tok), params.logprobs)
                 ids.append(int(tok))
-                chosen.append(float(row[tok]))
-                fingerprint.append(top_k_of(row, params.logprobs))
+                chosen.append(logprob)
+                fingerprint.append(top)
                 piece = decoder.decode(llm.detokenize([tok]))
                 pieces.append(piece)
                 text += piece

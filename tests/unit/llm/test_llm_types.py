@@ -179,3 +179,30 @@ def test_profile_refuses_other_model_or_threads() -> None:
         profile.check(_info(n_threads=4))
     with pytest.raises(InvalidGenerationParams, match="n_batch"):
         profile.check(_info(n_batch=8))
+
+
+def test_position_logprobs_agrees_with_the_full_log_softmax() -> None:
+    import numpy as np
+
+    from chefsplan_agents.llm._base import log_softmax, position_logprobs, top_k_of
+
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal(4096) * 4).astype(np.float32)
+    logits[[10, 20, 30]] = logits.max() + 1.0  # a three-way tie at the top
+    full = log_softmax(logits)
+    chosen, top = position_logprobs(logits, 123, 5)
+    assert abs(chosen - float(full[123])) < 1e-5
+    assert [i for i, _ in top] == [i for i, _ in top_k_of(full, 5)]
+    assert [i for i, _ in top][:3] == [10, 20, 30]  # ties resolve by lower id
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(top, top_k_of(full, 5), strict=True))
+    assert abs(np.logaddexp.reduce(full.astype(np.float64))) < 1e-6  # a distribution
+
+
+def test_top_k_of_small_vocabulary_and_zero_k() -> None:
+    import numpy as np
+
+    from chefsplan_agents.llm._base import top_k_of
+
+    row = np.log(np.array([0.1, 0.6, 0.3]))
+    assert [i for i, _ in top_k_of(row, 5)] == [1, 2, 0]
+    assert top_k_of(row, 0) == ()
