@@ -32,7 +32,13 @@ from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts
 from chefsplan_agents.errors import ChefsplanError, ConfigError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import GenerationParams as LLMGenerationParams
-from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, resolve_model
+from chefsplan_agents.llm import (
+    LlamaCppBackend,
+    LLMBackend,
+    StubBackend,
+    is_stub_spec,
+    resolve_model,
+)
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.market._requester import (
     DelegationProgress,
@@ -69,10 +75,14 @@ _MAX_NODES = 16
 def _model_spec(model: str) -> str:
     if model in DEVNET_MODELS:
         return DEVNET_MODELS[model]
+    if is_stub_spec(model):
+        return model
     if model.endswith(".gguf") or "/" in model:
         return model
     known = ", ".join(sorted(DEVNET_MODELS))
-    raise ConfigError(f"unknown devnet model {model!r}; use one of: {known}, or a .gguf path")
+    raise ConfigError(
+        f"unknown devnet model {model!r}; use one of: {known}, a .gguf path or stub:SECONDS"
+    )
 
 
 def _bundle_params(params: LLMGenerationParams) -> GenerationParams:
@@ -148,8 +158,8 @@ class Devnet:
 
         Args:
             nodes: Provider nodes to start (1 to 16).
-            model: ``tiny`` (the scripted test model, built on demand), ``smollm2``, or a
-                ``.gguf`` path.
+            model: ``tiny`` (the scripted test model, built on demand), ``smollm2``, a
+                ``.gguf`` path, or ``stub:SECONDS`` (a fake model that sleeps per task).
             store: ``memory`` or ``local`` (a blockstore folder in ``workdir``).
             share_model: Load the model once for every node (see the module docs).
             n_threads: llama.cpp threads per node (the same for all: one determinism profile).
@@ -175,9 +185,12 @@ class Devnet:
         content: ContentStore | None = None
         try:
             stage("model", f"loading {spec}")
-            file = resolve_model(spec)
-            for _ in range(1 if share_model else nodes):
-                llms.append(LlamaCppBackend(file, n_threads=n_threads, n_ctx=n_ctx))
+            if is_stub_spec(spec):
+                llms += [StubBackend.from_spec(spec, n_ctx=n_ctx) for _ in range(nodes)]
+            else:
+                file = resolve_model(spec)
+                for _ in range(1 if share_model else nodes):
+                    llms.append(LlamaCppBackend(file, n_threads=n_threads, n_ctx=n_ctx))
             stage("chain", "deploying contracts on the in-process EVM")
             chain = EmbeddedChain()
             deployment = deploy_contracts(chain)

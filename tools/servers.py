@@ -12,6 +12,7 @@ Usage::
     python tools/servers.py status   # what runs, on which address
     python tools/servers.py env      # print the export lines (eval "$(… env)")
     python tools/servers.py down     # stop both, whatever state they are in (idempotent)
+    python tools/servers.py restart-ipfs [--pause S]  # stop the IPFS daemon, start it again
 
 ``up`` gives each server a fresh state (a new IPFS repo, a new anvil chain), picks free loopback
 ports unless ``CHEFSPLAN_SERVERS_IPFS_PORT`` / ``CHEFSPLAN_SERVERS_ANVIL_PORT`` fix them, and
@@ -460,6 +461,37 @@ def up(state: Path, *, install: bool, timeout: float) -> str:
     return lines
 
 
+def restart_ipfs(state: Path, *, pause: float, timeout: float) -> str:
+    """Stop the running IPFS daemon and start it again on the same repo and port.
+
+    Fault tests use it to make the content store vanish mid-run; what it stored survives (the
+    repo stays on disk). ``pause`` seconds pass between the stop and the start.
+
+    Returns:
+        One line saying what was done.
+
+    Raises:
+        ServersError: No IPFS daemon of ours runs here, or it did not answer after the restart.
+    """
+    ports = _read_ports(state)
+    repo = state / "ipfs"
+    if "ipfs" not in ports or running_pid(IPFS, state) is None or not repo.exists():
+        raise ServersError(f"no IPFS daemon runs from {_display(state)}: run `up` first")
+    stopped = stop(IPFS, state)
+    time.sleep(max(pause, 0.0))
+    env = dict(os.environ, IPFS_PATH=str(repo))
+    started = time.monotonic()
+    ipfs = _spawn(IPFS, state, [str(NODE), str(JSIPFS), "daemon", "--offline"], env)
+    try:
+        _wait_ready(IPFS, state, ipfs, lambda: ipfs_answers(ports["ipfs"]), "/api/v0/id", timeout)
+    except BaseException:
+        _stop_child(ipfs)
+        IPFS.pid_file(state).unlink(missing_ok=True)
+        raise
+    ipfs.returncode = 0  # it outlives this script on purpose, as after `up`
+    return f"{stopped}; started again in {time.monotonic() - started:.1f} s (pid {ipfs.pid})"
+
+
 def down(state: Path) -> list[str]:
     """Stop both servers whatever state they are in; remove pid and env files. Idempotent."""
     done = [stop(server, state) for server in SERVERS]
@@ -514,7 +546,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="tools/servers.py",
         description="Start and stop anvil and an IPFS daemon on loopback for integration tests.",
     )
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "restart-ipfs"])
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="restart-ipfs: seconds between stopping and starting the daemon",
+    )
     parser.add_argument("--dir", help="state folder (default: $CHEFSPLAN_SERVERS_DIR or .servers)")
     parser.add_argument(
         "--no-install", action="store_true", help="fail instead of running npm when tools miss"
@@ -524,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             print(up(state, install=not args.no_install, timeout=_timeout()), end="")
+            return 0
+        if args.command == "restart-ipfs":
+            print(restart_ipfs(state, pause=args.pause, timeout=_timeout()))
             return 0
         if args.command == "down":
             for line in down(state):

@@ -14,7 +14,7 @@ from chefsplan_agents.cli._app import app, err, out
 from chefsplan_agents.config import ChainSettings
 from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.identity import load_keystore
-from chefsplan_agents.llm import LlamaCppBackend
+from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, StubBackend, is_stub_spec
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.node import NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
@@ -61,9 +61,12 @@ def run_node(
         Path | None,
         typer.Option("--store-path", help="A local blockstore folder instead of --ipfs."),
     ] = None,
-    model: Annotated[str, typer.Option("--model", help="tiny, smollm2-135m or a .gguf path.")] = (
-        "smollm2-135m"
-    ),
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="tiny, smollm2-135m, a .gguf path, or stub:SECONDS (a fake model)."
+        ),
+    ] = "smollm2-135m",
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Where the node keeps its task records.")
     ] = Path("node-state"),
@@ -110,7 +113,12 @@ def run_node(
         else:
             deployment = attach_contracts(chain, _contracts(contracts or "{}"))
         store: ContentStore = KuboStore(ipfs) if ipfs else LocalCidStore(store_path or ".")
-        with store, LlamaCppBackend(model, n_threads=n_threads, n_ctx=n_ctx) as llm:
+        backend: LLMBackend = (
+            StubBackend.from_spec(model, n_ctx=n_ctx)
+            if is_stub_spec(model)
+            else LlamaCppBackend(model, n_threads=n_threads, n_ctx=n_ctx)
+        )
+        with store, backend as llm:
             node = ProviderNode(
                 identity,
                 chain,

@@ -3,7 +3,8 @@
 ``LLMBackend`` is the protocol; ``LlamaCppBackend`` runs a GGUF model in process (the
 embedded default) and ``LlamaServerBackend`` talks to an OpenAI-compatible llama.cpp server.
 ``resolve_model`` finds model files by path or name (``smollm2-135m``, ``tiny``) and pins their
-sha256; ``build_tiny_model`` writes the tiny test model; ``rescore`` plus
+sha256; ``StubBackend`` (model spec ``stub:SECONDS``) is a deterministic stand-in for load and
+fault tests; ``build_tiny_model`` writes the tiny test model; ``rescore`` plus
 ``fingerprint_agreement`` and ``claimed_tokens_top1_fraction`` are the cheap verifier.
 """
 
@@ -18,6 +19,7 @@ from chefsplan_agents.llm._models import (
     resolve_model,
 )
 from chefsplan_agents.llm._server import LlamaServerBackend, serve_model, server_extra_missing
+from chefsplan_agents.llm._stub import STUB_MODEL_SHA256, StubBackend, is_stub_spec, stub_seconds
 from chefsplan_agents.llm._tiny import (
     SCRIPTED_OUTPUT,
     TinyVariant,
@@ -43,6 +45,7 @@ __all__ = [
     "CHATML_TEMPLATE",
     "KNOWN_MODELS",
     "SCRIPTED_OUTPUT",
+    "STUB_MODEL_SHA256",
     "ChatMessage",
     "DeterminismProfile",
     "Fingerprint",
@@ -56,6 +59,7 @@ __all__ = [
     "OnToken",
     "RescoreResult",
     "RescoredPosition",
+    "StubBackend",
     "Timings",
     "TinyVariant",
     "TopK",
@@ -64,6 +68,7 @@ __all__ = [
     "default_cache_dir",
     "file_sha256",
     "fingerprint_agreement",
+    "is_stub_spec",
     "llama_cpp_build",
     "open_backend",
     "render_chat",
@@ -71,4 +76,5 @@ __all__ = [
     "scripted_continuation",
     "serve_model",
     "server_extra_missing",
+    "stub_seconds",
 ]

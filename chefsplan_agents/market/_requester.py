@@ -41,6 +41,7 @@ from chefsplan_agents.errors import (
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market._client import MarketClient
 from chefsplan_agents.market._records import (
+    ReplicaState,
     Settlement,
     TaskParams,
     TaskResult,
@@ -458,6 +459,36 @@ class Requester:
             return False
         log.info("settled task %s (tx %s)", _hex(handle.task_id), receipt.tx_hash)
         return True
+
+    def reopen_stale(self, handle: TaskHandle) -> list[str]:
+        """Reopen every replica of the task whose provider claimed but missed its commit
+        deadline: its bond goes to this requester and the slot is free for another provider.
+
+        Returns:
+            The addresses of the providers whose claims were reopened (empty if none was due).
+        """
+        if not self.market.task_state(handle.task_id).open:
+            return []
+        now = self.chain.block_timestamp()
+        reopened = []
+        for claim in self._events(handle, "ReplicaClaimed"):
+            provider = str(claim.args["provider"])
+            replica = self.market.replica(handle.task_id, provider)
+            if replica.state is not ReplicaState.CLAIMED or now <= replica.commit_by:
+                continue
+            try:
+                receipt = self.market.reopen(handle.params, provider, sender=self.address)
+            except TxReverted as err:  # it committed, or someone reopened it, just now
+                log.debug("reopen of %s on %s reverted: %s", provider, _hex(handle.task_id), err)
+                continue
+            log.info(
+                "reopened %s's stale claim on task %s (tx %s)",
+                provider,
+                _hex(handle.task_id),
+                receipt.tx_hash,
+            )
+            reopened.append(provider)
+        return reopened
 
     # ------------------------------------------------------------------ the receipt
 

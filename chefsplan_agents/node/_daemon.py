@@ -19,6 +19,7 @@ reconciled with the replica's on-chain state, so a restarted node never loses a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import signal
@@ -79,6 +80,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BENCH_PROMPT = "Once upon a time, in a small kitchen by the sea,"
+# How long a node waits for its claim's outcome before it starts the model anyway.
+_CLAIM_HEAD_START_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -462,12 +465,52 @@ class ProviderNode:
             lambda: self.market.contract.get_logs("TaskPosted", from_block=start, to_block=head),
         )
         fresh = [e for e in events if self.state.load(_hex(bytes(e.args["taskId"]))) is None]
+        fresh += self._reopened_tasks(start, head)
+        # Every node sees a burst of new tasks at once. Taking them in posting order would send
+        # all nodes after the same task, and the losers of each claim race would have run the
+        # model for nothing; an order of its own (keyed by its address) spreads them out.
+        fresh.sort(key=self._take_order)
         # Record the cursor only after the tasks are taken: a crash re-reads them, and the
         # per-task records make taking one twice impossible.
         self._pending_cursor = head
         if not fresh:
             self.state.cursor = head
         return fresh
+
+    def _take_order(self, event: Event) -> bytes:
+        return hashlib.sha256(self.address.encode() + bytes(event.args["taskId"])).digest()
+
+    def _reopened_tasks(self, start: int, head: int) -> list[Event]:
+        """``TaskPosted`` events of tasks this node passed over (full, or its claim lost the
+        race) whose replica slot another provider's stale claim has since freed (``reopen``)."""
+        reopened = self.retry.run(
+            "read ReplicaReopened events",
+            lambda: self.market.contract.get_logs(
+                "ReplicaReopened", from_block=start, to_block=head
+            ),
+        )
+        again: dict[str, Event] = {}
+        for event in reopened:
+            task_id = _hex(bytes(event.args["taskId"]))
+            record = self.state.load(task_id)
+            if task_id in again or record is None:
+                continue
+            if record.stage not in (TaskStage.REFUSED, TaskStage.LOST):
+                continue
+            posted = self.retry.run(
+                "read TaskPosted event",
+                functools.partial(
+                    self.market.contract.get_logs,
+                    "TaskPosted",
+                    from_block=record.posted_block,
+                    to_block=record.posted_block,
+                    filters={"taskId": bytes(event.args["taskId"])},
+                ),
+            )
+            if posted:
+                log.info("node %s: task %s was reopened; looking again", self.address, task_id)
+                again[task_id] = posted[0]
+        return list(again.values())
 
     def _refuse(self, record: TaskRecordState, reason: str) -> int:
         log.warning("node %s refused task %s: %s", self.address, record.task_id, reason)
@@ -557,10 +600,15 @@ class ProviderNode:
 
         worker = threading.Thread(target=claim, name=f"claim-{record.task_id[:10]}", daemon=True)
         worker.start()
+        # A claim that loses a race usually fails at once (gas estimation reverts): give it a
+        # moment, so that a lost race costs no model run. A slow chain's claim stays in flight
+        # while the model runs.
+        worker.join(_CLAIM_HEAD_START_S)
         result: ResultBundle | None = None
         run_error: LLMError | NodeError | None = None
         try:
-            result = self.run_bundle(bundle, record.bundle_cid)
+            if "error" not in outcome:
+                result = self.run_bundle(bundle, record.bundle_cid)
         except (LLMError, NodeError) as err:
             run_error = err
         finally:
@@ -685,7 +733,13 @@ class ProviderNode:
         state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
         steps = 0
         if state.open:
-            if state.challenge != 0 or self._now() < self.market.settle_time(record.params):
+            if state.challenge != 0:
+                return 0
+            try:
+                settle_at = self.market.settle_time(record.params)
+            except TxReverted:  # another party settled it since the read above: next tick
+                return 0
+            if self._now() < settle_at:
                 return 0
             try:
                 receipt = self.retry.run(

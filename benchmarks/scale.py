@@ -1,0 +1,376 @@
+"""Market throughput as provider nodes are added: 1, 2, 4, 8 nodes.
+
+Every node runs the stub model (``stub:SECONDS``: a fixed sleep per task, no CPU), so the
+numbers measure the market and the node daemon, not llama.cpp. ``--per-node`` tasks per node are
+posted up front (1 replica each, no challenge window); throughput is tasks settled per wall
+second, from the first ``postTask`` to the last ``TaskFinalized``, and
+``scaling_efficiency_k = throughput_k / (k × throughput_1)`` (1.0 is linear).
+
+* **anvil**: each node is a ``chefsplan node run`` OS process; the chain is a real anvil
+  (automine), content a shared ``LocalCidStore`` folder (``--store-path``: the JavaScript IPFS
+  daemon alone would eat a large share of the machine's two cores).
+* **embedded**: the same nodes as threads running ``run_forever`` in one process, on the
+  in-process EVM (py-evm, one lock) of a devnet with the stub model.
+
+After the clock stops every task's result is fetched by CID and verified
+(:meth:`Requester.wait_result`) and must be the stub's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import parser, report  # noqa: E402
+
+from chefsplan_agents.chain import Chain, deploy_contracts, open_chain  # noqa: E402
+from chefsplan_agents.config import ChainSettings  # noqa: E402
+from chefsplan_agents.devnet import Devnet  # noqa: E402
+from chefsplan_agents.identity import Identity, save_keystore  # noqa: E402
+from chefsplan_agents.llm import STUB_MODEL_SHA256, ChatMessage, StubBackend  # noqa: E402
+from chefsplan_agents.market import MarketClient  # noqa: E402
+from chefsplan_agents.market._requester import Requester, TaskHandle, Timeouts  # noqa: E402
+from chefsplan_agents.registry import RegistryClient  # noqa: E402
+from chefsplan_agents.storage import LocalCidStore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+PASSPHRASE = "benchmark-passphrase"
+ETHER = 10**18
+COUNTS = (1, 2, 4, 8)
+TIMEOUTS = Timeouts(claim_window=3600, commit_timeout=600, reveal_window=600)
+PROMPT = "Plate course {i} of the tasting menu"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _anvil_answers(url: str) -> bool:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=1) as reply:
+            return bool(json.loads(reply.read()).get("result"))
+    except (OSError, ValueError):
+        return False
+
+
+def _expected(i: int) -> str:
+    return StubBackend(0.0).chat([ChatMessage(role="user", content=PROMPT.format(i=i))]).text
+
+
+def _post_and_wait(requester: Requester, n_tasks: int, timeout: float) -> float:
+    """Post ``n_tasks`` tasks, wait until all settled; the wall seconds; results verified."""
+    handles: list[TaskHandle] = []
+    started = time.monotonic()
+    for i in range(n_tasks):
+        handles.append(
+            requester.delegate(
+                PROMPT.format(i=i),
+                bounty_per_replica=10**15,
+                bond=10**15,
+                model=STUB_MODEL_SHA256,
+                timeouts=TIMEOUTS,
+            )
+        )
+    first_block = handles[0].posted_block
+    contract = requester.market.contract
+    deadline = started + timeout
+    while True:
+        done = contract.get_logs("TaskFinalized", from_block=first_block)
+        if len({bytes(e.args["taskId"]) for e in done}) >= n_tasks:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(done)}/{n_tasks} tasks settled within {timeout:g} s")
+        time.sleep(0.05)
+    wall = time.monotonic() - started
+    for i, handle in enumerate(handles):
+        receipt = requester.wait_result(handle, timeout=30)
+        if receipt.output != _expected(i):
+            raise SystemExit(f"task {i}: wrong output {receipt.output!r}")
+    return wall
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measurement: throughput, lost claim races, CPU the nodes and the chain used."""
+
+    tasks_per_s: float
+    lost_races: int
+    node_cpu_cores: float
+    chain_cpu_cores: float
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _first_line(stream: IO[str], timeout: float) -> str:
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+LOST_RACE = "did not get task"
+
+
+class _LostRaces(logging.Handler):
+    """Counts the node threads' lost claim races (and keeps their warnings off the screen)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if LOST_RACE in record.getMessage():
+            self.count += 1
+
+
+def run_anvil(
+    k: int, per_node: int, seconds: float, rpc_url: str, anvil_pid: int, work: Path
+) -> Run:
+    """``k`` node processes on anvil."""
+    blocks = work / f"blocks{k}"
+    procs: list[subprocess.Popen[str]] = []
+    logs: list[IO[str]] = []
+    settings = ChainSettings(backend="jsonrpc", rpc_url=rpc_url)
+    with open_chain(settings, private_keys=[ANVIL_DEV_KEY]) as chain:
+        deployment = deploy_contracts(chain)
+        market = MarketClient(deployment.market, from_block=deployment.deployed_at)
+        env = {**os.environ, "CHEFSPLAN_KEYSTORE_PASSPHRASE": PASSPHRASE}
+        try:
+            for i in range(k):
+                identity = Identity.generate()
+                keystore = save_keystore(
+                    identity, work / f"k{k}-node{i}.json", PASSPHRASE, scrypt_n=2**4
+                )
+                chain.transfer(identity.address, 10 * ETHER)
+                log = (work / f"k{k}-node{i}.log").open("w")
+                logs.append(log)
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "chefsplan_agents", "node", "run"]
+                        + ["--keystore", str(keystore), "--chain", rpc_url]
+                        + ["--store-path", str(blocks), "--model", f"stub:{seconds}"]
+                        + ["--contracts", json.dumps(deployment.addresses)]
+                        + ["--state-dir", str(work / f"k{k}-state{i}")]
+                        + ["--poll-interval", "0.1"],
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        text=True,
+                        env=env,
+                    )
+                )
+            for i, proc in enumerate(procs):
+                assert proc.stdout is not None
+                if not _first_line(proc.stdout, 120):
+                    tail = (work / f"k{k}-node{i}.log").read_text()[-1500:]
+                    raise SystemExit(f"node {i} of {k} did not start:\n{tail}")
+            with LocalCidStore(blocks) as store:
+                requester = _requester(chain, market, deployment.registry, store)
+                pids = [p.pid for p in procs]
+                nodes_cpu, chain_cpu = _cpu_seconds(pids), _cpu_seconds([anvil_pid])
+                wall = _post_and_wait(requester, k * per_node, timeout=120 + 10 * per_node)
+                nodes_cpu = _cpu_seconds(pids) - nodes_cpu
+                chain_cpu = _cpu_seconds([anvil_pid]) - chain_cpu
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+            for log in logs:
+                log.close()
+    lost = sum((work / f"k{k}-node{i}.log").read_text().count(LOST_RACE) for i in range(k))
+    return Run(k * per_node / wall, lost, nodes_cpu / wall, chain_cpu / wall)
+
+
+def _requester(chain: Chain, market: MarketClient, registry: Any, store: Any) -> Requester:
+    identity = Identity.generate()
+    chain.transfer(identity.address, 100 * ETHER)
+    return Requester(identity, chain, market, store, registry=RegistryClient(registry))
+
+
+def run_embedded(k: int, per_node: int, seconds: float, work: Path) -> Run:
+    """``k`` node threads on the in-process EVM (CPU: the whole process, requester included)."""
+    package_log = logging.getLogger("chefsplan_agents")
+    counter = _LostRaces()
+    package_log.addHandler(counter)
+    package_log.propagate = False
+    with Devnet.create(
+        nodes=k, model=f"stub:{seconds}", store="local", workdir=work / f"devnet{k}"
+    ) as net:
+        threads = [
+            threading.Thread(target=node.run_forever, args=(0.1,), daemon=True)
+            for node in net.nodes
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            cpu = time.process_time()
+            wall = _post_and_wait(net.requester, k * per_node, timeout=120 + 10 * per_node)
+            cpu = time.process_time() - cpu
+        finally:
+            for node in net.nodes:
+                node.stop()
+            for thread in threads:
+                thread.join(timeout=30)
+            package_log.removeHandler(counter)
+    return Run(k * per_node / wall, counter.count, cpu / wall, 0.0)
+
+
+def main() -> None:
+    cli = parser(__doc__.splitlines()[0])
+    cli.add_argument("--seconds", type=float, default=2.0, help="stub model seconds per task")
+    cli.add_argument("--per-node", type=int, default=4, help="tasks posted per node")
+    cli.add_argument(
+        "--nodes", type=int, nargs="+", default=list(COUNTS), help="node counts (first = base)"
+    )
+    cli.add_argument(
+        "--chains",
+        nargs="+",
+        choices=["anvil", "embedded"],
+        default=["anvil", "embedded"],
+        help="which setups to measure",
+    )
+    args = cli.parse_args()
+    if not ANVIL.exists():
+        sys.exit(f"{ANVIL.relative_to(ROOT)} is missing: run `npm install`")
+
+    work = Path(tempfile.mkdtemp(prefix="chefsplan-scale-"))
+    port = _free_port()
+    rpc_url = f"http://127.0.0.1:{port}"
+    anvil = subprocess.Popen(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results: dict[str, dict[int, Run]] = {chain: {} for chain in args.chains}
+    try:
+        deadline = time.monotonic() + 30
+        while not _anvil_answers(rpc_url):
+            if time.monotonic() > deadline or anvil.poll() is not None:
+                sys.exit("anvil did not start")
+            time.sleep(0.1)
+        for k in args.nodes if "anvil" in args.chains else ():
+            results["anvil"][k] = run_anvil(
+                k, args.per_node, args.seconds, rpc_url, anvil.pid, work
+            )
+            print(f"anvil    k={k}: {results['anvil'][k]}", file=sys.stderr)
+        for k in args.nodes if "embedded" in args.chains else ():
+            results["embedded"][k] = run_embedded(k, args.per_node, args.seconds, work)
+            print(f"embedded k={k}: {results['embedded'][k]}", file=sys.stderr)
+    finally:
+        anvil.terminate()
+        try:
+            anvil.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            anvil.kill()
+            anvil.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    base = args.nodes[0]
+    ideal = 1.0 / args.seconds  # one node, no overhead at all
+    summary: dict[str, Any] = {
+        "stub_seconds_per_task": args.seconds,
+        "tasks_per_node": args.per_node,
+    }
+    rows = []
+    for backend, by_k in results.items():
+        for k, run in by_k.items():
+            tput = run.tasks_per_s
+            eff = tput / (k / base * by_k[base].tasks_per_s)
+            summary[f"{backend}_tasks_per_s_{k}"] = round(tput, 4)
+            summary[f"{backend}_scaling_efficiency_{k}"] = round(eff, 3)
+            summary[f"{backend}_lost_claim_races_{k}"] = run.lost_races
+            summary[f"{backend}_node_cpu_cores_{k}"] = round(run.node_cpu_cores, 3)
+            if backend == "anvil":
+                summary[f"anvil_chain_cpu_cores_{k}"] = round(run.chain_cpu_cores, 3)
+            rows.append(
+                [
+                    backend,
+                    k,
+                    k * args.per_node,
+                    f"{tput:.3f}",
+                    f"{eff:.2f}",
+                    f"{tput / (k * ideal):.2f}",
+                    run.lost_races,
+                    f"{run.node_cpu_cores:.2f}",
+                    f"{run.chain_cpu_cores:.2f}" if backend == "anvil" else "-",
+                ]
+            )
+    top = args.nodes[-1]
+    first = args.chains[0]
+    summary[f"scaling_efficiency_{top}"] = summary[f"{first}_scaling_efficiency_{top}"]
+    notes = (
+        f"Stub model sleeping {args.seconds:g} s per task; {args.per_node} tasks per node posted "
+        "up front, 1 replica each. Efficiency = throughput_k / (k × throughput_1); "
+        f"'vs ideal' divides by k / {args.seconds:g} s (no market overhead at all). "
+        "Goal: scaling efficiency ≥ 0.9 up to 8 nodes. 'lost races': claims that reverted "
+        "because another node claimed the task first (a node gives its claim 50 ms before it "
+        "starts the model, so a race lost at gas estimation costs no model run). "
+        "CPU columns: CPU seconds per wall second of the node "
+        "processes (embedded: the whole process, requester included) and of anvil, on a "
+        f"machine with {os.cpu_count()} cores."
+    )
+    report(
+        args,
+        name="scale",
+        title="Market throughput vs provider nodes (stub model)",
+        columns=[
+            "chain",
+            "nodes",
+            "tasks",
+            "tasks/s",
+            "efficiency",
+            "vs ideal",
+            "lost races",
+            "node CPU (cores)",
+            "anvil CPU (cores)",
+        ],
+        rows=rows,
+        summary=summary,
+        notes=notes,
+    )
+
+
+if __name__ == "__main__":
+    main()
