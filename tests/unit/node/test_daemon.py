@@ -302,6 +302,41 @@ def test_restarted_node_resumes_its_claimed_task(net: Devnet) -> None:
     assert net.registry.reputation(fresh.address).slashed == 0
 
 
+def test_a_reopened_replica_is_picked_up_by_another_node(net: Devnet) -> None:
+    stuck = net.nodes[0]
+    stuck.store = _FailingPuts(net.store)  # type: ignore[assignment]
+    stuck.retry = RetryPolicy(attempts=1)
+    try:
+        timeouts = Timeouts(commit_timeout=30)
+        handle = net.delegate("Left hanging", replicas=1, bond=BOND, timeouts=timeouts)
+        # Ticks by hand: an idle Devnet.step() would jump the clock past the claim window.
+        with pytest.raises(StoreUnavailable):
+            stuck.tick()  # claims, runs the model, cannot store the result: never commits
+        assert net.market.replica(handle.task_id, stuck.address).state.name == "CLAIMED"
+        for node in net.nodes[1:]:
+            node.tick()  # the only replica is taken: they pass it over or lose the claim race
+        assert _claims(net, handle.params) == 1
+
+        assert net.requester.reopen_stale(handle) == []  # not due before the commit deadline
+        net.chain.advance_time(31)
+        owed_before = net.market.balance_of(net.requester.address)
+        slashed_before = net.registry.reputation(stuck.address).slashed
+        assert net.requester.reopen_stale(handle) == [stuck.address]
+        assert net.market.balance_of(net.requester.address) - owed_before == BOND
+        assert net.registry.reputation(stuck.address).slashed == slashed_before + 1
+
+        for _ in range(3):  # a healthy node sees ReplicaReopened and takes the freed slot
+            for node in net.nodes[1:]:
+                node.tick()
+        receipt = net.wait(handle, timeout=60)
+        winner = next(r for r in receipt.replicas if r.reveal_tx)
+        assert winner.address in {n.address for n in net.nodes[1:]}
+        assert receipt.output == SCRIPTED_OUTPUT
+        assert receipt.settlement.winners == 1
+    finally:
+        net.restart_node(0)  # a fresh node 0 with the shared store for the tests after this
+
+
 def test_restart_between_commit_and_reveal_reveals(net: Devnet) -> None:
     handle = net.delegate("Commit, crash, reveal", replicas=3, quorum=2)
     # One round: every node claims and commits; the last one to commit also reveals.
