@@ -8,7 +8,13 @@ fault tests; ``build_tiny_model`` writes the tiny test model; ``rescore`` plus
 ``fingerprint_agreement`` and ``claimed_tokens_top1_fraction`` are the cheap verifier.
 """
 
-from chefsplan_agents.llm._base import CHATML_TEMPLATE, LLMBackend, OnToken, render_chat
+from chefsplan_agents.llm._base import (
+    CHATML_TEMPLATE,
+    BackendBase,
+    LLMBackend,
+    OnToken,
+    render_chat,
+)
 from chefsplan_agents.llm._factory import open_backend
 from chefsplan_agents.llm._llamacpp import LlamaCppBackend, llama_cpp_build
 from chefsplan_agents.llm._models import (
@@ -51,6 +57,7 @@ __all__ = [
     "Fingerprint",
     "Generation",
     "GenerationParams",
+    "BackendBase",
     "LLMBackend",
     "LlamaCppBackend",
     "LlamaServerBackend",

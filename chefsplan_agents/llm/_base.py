@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -111,6 +112,47 @@ class LLMBackend(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class BackendBase(abc.ABC):
+    """What every built-in backend shares: :meth:`chat` is :meth:`complete` of
+    :meth:`format_chat`, and ``with`` closes the backend."""
+
+    @abc.abstractmethod
+    def complete(
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        on_token: OnToken | None = None,
+    ) -> Generation: ...
+
+    @abc.abstractmethod
+    def format_chat(self, messages: Sequence[ChatMessage]) -> str: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        on_token: OnToken | None = None,
+    ) -> Generation:
+        """Answer a conversation formatted with the model's chat template."""
+        return self.complete(self.format_chat(messages), params, on_token=on_token)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def check_context(n_prompt: int, n_more: int, n_ctx: int, *, what: str = "max_tokens") -> None:

@@ -8,8 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +21,7 @@ from chefsplan_agents.errors import (
     ModelLoadError,
 )
 from chefsplan_agents.llm._base import (
+    BackendBase,
     OnToken,
     check_context,
     cut_at_stop,
@@ -85,7 +85,7 @@ def _as_model_file(
     return resolve_model(model, sha256=sha256, cache_dir=cache_dir)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(BackendBase):
     """Runs a GGUF model in this process.
 
     Every call evaluates its prompt from scratch (no prompt cache), so under one
@@ -188,17 +188,6 @@ class LlamaCppBackend:
             self._closed = True
             self._llm.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _check_open(self) -> None:
         if self._closed:
             raise LLMError(f"backend for {self._info.name} is closed; open a new one")
@@ -246,16 +235,6 @@ class LlamaCppBackend:
                 return self._generate(tokens, params, on_token)
             except RuntimeError as err:
                 raise GenerationError(f"llama.cpp failed while generating: {err}") from err
-
-    def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        params: GenerationParams | None = None,
-        *,
-        on_token: OnToken | None = None,
-    ) -> Generation:
-        """Answer a conversation formatted with the model's chat template."""
-        return self.complete(self.format_chat(messages), params, on_token=on_token)
 
     def format_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt :meth:`chat` sends: ``messages`` in the model's chat template."""

@@ -20,8 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
@@ -31,7 +30,13 @@ from chefsplan_agents.errors import (
     LLMServerUnavailable,
     ModelLoadError,
 )
-from chefsplan_agents.llm._base import OnToken, check_context, cut_at_stop, render_chat
+from chefsplan_agents.llm._base import (
+    BackendBase,
+    OnToken,
+    check_context,
+    cut_at_stop,
+    render_chat,
+)
 from chefsplan_agents.llm._llamacpp import _as_model_file, llama_cpp_build, quantization_name
 from chefsplan_agents.llm._models import ModelFile
 from chefsplan_agents.llm._types import (
@@ -129,7 +134,7 @@ class _Vocab:
         return tuple(pairs[:k])
 
 
-class LlamaServerBackend:
+class LlamaServerBackend(BackendBase):
     """Talks to an OpenAI-compatible llama.cpp server over ``/v1/completions``.
 
     Args:
@@ -194,17 +199,6 @@ class LlamaServerBackend:
             self._closed = True
             self._client.close()
             self._vocab.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if self._closed:
@@ -315,16 +309,6 @@ class LlamaServerBackend:
             timings=Timings.measure(0.0, elapsed, usage_prompt, n + 1),
             model_sha256=self._info.sha256,
         )
-
-    def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        params: GenerationParams | None = None,
-        *,
-        on_token: OnToken | None = None,
-    ) -> Generation:
-        """Answer a conversation formatted with the model's chat template."""
-        return self.complete(self.format_chat(messages), params, on_token=on_token)
 
     def format_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt :meth:`chat` sends: ``messages`` in the model's chat template."""

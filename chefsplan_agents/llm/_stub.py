@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from chefsplan_agents.errors import ModelNotFound
-from chefsplan_agents.llm._base import OnToken, check_context, render_chat
+from chefsplan_agents.llm._base import BackendBase, OnToken, check_context, render_chat
 from chefsplan_agents.llm._types import (
     ChatMessage,
     Generation,
@@ -65,7 +63,7 @@ def stub_seconds(spec: str) -> float:
     return seconds
 
 
-class StubBackend:
+class StubBackend(BackendBase):
     """A deterministic fake model that takes ``seconds_per_task`` per completion.
 
     Args:
@@ -151,16 +149,6 @@ class StubBackend:
             model_sha256=self._info.sha256,
         )
 
-    def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        params: GenerationParams | None = None,
-        *,
-        on_token: OnToken | None = None,
-    ) -> Generation:
-        """:meth:`complete` of :meth:`format_chat`."""
-        return self.complete(self.format_chat(messages), params, on_token=on_token)
-
     def format_chat(self, messages: Sequence[ChatMessage]) -> str:
         """``messages`` in the chatml template, the assistant's turn opened."""
         return render_chat(None, messages)
@@ -207,14 +195,3 @@ class StubBackend:
 
     def close(self) -> None:
         """Nothing to free."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
