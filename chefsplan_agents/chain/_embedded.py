@@ -14,9 +14,9 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
 
-from chefsplan_agents.chain._base import Chain
+from chefsplan_agents.chain._base import Chain, Receipt
 from chefsplan_agents.chain._revert import parse_revert_text
-from chefsplan_agents.errors import ChainError
+from chefsplan_agents.errors import ChainError, ChefsplanError
 
 __all__ = ["EmbeddedChain"]
 
@@ -81,12 +81,30 @@ class EmbeddedChain(Chain):
         with self._lock:
             self._tester.mine_blocks(blocks)
 
-    def _estimate_gas(self, tx: dict[str, Any], label: str) -> int:
-        # py-evm estimates by binary search (several executions); one call finds reverts just
-        # as well, and gas is free here. Receipts still report the exact gas used. The call runs
-        # in the pending block, whose timestamp is the one the transaction will see.
-        self._rpc(label, lambda: self._eth.call(tx, "pending"), revert_label=label)
-        return EMBEDDED_GAS_LIMIT
+    def _send(
+        self,
+        tx: dict[str, Any],
+        *,
+        sender: str | None,
+        label: str,
+        gas: int | None = None,
+    ) -> Receipt:
+        if gas is not None:  # an explicit limit: sent as given, a failure is mined (as on a node)
+            return super()._send(tx, sender=sender, label=label, gas=gas)
+        # Instead of estimating (one more execution), each transaction runs once with a
+        # generous limit: gas is free here, and receipts report the exact gas used. py-evm
+        # mines a reverting transaction like any other, so a failed one is rolled back to the
+        # block before it: the revert changes nothing, not even the sender's nonce or balance,
+        # just as a node refuses it at estimation. The failure is explained first, by
+        # replaying the call in the block it was mined in.
+        with self._lock:
+            before = self._tester.take_snapshot()
+            try:
+                return super()._send(tx, sender=sender, label=label, gas=EMBEDDED_GAS_LIMIT)
+            except ChefsplanError:
+                self._tester.revert_to_snapshot(before)
+                self._nonces.reset()
+                raise
 
     def _revert_data(self, err: BaseException) -> bytes | None:
         data = super()._revert_data(err)

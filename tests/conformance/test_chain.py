@@ -203,6 +203,24 @@ class ChainConformance:
         assert type(info.value) is revert_error_class("TooLow")
         assert type(info.value).__name__ == "TooLow"
 
+    def test_reverted_transaction_changes_nothing(self, chain: Chain, probe: BoundContract) -> None:
+        sender = chain.accounts[5]
+        nonce, balance, head = (
+            chain._fetch_nonce(sender),
+            chain.balance(sender),
+            chain.block_number(),
+        )
+        with pytest.raises(E.TooLow):
+            probe.transact("set", 3, "x", sender=sender)
+        assert chain._fetch_nonce(sender) == nonce
+        assert chain.balance(sender) == balance
+        assert chain.block_number() == head
+        assert probe.call("value") != 3
+        # The nonce tracker is still in step: the next transaction goes through.
+        probe.transact("set", 30, "ok", sender=sender)
+        assert probe.call("value") == 30
+        assert chain._fetch_nonce(sender) == nonce + 1
+
     def test_reverts_decode_in_calls_too(self, probe: BoundContract) -> None:
         with pytest.raises(E.TooLow):
             probe.call("set", 3, "x")
