@@ -5,18 +5,27 @@ py-evm, Prague rules) and runs complete lifecycles, counting every transaction a
 the requester's ``postTask``, every provider transaction (claim, commit, reveal), the
 settlement and each provider's payout. One-time set-up (deploys, registrations) is not counted.
 
-Lifecycles:
+The last replica to commit may skip its commitment and reveal straight from its claim (every
+other result is already fixed by a commitment). Lifecycles:
 
-- ``1 replica, fast``: quorum 1, ``challengeWindow = 0`` — ``postTask``; ``claim`` carrying the
-  commitment; ``revealAndFinalize`` (the reveal settles the task and pays the provider).
-- ``1 replica, optimistic``: quorum 1, ``challengeWindow > 0`` — ``postTask``; ``claim`` with the
-  commitment; ``reveal``; ``finalize`` by the provider after the window (pays it its share).
-- ``1 replica, step by step``: as optimistic, with ``claim`` and ``commit`` as separate
-  transactions.
-- ``3 replicas, fast``: quorum 2 — ``postTask``; 3 × ``claim`` with commitment; 2 × ``reveal``;
-  the last ``revealAndFinalize``; 2 × ``withdraw``.
-- ``3 replicas, optimistic``: quorum 2 — as above with 3 × ``reveal``, ``finalize`` by one
-  provider, 2 × ``withdraw``.
+- ``1 replica, fast``: quorum 1, ``challengeWindow = 0`` — ``postTask``; ``claim``;
+  ``revealAndFinalize`` from the claim (the reveal settles the task and pays the provider).
+- ``1 replica, fast, commitment in the claim``: as fast, with the commitment carried by
+  ``claim`` and checked by the reveal (the cheapest path before reveals from the claim).
+- ``1 replica, fast, claim then commit``: as fast, with a ``commit`` between ``claim`` and
+  the checked ``revealAndFinalize`` (a provider that claims before it knows its output, as a
+  node does, paid this before reveals from the claim).
+- ``1 replica, optimistic``: quorum 1, ``challengeWindow > 0`` — ``postTask``; ``claim``;
+  ``reveal`` from the claim; ``finalize`` by the provider after the window (pays it its share).
+- ``1 replica, step by step``: as optimistic, with ``claim``, ``commit`` and a checked
+  ``reveal`` as separate transactions.
+- ``3 replicas, fast``: quorum 2 — ``postTask``; 2 × ``claim`` with commitment; the third
+  ``claim`` without, which then reveals from its claim; a ``reveal``; ``revealAndFinalize`` by
+  the last committed replica; 2 × ``withdraw``.
+- ``3 replicas, fast, all committed in the claim``: 3 × ``claim`` with commitment; 2 ×
+  ``reveal``; ``revealAndFinalize``; 2 × ``withdraw``.
+- ``3 replicas, optimistic``: quorum 2 — as fast with the third ``reveal`` instead of
+  ``revealAndFinalize``, then ``finalize`` by one provider, 2 × ``withdraw``.
 
 The baseline is a published number, not a run: Ritual Infernet's create-subscription + deliver
 reference of 331,677 gas for one compute request.
@@ -109,8 +118,14 @@ class Bench:
             self.nonce,
         )
 
-    def run(self, name: str, replicas: int, quorum: int, *, window: int, split: bool) -> Lifecycle:
-        """Run one lifecycle where every provider reveals the same output."""
+    def run(self, name: str, replicas: int, quorum: int, *, window: int, commit: str) -> Lifecycle:
+        """Run one lifecycle where every provider reveals the same output.
+
+        ``commit`` is ``"claim"`` (every commitment carried by ``claim``), ``"split"`` (``claim``
+        then ``commit``) or ``"last_reveals"`` (as ``"claim"``, but the last provider claims
+        without a commitment and reveals from its claim, first, since nobody else may reveal
+        before every slot counts as committed).
+        """
         life = Lifecycle(name)
         fn = self.market.functions
         p = self.params(replicas, quorum, window)
@@ -124,27 +139,36 @@ class Bench:
         workers = self.providers[:replicas]
         salts = {w: Web3.keccak(text=f"salt {w} {self.nonce}") for w in workers}
         commits = {w: fn.commitmentOf(output, salts[w], w).call() for w in workers}
+        uncommitted = workers[-1] if commit == "last_reveals" else None
         for w in workers:
-            if split:
+            if commit == "split":
                 step("claim", fn.claim(p, b"\0" * 32), w, BOND)
                 step("commit", fn.commit(p, commits[w]), w, 0)
+            elif w == uncommitted:
+                step("claim", fn.claim(p, b"\0" * 32), w, BOND)
             else:
                 step("claim+commit", fn.claim(p, commits[w]), w, BOND)
+        # The replica revealing from its claim goes first; the last reveal settles (window 0).
+        order = [w for w in workers if w == uncommitted] + [w for w in workers if w != uncommitted]
         reveals = [(w, output, cid_hash) for w in workers]
+
+        def label(w: str, call: str) -> str:
+            return f"{call} from the claim" if w == uncommitted else call
+
         if window == 0:
-            for w in workers[:-1]:
-                step("reveal", fn.reveal(p, output, RESULT_CID, salts[w]), w, 0)
-            last = workers[-1]
+            for w in order[:-1]:
+                step(label(w, "reveal"), fn.reveal(p, output, RESULT_CID, salts[w]), w, 0)
+            last = order[-1]
             step(
-                "revealAndFinalize (pays the caller)",
+                label(last, "revealAndFinalize") + " (pays the caller)",
                 fn.revealAndFinalize(p, output, RESULT_CID, salts[last], reveals, ""),
                 last,
                 0,
             )
-            paid_later = workers[:-1]
+            paid_later = order[:-1]
         else:
-            for w in workers:
-                step("reveal", fn.reveal(p, output, RESULT_CID, salts[w]), w, 0)
+            for w in order:
+                step(label(w, "reveal"), fn.reveal(p, output, RESULT_CID, salts[w]), w, 0)
             settle = int(fn.settleTime(p).call())
             self.w3.testing.timeTravel(settle)  # type: ignore[attr-defined]
             # A winner settles (and is paid its own share in that call); the others withdraw.
@@ -159,11 +183,20 @@ def measure() -> list[Lifecycle]:
     """Run every lifecycle once on one chain (providers registered beforehand)."""
     bench = Bench()
     return [
-        bench.run("1 replica, fast (window 0)", 1, 1, window=0, split=False),
-        bench.run("1 replica, optimistic (window 60 s)", 1, 1, window=60, split=False),
-        bench.run("1 replica, step by step", 1, 1, window=60, split=True),
-        bench.run("3 replicas / quorum 2, fast", 3, 2, window=0, split=False),
-        bench.run("3 replicas / quorum 2, optimistic", 3, 2, window=60, split=False),
+        bench.run("1 replica, fast (window 0)", 1, 1, window=0, commit="last_reveals"),
+        bench.run("1 replica, fast, commitment in the claim", 1, 1, window=0, commit="claim"),
+        bench.run("1 replica, fast, claim then commit", 1, 1, window=0, commit="split"),
+        bench.run("1 replica, optimistic (window 60 s)", 1, 1, window=60, commit="last_reveals"),
+        bench.run("1 replica, step by step", 1, 1, window=60, commit="split"),
+        bench.run("3 replicas / quorum 2, fast", 3, 2, window=0, commit="last_reveals"),
+        bench.run(
+            "3 replicas / quorum 2, fast, all committed in the claim",
+            3,
+            2,
+            window=0,
+            commit="claim",
+        ),
+        bench.run("3 replicas / quorum 2, optimistic", 3, 2, window=60, commit="last_reveals"),
     ]
 
 
@@ -183,17 +216,25 @@ def main() -> int:
         ["Ritual Infernet (published)", "create + deliver", f"{INFERNET_REFERENCE_GAS:,}", "1.000"]
     )
     by = {life.name: life.total for life in lives}
-    one_fast, one_opt, one_split, three_fast, three_opt = (life.total for life in lives)
+    one_fast, one_claim, one_commit, one_opt, one_split, three_fast, three_claim, three_opt = (
+        life.total for life in lives
+    )
     summary = {
         "reference_gas": INFERNET_REFERENCE_GAS,
         "goal_gas": goal,
         "lifecycle_1_replica_gas": one_fast,
         "lifecycle_1_replica_ratio": round(one_fast / INFERNET_REFERENCE_GAS, 4),
+        "lifecycle_1_replica_commitment_in_claim_gas": one_claim,
+        "lifecycle_1_replica_commitment_in_claim_ratio": round(
+            one_claim / INFERNET_REFERENCE_GAS, 4
+        ),
+        "lifecycle_1_replica_claim_then_commit_gas": one_commit,
         "lifecycle_1_replica_optimistic_gas": one_opt,
         "lifecycle_1_replica_optimistic_ratio": round(one_opt / INFERNET_REFERENCE_GAS, 4),
         "lifecycle_1_replica_step_by_step_gas": one_split,
         "lifecycle_3_replicas_gas": three_fast,
         "lifecycle_3_replicas_ratio": round(three_fast / INFERNET_REFERENCE_GAS, 4),
+        "lifecycle_3_replicas_all_committed_in_claim_gas": three_claim,
         "lifecycle_3_replicas_optimistic_gas": three_opt,
         "lifecycle_3_replicas_optimistic_ratio": round(three_opt / INFERNET_REFERENCE_GAS, 4),
         "goal_met_1_replica": one_fast <= goal,
@@ -203,11 +244,13 @@ def main() -> int:
         f"Goal: a 1-replica lifecycle ≤ {GOAL_RATIO} × {INFERNET_REFERENCE_GAS:,} = {goal:,} gas; "
         "ratio = our total / Infernet's create+deliver. Every transaction of the task is counted "
         "(21,000 base each); deploys and provider registration are one-time and not counted. "
-        "The goal is not met: the cheapest complete lifecycle (fast path) needs 3 transactions "
-        "(63,000), two fresh storage slots — the escrowed task and the provider's claim with its "
-        "commitment (44,200) — the payout transfer (9,000), the registry's active-provider check "
-        "and reputation update (~13,000, with its event), before any calldata, events or logic. "
-        "See contracts/README.md for the breakdown."
+        "The goal is not met: the cheapest complete lifecycle (fast path: claim, then reveal "
+        "from the claim and settle) needs 3 transactions (63,000), two fresh storage slots — the "
+        "escrowed task and the provider's claim (44,200) — the payout transfer (9,000), the "
+        "registry's active-provider check and reputation update (~13,000, with its event), "
+        "before any calldata, events or logic. Revealing from the claim saves a provider that "
+        "claims before it knows its output the commit transaction (claim then commit: "
+        f"{one_commit:,}). See contracts/README.md for the breakdown."
     )
     _report.report(
         args,

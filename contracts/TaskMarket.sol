@@ -27,6 +27,10 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///   - `reveal(TaskParams p, bytes32 outputHash, string resultCid, bytes32 salt)` once every
 ///     replica committed or the commit phase (`p.claimDeadline + p.commitTimeout`) ended, and
 ///     until `p.revealDeadline`. A reveal that does not match the commitment reverts.
+///     The last replica to commit may skip its commitment and reveal straight from its claim
+///     (before its commit deadline): once every other replica has committed there is nothing
+///     left to copy. It then counts as committed and revealed, and `salt` is unused. With one
+///     replica this makes the lifecycle claim → revealAndFinalize.
 ///   - `revealAndFinalize(p, outputHash, resultCid, salt, Reveal[] reveals, string winningCid)`:
 ///     the last reveal of a task whose settlement time is already reached (a task with
 ///     `challengeWindow == 0`) settles it in the same transaction, as `finalize` does.
@@ -463,16 +467,25 @@ contract TaskMarket {
     ) private returns (TaskState memory s, bytes24 tag) {
         if (bytes(resultCid).length == 0) revert EmptyCid();
         Replica memory m = _replicas[id][msg.sender];
-        if (m.state != REPLICA_COMMITTED) revert WrongReplicaState(id, msg.sender, m.state);
         s = t;
-        // Nobody may reveal while another replica can still commit: it could copy the output.
-        if (
-            s.committed < p.replicas
-                && block.timestamp <= uint256(p.claimDeadline) + p.commitTimeout
-        ) revert RevealNotOpen(id);
-        if (block.timestamp > p.revealDeadline) revert RevealClosed(p.revealDeadline);
-        if (bytes24(keccak256(abi.encode(outputHash, salt, msg.sender))) != m.tag) {
-            revert CommitmentMismatch(id, msg.sender);
+        if (m.state == REPLICA_CLAIMED && s.committed + 1 == p.replicas) {
+            // The last replica to commit may reveal instead: every other result is already
+            // fixed by its commitment, so there is nothing left to copy, and a commitment
+            // would only cost a transaction. It counts as committed (the salt is unused).
+            if (block.timestamp > m.commitBy) revert CommitDeadlinePassed(m.commitBy);
+            s.committed += 1;
+        } else {
+            if (m.state != REPLICA_COMMITTED) revert WrongReplicaState(id, msg.sender, m.state);
+            // Nobody may reveal while another replica can still commit: it could copy the
+            // output.
+            if (
+                s.committed < p.replicas
+                    && block.timestamp <= uint256(p.claimDeadline) + p.commitTimeout
+            ) revert RevealNotOpen(id);
+            if (block.timestamp > p.revealDeadline) revert RevealClosed(p.revealDeadline);
+            if (bytes24(keccak256(abi.encode(outputHash, salt, msg.sender))) != m.tag) {
+                revert CommitmentMismatch(id, msg.sender);
+            }
         }
         tag = bytes24(keccak256(abi.encode(outputHash, keccak256(bytes(resultCid)))));
         s.revealed += 1;

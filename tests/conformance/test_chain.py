@@ -719,16 +719,27 @@ class ChainConformance:
         return salt
 
     def test_reveal_reverts(self, chain: Chain, market: MarketClient, providers: list[str]) -> None:
-        a, b = providers[0], providers[1]
-        params = self._task(market, replicas=2, quorum=2)
+        a, b, c = providers[:3]
+        params = self._task(market, replicas=3, quorum=2)
         market.post_task(params, "cid")
+        with pytest.raises(E.WrongReplicaState) as unclaimed:
+            market.reveal(params, h("out"), RESULT_CID, h("s"), sender=c)
+        assert unclaimed.value.args_ == {"taskId": params.task_id, "provider": c, "state": 0}
         salt = self._claim_commit(market, params, a, h("out"))
         with pytest.raises(E.RevealNotOpen):
             market.reveal(params, h("out"), RESULT_CID, salt, sender=a)
-        market.claim(params, sender=b)  # claims but never commits
+        # b claims but never commits. One of three committed: b is not the last slot to
+        # commit, so it may not reveal from its claim (c could still copy it).
+        market.claim(params, sender=b)
+        with pytest.raises(E.WrongReplicaState) as claimed:
+            market.reveal(params, h("out"), RESULT_CID, salt, sender=b)
+        assert claimed.value.args_ == {"taskId": params.task_id, "provider": b, "state": 1}
+        market.claim(params, sender=c)  # two slots still uncommitted: neither is the last
+        with pytest.raises(E.WrongReplicaState):
+            market.reveal(params, h("out"), RESULT_CID, salt, sender=c)
+        chain.advance_time(params.commit_phase_end - chain.block_timestamp() + 1)
         with pytest.raises(E.WrongReplicaState):
             market.reveal(params, h("out"), RESULT_CID, salt, sender=b)
-        chain.advance_time(params.commit_phase_end - chain.block_timestamp() + 1)
         with pytest.raises(E.EmptyCid):
             market.reveal(params, h("out"), "", salt, sender=a)
         with pytest.raises(E.CommitmentMismatch):
@@ -759,6 +770,92 @@ class ChainConformance:
         assert event.args["outputHash"] == h("out") and event.args["resultCid"] == RESULT_CID
         assert market.replica(params.task_id, a).state is ReplicaState.REVEALED
         assert market.task_state(params.task_id).revealed == 1
+
+    def test_last_replica_reveals_from_its_claim(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester, a, b = chain.accounts[0], providers[0], providers[1]
+        params = self._task(market, replicas=2, quorum=2)
+        market.post_task(params, "cid")
+        salt_a = self._claim_commit(market, params, a, h("good"))
+        market.claim(params, sender=b)  # no commitment: b is the last slot to commit
+        with pytest.raises(E.RevealNotOpen):
+            market.reveal(params, h("good"), RESULT_CID, salt_a, sender=a)
+        with pytest.raises(E.EmptyCid):
+            market.reveal(params, h("good"), "", h("any salt"), sender=b)
+        # a's result is already fixed by its commitment: b reveals without committing, and
+        # the salt it passes is not checked against anything.
+        receipt = market.reveal(params, h("good"), RESULT_CID, h("any salt"), sender=b)
+        assert receipt.events_named("ResultCommitted") == []
+        shown = receipt.event("ResultRevealed").args
+        assert (shown["provider"], shown["outputHash"]) == (b, h("good"))
+        assert shown["resultCid"] == RESULT_CID
+        state = market.task_state(params.task_id)
+        assert (state.claimed, state.committed, state.revealed) == (2, 2, 1)
+        assert state.ready_at == 0
+        assert market.replica(params.task_id, b).state is ReplicaState.REVEALED
+        with pytest.raises(E.WrongReplicaState) as twice:
+            market.reveal(params, h("good"), RESULT_CID, h("any salt"), sender=b)
+        assert twice.value.args_["state"] == 3
+        # Every slot now counts as committed, so a's reveal is open at once, and a committed
+        # replica still has to match its own commitment: b's salt or another one will not do.
+        with pytest.raises(E.CommitmentMismatch):
+            market.reveal(params, h("good"), RESULT_CID, h("any salt"), sender=a)
+        with pytest.raises(E.CommitmentMismatch):
+            market.reveal(params, h("bad"), RESULT_CID, salt_a, sender=a)
+        before = chain.balance(a)
+        receipt = market.reveal_and_finalize(params, h("good"), RESULT_CID, salt_a, sender=a)
+        settled = market.settlement(receipt)
+        assert settled.result is TaskResult.ACCEPTED and settled.winners == 2
+        assert (settled.output_hash, settled.result_cid) == (h("good"), RESULT_CID)
+        assert settled.refund == 0
+        assert chain.balance(a) == before + BOUNTY + BOND - receipt.fee_wei
+        assert market.balance_of(a) == 0 and market.balance_of(b) == BOUNTY + BOND
+        assert market.balance_of(requester) == 0
+        assert registry.reputation(a).won == registry.reputation(b).won == 1
+        assert not market.task_state(params.task_id).open
+
+    def test_reveal_from_the_claim_closes_at_the_commit_deadline(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        a, b = providers[0], providers[1]
+        params = self._task(market, replicas=2, quorum=2)
+        market.post_task(params, "cid")
+        self._claim_commit(market, params, a, h("good"))
+        commit_by = market.claim(params, sender=b).event("ReplicaClaimed").args["commitBy"]
+        chain.advance_time(params.commit_timeout + 1)
+        before = (market.task_state(params.task_id), market.replica(params.task_id, b))
+        with pytest.raises(E.CommitDeadlinePassed) as late:
+            market.reveal(params, h("good"), RESULT_CID, h("any salt"), sender=b)
+        assert late.value.args_ == {"commitBy": commit_by}
+        with pytest.raises(E.CommitDeadlinePassed):
+            market.reveal_and_finalize(params, h("good"), RESULT_CID, h("any salt"), sender=b)
+        assert (market.task_state(params.task_id), market.replica(params.task_id, b)) == before
+        assert before[1].state is ReplicaState.CLAIMED
+        # Still a no-show: anyone may reopen it and slash its bond.
+        assert market.reopen(params, b).event("ReplicaReopened").args["provider"] == b
+
+    def test_one_replica_settles_in_claim_and_reveal(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester, p = chain.accounts[0], providers[0]
+        params = self._task(market, replicas=1, quorum=1)
+        market.post_task(params, "bundle")
+        claimed = market.claim(params, sender=p)
+        assert claimed.event("ReplicaClaimed").args["commitment"] == b"\0" * 32
+        before = chain.balance(p)
+        receipt = market.reveal_and_finalize(params, h("good"), RESULT_CID, b"\0" * 32, sender=p)
+        assert receipt.events_named("ResultCommitted") == []
+        assert receipt.event("ResultRevealed").args["provider"] == p
+        settled = market.settlement(receipt)
+        assert settled.result is TaskResult.ACCEPTED and settled.winners == 1
+        assert (settled.output_hash, settled.result_cid) == (h("good"), RESULT_CID)
+        assert settled.refund == 0
+        assert chain.balance(p) == before + BOUNTY + BOND - receipt.fee_wei
+        assert market.balance_of(p) == 0 and market.balance_of(requester) == 0
+        assert registry.reputation(p).won == 1
+        assert not market.task_state(params.task_id).open
+        assert market.replica(params.task_id, p).state is ReplicaState.NONE
 
     # ------------------------------------------------------------------ market: settlement
 

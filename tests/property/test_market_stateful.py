@@ -18,6 +18,11 @@ After every step the invariants compare the chain with the model:
 - nobody is credited twice for one task (one settlement per task; each credit within its cap);
 - a reveal that does not match its commitment reverts and leaves the task unchanged.
 
+The last replica to commit may reveal straight from its claim (no commitment, salt unused)
+before its commit deadline. That state takes several steps to line up, so most runs start with
+a task staged in it (``staged_last_claim``), and the claim, reveal and ``progress`` rules draw
+it on purpose.
+
 Settlement (``finalize`` and ``revealAndFinalize``) sends the caller's own share to the caller in
 the same transaction and credits everyone else; the model follows the caller's wallet for it.
 Random rules alone rarely line up the phases of a task, so ``progress`` takes one task several
@@ -241,6 +246,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
         # Set by ``progress``: the next rule acts on this task, with honest arguments.
         self.steer: TaskModel | None = None
         self.honest = False
+        # Set while the last slot to commit reveals from its claim: reveals pick a CLAIMED one.
+        self.direct = False
 
     # -------------------------------------------------------------- helpers
 
@@ -510,6 +517,37 @@ class TaskMarketMachine(RuleBasedStateMachine):
         """Every run starts with one valid task, so the other rules have something to act on."""
         self._draw_and_post(data, valid=True)
 
+    @initialize(data=st.data())
+    def staged_last_claim(self, data: st.DataObject) -> None:
+        """Most runs also start with a task whose slots are claimed, the last one (mostly)
+        without a commitment, so that reveals from the claim meet their window."""
+        if data.draw(st.integers(0, 3), label="staged") == 3:
+            return
+        net = self.net
+        replicas = data.draw(st.integers(1, 3), label="replicas")
+        now = net.now()
+        claim_deadline = now - 1 + 300
+        params = TaskParams(
+            requester=net.requesters[1],
+            bundle_hash=keccak(f"staged bundle {claim_deadline}".encode()),
+            replicas=replicas,
+            quorum=replicas // 2 + 1,
+            bounty_per_replica=10**15,
+            bond=10**14,
+            claim_deadline=claim_deadline,
+            commit_timeout=3600,  # long, so that random time travel rarely passes it
+            reveal_deadline=claim_deadline + 3600 + 300,
+            challenge_window=data.draw(st.sampled_from([0, 30]), label="challenge_window"),
+            nonce=next(_nonces),
+        )
+        self._post(params, "bafybundle", params.escrow, params.requester, now)
+        self.steer, self.honest = self.tasks[params.task_id], True
+        try:
+            for _ in range(replicas):
+                self.claim(data)
+        finally:
+            self.steer, self.honest = None, False
+
     @rule(data=st.data())
     def post(self, data: st.DataObject) -> None:
         """Post a task with random terms; some are invalid on purpose."""
@@ -686,6 +724,11 @@ class TaskMarketMachine(RuleBasedStateMachine):
         p = task.params
         provider = self._pick_provider(data, task, (REPLICA_NONE,))
         commit_now = data.draw(st.integers(0, 3), label="commit_now") > 0
+        if self._claimed(task) + 1 == p.replicas:
+            # The last slot often claims alone, so that it may reveal from its claim (an
+            # honest node mostly does: it claims before it knows its output).
+            last_commits = data.draw(st.integers(0, 3), label="last_commits_now")
+            commit_now = last_commits == 3 if self.honest else last_commits >= 2
         commitment, output, salt = (ZERO32, ZERO32, ZERO32)
         if commit_now:
             commitment, output, salt = self._make_commitment(data, task, provider)
@@ -727,6 +770,17 @@ class TaskMarketMachine(RuleBasedStateMachine):
         self.replicas[(task.task_id, provider)] = replica
         task.ever_claimed = True
         self.touched = task.task_id
+        if (
+            self.steer is None
+            and self._reveals_from_claim(task, provider)
+            and data.draw(st.integers(0, 2), label="reveal_at_once") > 0
+        ):
+            # The claimer runs its model and, as the last slot to commit, reveals at once.
+            self.steer = task
+            try:
+                self._reveal_from_claim(data, task)
+            finally:
+                self.steer = None
 
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
@@ -772,6 +826,11 @@ class TaskMarketMachine(RuleBasedStateMachine):
             return "UnknownTask"
         if not cid:
             return "EmptyCid"
+        if self._reveals_from_claim(task, provider):
+            # Every other slot is fixed by its commitment: nothing is left to copy.
+            if now > replica.commit_by:
+                return "CommitDeadlinePassed"
+            return None
         if replica.state != REPLICA_COMMITTED:
             return "WrongReplicaState"
         if task.committed < p.replicas and now <= p.commit_phase_end:
@@ -782,11 +841,24 @@ class TaskMarketMachine(RuleBasedStateMachine):
             return "CommitmentMismatch"
         return None
 
+    def _reveals_from_claim(self, task: TaskModel, provider: str) -> bool:
+        """Whether ``provider`` is the last slot to commit and may reveal without committing."""
+        state = self._replica(task, provider).state
+        return state == REPLICA_CLAIMED and task.committed + 1 == task.params.replicas
+
     def _draw_reveal(
         self, data: st.DataObject, task: TaskModel
     ) -> tuple[str, bytes, str, bytes, str]:
-        """(provider, output, cid, salt, kind) where kind is honest / wrong_output / wrong_salt."""
-        provider = self._pick_provider(data, task, (REPLICA_COMMITTED,))
+        """(provider, output, cid, salt, kind) where kind is honest / wrong_output / wrong_salt.
+
+        Mostly a committed replica; now and then (always when ``progress`` says ``direct``) a
+        replica still in its claim, which may reveal only as the last slot to commit.
+        """
+        from_claim = self.direct
+        if not self.honest and not self.direct:
+            from_claim = data.draw(st.integers(0, 3), label="from_claim") == 3
+        prefer = (REPLICA_CLAIMED,) if from_claim else (REPLICA_COMMITTED,)
+        provider = self._pick_provider(data, task, prefer)
         replica = self._replica(task, provider)
         kind = "honest"
         if not self.honest:
@@ -795,6 +867,11 @@ class TaskMarketMachine(RuleBasedStateMachine):
                 label="reveal_kind",
             )
         output, salt = replica.output, replica.salt
+        if replica.state == REPLICA_CLAIMED:
+            # Nothing was committed: any output, and a salt the contract never looks at.
+            choices = (OUTPUTS[0],) * 3 + OUTPUTS if self.honest else OUTPUTS
+            output = data.draw(st.sampled_from(choices), label="claim_output")
+            salt = data.draw(st.sampled_from([ZERO32, keccak(b"any salt")]), label="claim_salt")
         if kind == "wrong_output":
             output = OUTPUTS[1] if output == OUTPUTS[0] else OUTPUTS[0]
         elif kind == "wrong_salt":
@@ -813,7 +890,11 @@ class TaskMarketMachine(RuleBasedStateMachine):
         provider, output, cid, salt, _kind = self._draw_reveal(data, task)
         now = self.net.now()
         expected = self._predict_reveal(task, provider, output, cid, salt, now)
-        if expected == "CommitmentMismatch":
+        from_claim = task.open and self._reveals_from_claim(task, provider)
+        if from_claim:
+            event(f"reveal from the claim: {expected or 'ok'}")
+        checked = expected in ("CommitmentMismatch", "CommitDeadlinePassed")
+        if checked:
             before = (
                 self.market.task_state(task.task_id),
                 self.market.replica(task.task_id, provider),
@@ -823,24 +904,61 @@ class TaskMarketMachine(RuleBasedStateMachine):
             lambda: self.market.reveal(p, output, cid, salt, sender=provider),
             sender=provider,
         )
-        if expected == "CommitmentMismatch":
+        if checked:
             after = (
                 self.market.task_state(task.task_id),
                 self.market.replica(task.task_id, provider),
             )
-            assert after == before, "a mismatched reveal changed the task"
+            assert after == before, f"a reveal reverting {expected} changed the task"
         if receipt is None:
             return
         shown = receipt.event("ResultRevealed")
         assert bytes(shown.args["outputHash"]) == output and shown.args["resultCid"] == cid
+        # A reveal from the claim commits in the same call, without a ResultCommitted event.
+        assert receipt.events_named("ResultCommitted") == []
         replica = self._replica(task, provider)
         self.replicas[(task.task_id, provider)] = replace(
             replica, state=REPLICA_REVEALED, revealed_output=output, revealed_cid=cid
         )
+        if from_claim:
+            task.committed += 1
         task.revealed += 1
         if task.revealed == p.replicas:
             task.ready_at = now
         self.touched = task.task_id
+
+    @rule(data=st.data())
+    def reveal_from_claim(self, data: st.DataObject) -> None:
+        """A task whose last slot to commit has only claimed: that replica (mostly) reveals.
+
+        The state needs several steps to line up, so this rule looks for it instead of
+        waiting for the random rules to meet it; arguments stay random (a late reveal, another
+        caller, an empty CID).
+        """
+        ready = [
+            self.tasks[t]
+            for t in self.task_order
+            if self.tasks[t].open
+            and any(self._reveals_from_claim(self.tasks[t], w) for w in self.net.providers)
+        ]
+        if not ready:
+            return
+        now = self.net.now()
+        in_time = [
+            t
+            for t in ready
+            if any(
+                self._reveals_from_claim(t, w) and now <= self._replica(t, w).commit_by
+                for w in self.net.providers
+            )
+        ]
+        late = bool(in_time) and data.draw(st.integers(0, 3), label="late") == 3
+        task = data.draw(st.sampled_from(in_time if in_time and not late else ready), label="task")
+        self.steer = task
+        try:
+            self._reveal_from_claim(data, task)
+        finally:
+            self.steer = None
 
     @rule(data=st.data())
     def reveal_and_finalize(self, data: st.DataObject) -> None:
@@ -852,6 +970,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
         provider, output, cid, salt, _kind = self._draw_reveal(data, task)
         now = self.net.now()
         expected: str | None = self._predict_reveal(task, provider, output, cid, salt, now)
+        if task.open and self._reveals_from_claim(task, provider):
+            event(f"reveal_and_finalize from the claim: {expected or 'ok'}")
         mine = replace(
             self._replica(task, provider),
             state=REPLICA_REVEALED,
@@ -1184,6 +1304,20 @@ class TaskMarketMachine(RuleBasedStateMachine):
                 if edge is not None:
                     self._travel(p.claim_deadline + edge)
                 self.claim(data)
+                # A node claims, runs the model, then (as the last slot) reveals at once.
+                last = [w for w in self.net.providers if self._reveals_from_claim(task, w)]
+                if last and data.draw(st.integers(0, 3), label="reveal_at_once") < 3:
+                    self._reveal_from_claim(data, task)
+            elif (
+                waiting
+                and task.committed + 1 == p.replicas
+                and data.draw(st.integers(0, 3), label="from_claim") < 3
+            ):
+                # The last slot to commit mostly reveals from its claim (settling a lone
+                # replica); otherwise it commits first, as the branch below does.
+                if edge is not None:
+                    self._travel(min(waiting) + edge)
+                self._reveal_from_claim(data, task)
             elif waiting and data.draw(st.integers(0, 3), label="commit") > 0:
                 if edge is not None:
                     self._travel(min(waiting) + edge)
@@ -1227,7 +1361,20 @@ class TaskMarketMachine(RuleBasedStateMachine):
             else:
                 self.finalize(data)
         finally:
-            self.steer, self.honest = None, False
+            self.steer, self.honest, self.direct = None, False, False
+
+    def _reveal_from_claim(self, data: st.DataObject, task: TaskModel) -> None:
+        """The last slot to commit reveals from its claim (a lone replica may settle at once)."""
+        self.direct = True
+        try:
+            p = task.params
+            settle = data.draw(st.integers(0, 1), label="settle") == 0
+            if task.revealed == p.replicas - 1 and settle:
+                self.reveal_and_finalize(data)
+            else:
+                self.reveal(data)
+        finally:
+            self.direct = False
 
     def _travel(self, target: int) -> None:
         seconds = target - self.net.now()
@@ -1266,6 +1413,10 @@ class TaskMarketMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def finalize_more(self, data: st.DataObject) -> None:
         self.finalize(data)
+
+    @rule(data=st.data())
+    def reveal_from_claim_more(self, data: st.DataObject) -> None:
+        self.reveal_from_claim(data)
 
     @rule(data=st.data(), offset=st.sampled_from([-1, 0, 1]))
     def travel_more(self, data: st.DataObject, offset: int) -> None:

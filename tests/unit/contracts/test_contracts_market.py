@@ -65,6 +65,50 @@ def test_one_replica_fast_path_pays_provider_in_the_reveal(fresh: Any, reverts: 
         fn.finalize(p, [], "").transact({"from": fresh.outsider})
 
 
+def test_one_replica_settles_from_its_claim_without_a_commitment(fresh: Any, reverts: Any) -> None:
+    provider = fresh.providers[0]
+    p = fresh.params()
+    task_id = fresh.post(p)
+    fn = fresh.market.functions
+    fresh.send(fn.claim(p, b"\0" * 32), provider, value=BOND)
+    before = fresh.w3.eth.get_balance(provider)
+    # The only replica is the last to commit: it reveals from its claim; the salt is unused.
+    unused_salt = Web3.keccak(text="never committed")
+    receipt = fresh.send(
+        fn.revealAndFinalize(p, OUTPUT, CID, unused_salt, [(provider, OUTPUT, CID_HASH)], ""),
+        provider,
+    )
+    assert fresh.market.events.ResultCommitted().process_receipt(receipt, errors=DISCARD) == ()
+    (done,) = fresh.market.events.TaskFinalized().process_receipt(receipt, errors=DISCARD)
+    assert bytes(done["args"]["taskId"]) == task_id and done["args"]["result"] == 1
+    fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert fresh.w3.eth.get_balance(provider) == before - fee + BOUNTY + BOND
+    assert fresh.w3.eth.get_balance(fresh.market.address) == 0
+
+
+def test_only_the_last_uncommitted_replica_reveals_from_its_claim(fresh: Any, reverts: Any) -> None:
+    a, b, c = fresh.providers[:3]
+    p = fresh.params(replicas=3, quorum=2)
+    task_id = fresh.post(p)
+    fn = fresh.market.functions
+    fresh.send(fn.claim(p, commitment(fresh, OUTPUT, a)), a, value=BOND)
+    fresh.send(fn.claim(p, b"\0" * 32), b, value=BOND)
+    fresh.send(fn.claim(p, b"\0" * 32), c, value=BOND)
+    # Two slots uncommitted: a reveal from c's claim could still be copied by b.
+    with reverts(fresh.market, "WrongReplicaState"):
+        fn.reveal(p, OUTPUT, CID, salt(c)).transact({"from": c})
+    fresh.send(fn.commit(p, commitment(fresh, OUTPUT, b)), b)
+    receipt = fresh.send(fn.reveal(p, OUTPUT, CID, salt(c)), c)
+    assert fresh.market.events.ResultCommitted().process_receipt(receipt, errors=DISCARD) == ()
+    state = fn.taskState(task_id).call()
+    assert (state[2], state[3]) == (3, 1)  # committed, revealed
+    assert fn.replicaOf(task_id, c).call()[0] == 3  # REVEALED
+    # Every slot counts as committed: the others' reveals are open, and still checked.
+    with reverts(fresh.market, "CommitmentMismatch"):
+        fn.reveal(p, OUTPUT, CID, salt(c)).transact({"from": a})
+    fresh.send(fn.reveal(p, OUTPUT, CID, salt(a)), a)
+
+
 def test_three_replicas_majority_wins_outlier_slashed(fresh: Any, reverts: Any) -> None:
     a, b, c = fresh.providers[:3]
     p = fresh.params(replicas=3, quorum=2, window=60)
