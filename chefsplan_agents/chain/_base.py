@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 GAS_HEADROOM = 1.2
 GAS_HEADROOM_FIXED = 10_000
 _POLL_S = 0.02
+_GAS_PRICE_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class BoundContract:
 
     def get_logs(
         self,
-        event: str,
+        event: str | Sequence[str],
         *,
         from_block: int = 0,
         to_block: int | str = "latest",
@@ -220,6 +221,15 @@ class Chain(ABC):
         log_block_range: int | None = None,
     ) -> None:
         self._w3 = w3
+        # Only raw signed transactions and checksummed addresses go out: the middlewares that
+        # fill in, price or check eth_sendTransaction and resolve ENS names have nothing to do,
+        # and the validation one asks the node for its chain id before every call and gas
+        # estimate (twice the round trips of each view call).
+        for unused in ("validation", "ens_name_to_address", "gas_estimate", "gas_price_strategy"):
+            try:
+                w3.middleware_onion.remove(unused)
+            except ValueError:
+                pass  # not installed (a custom web3 instance)
         self.log_block_range = log_block_range
         # web3's TypedDict parameters add nothing over the checks done here; keep them loose.
         self._eth: Any = w3.eth
@@ -235,6 +245,7 @@ class Chain(ABC):
         self._chain_id: int | None = None
         self._priority_fee: int | None = None
         self._eip1559: bool | None = None
+        self._gas_price_cache: tuple[float, int] | None = None
         for key in private_keys:
             self.add_account(key)
 
@@ -535,8 +546,18 @@ class Chain(ABC):
             gas=21_000 if not self.code_at(to) else None,
         )
 
+    def _gas_price(self) -> int:
+        # Read at most once a second: fee fields below leave room for several blocks of rises.
+        now = time.monotonic()
+        cached = self._gas_price_cache
+        if cached is not None and now - cached[0] < _GAS_PRICE_TTL_S:
+            return cached[1]
+        price = int(self._rpc("eth_gasPrice", lambda: self._eth.gas_price))
+        self._gas_price_cache = (now, price)
+        return price
+
     def _fee_fields(self) -> dict[str, int]:
-        gas_price = int(self._rpc("eth_gasPrice", lambda: self._eth.gas_price))
+        gas_price = self._gas_price()
         if self._eip1559 is None:
             latest = self._rpc("eth_getBlockByNumber", lambda: self._eth.get_block("latest"))
             self._eip1559 = latest.get("baseFeePerGas") is not None
@@ -710,47 +731,62 @@ class Chain(ABC):
     def get_logs(
         self,
         contract: BoundContract,
-        event: str,
+        event: str | Sequence[str],
         *,
         from_block: int = 0,
         to_block: int | str = "latest",
         filters: Mapping[str, Any] | None = None,
     ) -> list[Event]:
-        """Past events of one contract.
+        """Past events of one contract, in chain order.
 
         Args:
             contract: The emitting contract.
-            event: The event name.
+            event: The event name, or several names fetched in one query (a filtered argument
+                must then be indexed at the same position, with the same type, in each).
             from_block: First block to search.
             to_block: Last block to search.
             filters: Values of *indexed* arguments to match (a list means any of them).
 
         Raises:
             ChainError: The contract has no such event, or a filter names an argument that is
-                not indexed.
+                not indexed (in every event asked for).
         """
-        entries = [e for e in contract.artifact.entries("event") if e["name"] == event]
-        if not entries:
-            raise ChainError(f"{contract.name} has no event {event!r}")
-        entry = entries[0]
-        topics: list[Any] = ["0x" + keccak(text=error_signature(entry)).hex()]
-        indexed = [p for p in entry.get("inputs", []) if p.get("indexed")]
+        names = [event] if isinstance(event, str) else list(dict.fromkeys(event))
+        if not names:
+            raise ChainError(f"get_logs on {contract.name} needs at least one event name")
+        entries = []
+        for name in names:
+            found = [e for e in contract.artifact.entries("event") if e["name"] == name]
+            if not found:
+                raise ChainError(f"{contract.name} has no event {name!r}")
+            entries.append(found[0])
+        signatures = ["0x" + keccak(text=error_signature(e)).hex() for e in entries]
+        topics: list[Any] = [signatures[0] if len(signatures) == 1 else signatures]
+        indexed = [[p for p in e.get("inputs", []) if p.get("indexed")] for e in entries]
+        label = f"{contract.name}.{'/'.join(names)}"
         wanted = dict(filters or {})
-        for param in indexed:
-            value = wanted.pop(param["name"], None)
+        slots: dict[int, Any] = {}
+        for arg, value in wanted.items():
+            places = {
+                (i, abi_type(p))
+                for params in indexed
+                for i, p in enumerate(params)
+                if p["name"] == arg
+            }
+            counts = [sum(p["name"] == arg for p in params) for params in indexed]
+            if len(places) != 1 or min(counts) == 0:
+                raise ChainError(
+                    f"cannot filter {label} on {arg}: only indexed arguments can be filtered"
+                    + ("" if len(names) == 1 else ", at the same position in every event")
+                )
+            (position, typ) = places.pop()
             if value is None:
-                topics.append(None)
-            elif isinstance(value, list | tuple | set) and not abi_type(param).endswith("]"):
-                topics.append([_topic(abi_type(param), v) for v in value])
+                continue
+            if isinstance(value, list | tuple | set) and not typ.endswith("]"):
+                slots[position] = [_topic(typ, v) for v in value]
             else:
-                topics.append(_topic(abi_type(param), value))
-        if wanted:
-            raise ChainError(
-                f"cannot filter {contract.name}.{event} on {', '.join(sorted(wanted))}: "
-                "only indexed arguments can be filtered"
-            )
-        while topics and topics[-1] is None:
-            topics.pop()
+                slots[position] = _topic(typ, value)
+        topics += [slots.get(i) for i in range(max(slots, default=-1) + 1)]
         out: list[Any] = []
         for start, end in self._log_ranges(from_block, to_block):
             params: dict[str, Any] = {
@@ -760,7 +796,7 @@ class Chain(ABC):
                 "topics": topics,
             }
             out.extend(self._rpc("eth_getLogs", lambda p=params: self._eth.get_logs(p)))
-        return [e for e in (self._decode_log(raw) for raw in out) if e and e.name == event]
+        return [e for e in (self._decode_log(raw) for raw in out) if e and e.name in names]
 
     def _log_ranges(self, from_block: int, to_block: int | str) -> list[tuple[int, int | str]]:
         # Public RPC endpoints cap the block range of one eth_getLogs; split long scans.
