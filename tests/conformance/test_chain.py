@@ -771,6 +771,51 @@ class ChainConformance:
         assert market.replica(params.task_id, a).state is ReplicaState.REVEALED
         assert market.task_state(params.task_id).revealed == 1
 
+    def test_several_events_in_one_log_query(
+        self, chain: Chain, market: MarketClient, providers: list[str]
+    ) -> None:
+        a, b = providers[0], providers[1]
+        params = self._task(market, replicas=2, quorum=2)
+        other = self._task(market, replicas=1)
+        start = chain.block_number() + 1
+        market.post_task(params, "cid")
+        market.post_task(other, "cid")
+        market.claim(other, sender=a)
+        salt_a = self._claim_commit(market, params, a, h("good"))
+        market.claim(params, sender=b)
+        market.reveal(params, h("good"), RESULT_CID, h("unused"), sender=b)
+        market.reveal(params, h("good"), RESULT_CID, salt_a, sender=a)
+        names = ("TaskPosted", "ReplicaClaimed", "ResultRevealed")
+        mine = market.contract.get_logs(names, from_block=start, filters={"taskId": params.task_id})
+        assert [e.name for e in mine] == [
+            "TaskPosted",
+            "ReplicaClaimed",
+            "ReplicaClaimed",
+            "ResultRevealed",
+            "ResultRevealed",
+        ]
+        assert [e.args.get("provider") for e in mine[1:]] == [a, b, b, a]
+        assert all(e.args["taskId"] == params.task_id for e in mine)
+        # The same as one query per event, merged in chain order.
+        one_by_one = [
+            e
+            for name in names
+            for e in market.contract.get_logs(
+                name, from_block=start, filters={"taskId": params.task_id}
+            )
+        ]
+        order = sorted(one_by_one, key=lambda e: (e.block_number, e.log_index))
+        assert mine == order
+        everything = market.contract.get_logs(names, from_block=start)
+        assert len(everything) == len(mine) + 2  # the other task's post and claim
+        # A filter must name an indexed argument every event has, in the same place.
+        with pytest.raises(ChainError, match="same position in every event"):
+            market.contract.get_logs(
+                ("TaskPosted", "ReplicaClaimed"), from_block=start, filters={"provider": a}
+            )
+        with pytest.raises(ChainError, match="no event 'Nope'"):
+            market.contract.get_logs(("TaskPosted", "Nope"))
+
     def test_last_replica_reveals_from_its_claim(
         self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
     ) -> None:
