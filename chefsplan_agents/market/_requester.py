@@ -238,6 +238,9 @@ class Requester:
         self.store = store
         self.registry = registry
         self.address = chain.add_account(identity.export_secrets()[1])
+        # Providers' registered DIDs, read once each; re-read when a result's signer is not
+        # among them (the provider may have re-registered under a new DID).
+        self._dids: dict[str, str | None] = {}
 
     # ------------------------------------------------------------------ posting
 
@@ -351,17 +354,17 @@ class Requester:
 
     def progress(self, handle: TaskHandle) -> DelegationProgress:
         """Where the task stands now, from the market's events."""
-        claims = self._events(handle, "ReplicaClaimed")
-        commits = self._events(handle, "ResultCommitted")
-        reveals = self._events(handle, "ResultRevealed")
-        done = self._events(handle, "TaskFinalized")
-        committed = len(commits) + sum(1 for e in claims if bytes(e.args["commitment"]) != _ZERO32)
+        return self._progress(handle, self._task_events(handle))
+
+    def _progress(self, handle: TaskHandle, events: _TaskEvents) -> DelegationProgress:
+        claims, reveals = events.named("ReplicaClaimed"), events.named("ResultRevealed")
+        committers = events.committers()
         stage = "posted"
-        if done:
+        if events.named("TaskFinalized"):
             stage = "finalized"
         elif reveals:
             stage = "revealed"
-        elif committed:
+        elif committers:
             stage = "committed"
         elif claims:
             stage = "claimed"
@@ -369,14 +372,20 @@ class Requester:
             stage=stage,
             replicas=handle.params.replicas,
             claimed=len(claims),
-            committed=committed,
+            committed=len(committers),
             revealed=len(reveals),
         )
 
     def _events(self, handle: TaskHandle, name: str) -> list[Event]:
-        # Scanning from the task's own block keeps polls cheap on a long chain.
-        return self.market.contract.get_logs(
-            name, from_block=handle.posted_block, filters={"taskId": handle.task_id}
+        return self._task_events(handle).named(name)
+
+    def _task_events(self, handle: TaskHandle) -> _TaskEvents:
+        # One query for every event of the task; scanning from the task's own block keeps
+        # polls cheap on a long chain.
+        return _TaskEvents(
+            self.market.contract.get_logs(
+                _TASK_EVENTS, from_block=handle.posted_block, filters={"taskId": handle.task_id}
+            )
         )
 
     def wait_result(
@@ -414,17 +423,20 @@ class Requester:
         if step is not None:
             step()  # a task just posted has nothing to report yet: let the network move first
         while True:
-            state = self.market.task_state(handle.task_id)
+            events = self._task_events(handle)
             if on_progress is not None:
-                now = self.progress(handle)
+                now = self._progress(handle, events)
                 if now != last:
                     on_progress(now)
                 last = now
+            finalized = events.named("TaskFinalized")
+            if finalized:
+                return self._receipt(handle, finalized[0], events)
+            if events.named("TaskCancelled"):
+                raise MarketError(f"task {_hex(handle.task_id)} was cancelled, not settled")
+            state = self.market.task_state(handle.task_id)
             if not state.open:
-                finalized = self._events(handle, "TaskFinalized")
-                if not finalized:
-                    raise MarketError(f"task {_hex(handle.task_id)} was cancelled, not settled")
-                return self._receipt(handle, finalized[0])
+                continue  # settled between the two reads: its events are there now
             if self._settle_if_due(handle, state):
                 continue
             if time.monotonic() > deadline:
@@ -492,7 +504,9 @@ class Requester:
 
     # ------------------------------------------------------------------ the receipt
 
-    def _receipt(self, handle: TaskHandle, finalized: Event) -> DelegationReceipt:
+    def _receipt(
+        self, handle: TaskHandle, finalized: Event, events: _TaskEvents
+    ) -> DelegationReceipt:
         settlement = Settlement.from_event(finalized)
         tid = _hex(handle.task_id)
         if settlement.result is not TaskResult.ACCEPTED:
@@ -501,8 +515,12 @@ class Requester:
                 f"output reached the quorum of {handle.params.quorum}; bounty refunded"
             )
         settled_hash = _hex(settlement.output_hash)
-        replicas = self._replicas(handle)
-        result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
+        replicas = self._replicas(events)
+        try:
+            result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
+        except _UnknownSigner:
+            replicas = self._replicas(events, refresh=True)
+            result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
         txs = {handle.post_tx, finalized.tx_hash}
         for r in replicas:
             txs.update(t for t in (r.claim_tx, r.commit_tx, r.reveal_tx) if t)
@@ -521,27 +539,35 @@ class Requester:
             result=result,
         )
 
-    def _replicas(self, handle: TaskHandle) -> tuple[ReplicaReceipt, ...]:
-        commits = {
-            str(e.args["provider"]): e.tx_hash for e in self._events(handle, "ResultCommitted")
-        }
-        reveals = {str(e.args["provider"]): e for e in self._events(handle, "ResultRevealed")}
+    def _did_of(self, provider: str, *, refresh: bool) -> str | None:
+        if self.registry is None:
+            return None
+        if refresh or provider not in self._dids:
+            record = self.registry.get_provider(provider)
+            self._dids[provider] = record.did if record else None
+        return self._dids[provider]
+
+    def _replicas(
+        self, events: _TaskEvents, *, refresh: bool = False
+    ) -> tuple[ReplicaReceipt, ...]:
+        commits = {str(e.args["provider"]): e.tx_hash for e in events.named("ResultCommitted")}
+        reveals = {str(e.args["provider"]): e for e in events.named("ResultRevealed")}
         out = []
-        for claim in self._events(handle, "ReplicaClaimed"):
+        for claim in events.named("ReplicaClaimed"):
             provider = str(claim.args["provider"])
-            committed_at_claim = bytes(claim.args["commitment"]) != _ZERO32
             reveal = reveals.get(provider)
-            did = None
-            if self.registry is not None:
-                record = self.registry.get_provider(provider)
-                did = record.did if record else None
+            commit_tx = commits.get(provider)
+            if bytes(claim.args["commitment"]) != _ZERO32:
+                commit_tx = claim.tx_hash  # claimed and committed in one transaction
+            elif commit_tx is None and reveal is not None:
+                commit_tx = reveal.tx_hash  # the last committer revealed straight away
             out.append(
                 ReplicaReceipt(
-                    did=did,
+                    did=self._did_of(provider, refresh=refresh),
                     address=provider,
                     output_hash=_hex(bytes(reveal.args["outputHash"])) if reveal else None,
                     claim_tx=claim.tx_hash,
-                    commit_tx=claim.tx_hash if committed_at_claim else commits.get(provider),
+                    commit_tx=commit_tx,
                     reveal_tx=reveal.tx_hash if reveal else None,
                 )
             )
@@ -570,7 +596,7 @@ class Requester:
             )
         winners = {r.did for r in replicas if r.output_hash == settled_hash and r.did}
         if self.registry is not None and result.node_did not in winners:
-            raise VerificationError(
+            raise _UnknownSigner(
                 f"result {result_cid} is signed by {result.node_did}, which is not a registered "
                 "provider that revealed the settled output"
             )
@@ -582,3 +608,42 @@ class Requester:
         except ChainError as err:  # a missing gas figure must not lose a settled result
             log.warning("no receipt for %s: %s", tx_hash, err)
             return 0
+
+
+class _UnknownSigner(VerificationError):
+    """The result's signer is not the DID on record for any winning replica."""
+
+
+_TASK_EVENTS = (
+    "ReplicaClaimed",
+    "ResultCommitted",
+    "ResultRevealed",
+    "ReplicaReopened",
+    "TaskChallenged",
+    "TaskFinalized",
+    "TaskCancelled",
+)
+
+
+class _TaskEvents:
+    """The market events of one task (since it was posted), grouped by name."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self._by_name: dict[str, list[Event]] = {}
+        for event in events:
+            self._by_name.setdefault(event.name, []).append(event)
+
+    def named(self, name: str) -> list[Event]:
+        return self._by_name.get(name, [])
+
+    def committers(self) -> set[str]:
+        """Providers whose result is fixed: committed at or after claiming, or (the last one)
+        revealed without a commitment."""
+        out = {str(e.args["provider"]) for e in self.named("ResultCommitted")}
+        out |= {
+            str(e.args["provider"])
+            for e in self.named("ReplicaClaimed")
+            if bytes(e.args["commitment"]) != _ZERO32
+        }
+        out |= {str(e.args["provider"]) for e in self.named("ResultRevealed")}
+        return out
