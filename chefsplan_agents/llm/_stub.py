@@ -122,7 +122,7 @@ class StubBackend(BackendBase):
         *,
         on_token: OnToken | None = None,
     ) -> Generation:
-        """Sleep ``seconds_per_task``, then answer from the prompt's hash.
+        """Answer from the prompt's hash, one token at a time over ``seconds_per_task``.
 
         Raises:
             ContextOverflow: Prompt tokens plus ``max_tokens`` exceed the context.
@@ -131,11 +131,17 @@ class StubBackend(BackendBase):
         n_prompt = len(self.tokenize(prompt))
         check_context(n_prompt, p.max_tokens, self._info.n_ctx)
         started = time.monotonic()
-        time.sleep(self.seconds_per_task)
         ids = self.answer(prompt, p.max_tokens)
-        if on_token is not None:
-            for tok in ids:
+        # Tokens arrive spread over the task's time, as from a real model (``on_token`` may
+        # raise to stop early).
+        for i, tok in enumerate(ids):
+            time.sleep(
+                max(started + self.seconds_per_task * (i + 1) / len(ids) - time.monotonic(), 0)
+            )
+            if on_token is not None:
                 on_token(tok, bytes([tok]).decode("latin-1"))
+        if not ids:
+            time.sleep(self.seconds_per_task)
         elapsed = time.monotonic() - started
         return Generation(
             text=self.detokenize(ids),

@@ -82,6 +82,8 @@ T = TypeVar("T")
 _BENCH_PROMPT = "Once upon a time, in a small kitchen by the sea,"
 # How long a node waits for its claim's outcome before it starts the model anyway.
 _CLAIM_HEAD_START_S = 0.05
+# What a node watches: new tasks, claims (to pass over full ones), and freed slots.
+_WATCHED = ("TaskPosted", "ReplicaClaimed", "ReplicaReopened")
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,12 @@ class ProviderNode:
         self.withdrawn_wei = 0
         self._stop = threading.Event()
         self._pending_cursor: int | None = None
+        # Replicas claimed so far of this tick's candidate tasks, counted from the market's
+        # events up to block _book_until: a task known to be full is passed over without a
+        # chain read of its own (a busy market posts far more tasks than one node takes).
+        self._claim_book: dict[str, int] = {}
+        self._book_until = -1
+        self._book_fresh = False
         # Earnings may wait in the market (credited by someone else's settlement).
         self._owed = True
         self._http: NodeHttpServer | None = None
@@ -338,17 +346,31 @@ class ProviderNode:
 
     # ------------------------------------------------------------------ running a task
 
-    def run_bundle(self, bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
+    def run_bundle(
+        self, bundle: TaskBundle, bundle_cid: str, *, cancel: threading.Event | None = None
+    ) -> ResultBundle:
         """Run a task under the determinism profile and return the signed result.
 
         Has the signature of the HTTP API's ``JobRunner``, so the same code serves both.
 
+        Args:
+            bundle: The verified task bundle.
+            bundle_cid: Its CID (the result names it).
+            cancel: Set to stop generating at the next token (the claim was lost).
+
         Raises:
             LLMError: The model failed or the prompt does not fit.
-            NodeError: The bundle needs inputs this node does not expand.
+            NodeError: The bundle needs inputs this node does not expand, or ``cancel`` was set.
         """
         prompt = task_prompt(bundle, self.llm)
-        gen = self.llm.complete(prompt, task_generation_params(bundle))
+        on_token = None
+        if cancel is not None:
+
+            def on_token(_token: int, _piece: str) -> None:
+                if cancel.is_set():
+                    raise NodeError("generation stopped: the claim did not go through")
+
+        gen = self.llm.complete(prompt, task_generation_params(bundle), on_token=on_token)
         info = self.llm.info
         result = ResultBundle(
             task_cid=bundle_cid,
@@ -382,12 +404,18 @@ class ProviderNode:
         steps = 0
         for event in self._new_tasks():
             try:
+                if self._known_full(event):
+                    steps += self._pass_over_full(event)
+                    continue
                 steps += self._take(event)
+                self._book_fresh = False  # time passed (maybe a model run): re-read claims
             except (ChainUnavailable, StoreUnavailable):
                 raise
             except ChefsplanError as err:
                 log.error("task %s: %s", _hex(bytes(event.args["taskId"])), err)
-        if self._owed:
+        if self._owed and steps == 0:
+            # Earnings wait for a tick with no task to take: settling a task for its requester
+            # comes first, the node's own payout can follow a moment later.
             try:
                 steps += self._withdraw()
                 self._owed = False
@@ -461,11 +489,15 @@ class ProviderNode:
         if start > head:
             return []
         events = self.retry.run(
-            "read TaskPosted events",
-            lambda: self.market.contract.get_logs("TaskPosted", from_block=start, to_block=head),
+            "read market events",
+            lambda: self.market.contract.get_logs(_WATCHED, from_block=start, to_block=head),
         )
-        fresh = [e for e in events if self.state.load(_hex(bytes(e.args["taskId"]))) is None]
-        fresh += self._reopened_tasks(start, head)
+        posted = [e for e in events if e.name == "TaskPosted"]
+        fresh = [e for e in posted if self.state.load(_hex(bytes(e.args["taskId"]))) is None]
+        self._claim_book = {_hex(bytes(e.args["taskId"])): 0 for e in fresh}
+        self._book_until = start - 1
+        self._count_claims(events, head)
+        fresh += self._reopened_tasks([e for e in events if e.name == "ReplicaReopened"])
         # Every node sees a burst of new tasks at once. Taking them in posting order would send
         # all nodes after the same task, and the losers of each claim race would have run the
         # model for nothing; an order of its own (keyed by its address) spreads them out.
@@ -477,18 +509,62 @@ class ProviderNode:
             self.state.cursor = head
         return fresh
 
+    def _count_claims(self, events: list[Event], until: int) -> None:
+        for event in events:
+            if event.block_number <= self._book_until:
+                continue  # counted by an earlier read
+            task_id = _hex(bytes(event.args["taskId"]))
+            if task_id not in self._claim_book:
+                continue
+            if event.name == "ReplicaClaimed":
+                self._claim_book[task_id] += 1
+            elif event.name == "ReplicaReopened":
+                self._claim_book[task_id] -= 1
+        self._book_until = max(self._book_until, until)
+        self._book_fresh = True
+
+    def _known_full(self, event: Event) -> bool:
+        """Whether the market's events already show every replica of the task claimed."""
+        task_id = _hex(bytes(event.args["taskId"]))
+        if task_id not in self._claim_book:
+            return False  # a reopened task: _vet reads its state
+        if not self._book_fresh:
+            head = self.retry.run("read block number", self.chain.block_number)
+            if head > self._book_until:
+                since = self._book_until + 1
+                claims = self.retry.run(
+                    "read claim events",
+                    lambda: self.market.contract.get_logs(
+                        ("ReplicaClaimed", "ReplicaReopened"), from_block=since, to_block=head
+                    ),
+                )
+                self._count_claims(claims, head)
+            self._book_fresh = True
+        return self._claim_book[task_id] >= int(event.args["params"]["replicas"])
+
+    def _pass_over_full(self, event: Event) -> int:
+        params = TaskParams.from_abi(event.args["params"])
+        task_id = _hex(bytes(event.args["taskId"]))
+        reason = f"all {params.replicas} replicas are already claimed"
+        log.debug("node %s passed over task %s: %s", self.address, task_id, reason)
+        record = TaskRecordState(
+            task_id,
+            params,
+            str(event.args["bundleCid"]),
+            TaskStage.REFUSED,
+            posted_block=event.block_number,
+            reason=reason,
+        )
+        self.state.save(record)
+        self._flush_cursor()
+        return 1
+
     def _take_order(self, event: Event) -> bytes:
         return hashlib.sha256(self.address.encode() + bytes(event.args["taskId"])).digest()
 
-    def _reopened_tasks(self, start: int, head: int) -> list[Event]:
+    def _reopened_tasks(self, reopened: list[Event]) -> list[Event]:
         """``TaskPosted`` events of tasks this node passed over (full, or its claim lost the
         race) whose replica slot another provider's stale claim has since freed (``reopen``)."""
-        reopened = self.retry.run(
-            "read ReplicaReopened events",
-            lambda: self.market.contract.get_logs(
-                "ReplicaReopened", from_block=start, to_block=head
-            ),
-        )
         again: dict[str, Event] = {}
         for event in reopened:
             task_id = _hex(bytes(event.args["taskId"]))
@@ -525,7 +601,7 @@ class ProviderNode:
             task_id, params, bundle_cid, TaskStage.REFUSED, posted_block=event.block_number
         )
         try:
-            bundle = self._vet(task_id, params, bundle_cid)
+            bundle = self._vet(task_id, params, bundle_cid, in_book=task_id in self._claim_book)
         except TaskRefused as refusal:
             steps = self._refuse(record, refusal.reason)
             self._flush_cursor()
@@ -540,16 +616,24 @@ class ProviderNode:
         if head is not None:
             self.state.cursor = head
 
-    def _vet(self, task_id: str, params: TaskParams, bundle_cid: str) -> TaskBundle:
-        """Every check before claiming; a refusal is a :class:`TaskRefused`."""
+    def _vet(
+        self, task_id: str, params: TaskParams, bundle_cid: str, *, in_book: bool = False
+    ) -> TaskBundle:
+        """Every check before claiming; a refusal is a :class:`TaskRefused`.
+
+        ``in_book``: the task's claims are counted in the claim book (it has a free slot as
+        far as the events show), so the chain is not read again here; a task that closed in
+        the meantime makes the claim revert, which costs nothing either.
+        """
         self.policy.check_terms(params)
-        if self._now() > params.claim_deadline:
-            raise TaskRefused("the claim window has closed")
-        state = self.retry.run("read task", lambda: self.market.task_state(task_id))
-        if not state.open:
-            raise TaskRefused("the task is no longer open")
-        if state.claimed >= params.replicas:
-            raise TaskRefused(f"all {params.replicas} replicas are already claimed")
+        if not in_book:
+            if self._now() > params.claim_deadline:
+                raise TaskRefused("the claim window has closed")
+            state = self.retry.run("read task", lambda: self.market.task_state(task_id))
+            if not state.open:
+                raise TaskRefused("the task is no longer open")
+            if state.claimed >= params.replicas:
+                raise TaskRefused(f"all {params.replicas} replicas are already claimed")
         try:
             data = self.retry.run(
                 "fetch bundle",
@@ -589,6 +673,7 @@ class ProviderNode:
     def _claim_and_run(self, record: TaskRecordState, bundle: TaskBundle) -> int:
         """Claim with the transaction in flight while the model already runs."""
         outcome: dict[str, object] = {}
+        failed = threading.Event()
 
         def claim() -> None:
             try:
@@ -597,18 +682,19 @@ class ProviderNode:
                 )
             except BaseException as err:  # noqa: BLE001 - handed to the main thread below
                 outcome["error"] = err
+                failed.set()  # a model run for a lost claim stops at its next token
 
         worker = threading.Thread(target=claim, name=f"claim-{record.task_id[:10]}", daemon=True)
         worker.start()
         # A claim that loses a race usually fails at once (gas estimation reverts): give it a
         # moment, so that a lost race costs no model run. A slow chain's claim stays in flight
-        # while the model runs.
+        # while the model runs, which stops at its next token if the claim fails after all.
         worker.join(_CLAIM_HEAD_START_S)
         result: ResultBundle | None = None
         run_error: LLMError | NodeError | None = None
         try:
             if "error" not in outcome:
-                result = self.run_bundle(bundle, record.bundle_cid)
+                result = self.run_bundle(bundle, record.bundle_cid, cancel=failed)
         except (LLMError, NodeError) as err:
             run_error = err
         finally:
@@ -644,7 +730,33 @@ class ProviderNode:
             TaskStage.COMMITTING, result_cid=result_cid, output_hash=result.output_hash
         )
         self.state.save(record)
-        return self._commit(record)
+        return self._commit_or_reveal(record)
+
+    def _commit_or_reveal(self, record: TaskRecordState) -> int:
+        """Commit the stored result, or, as the last replica to commit, reveal it at once.
+
+        Once every other replica has committed there is nothing left to copy, so the market
+        lets the last one skip its commitment: one transaction fewer on the requester's
+        critical path (with one replica: claim, then revealAndFinalize).
+        """
+        p = record.params
+        if p.replicas == 1:
+            last = True  # this claim is the only replica: nobody else commits or reveals
+        else:
+            state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
+            if state.committed + 1 != p.replicas:
+                return self._commit(record)
+            last = state.revealed + 1 == p.replicas
+        revealing = record.advance(TaskStage.REVEALING)
+        self.state.save(revealing)
+        try:
+            return self._reveal(revealing, last=last)
+        except TxReverted as err:
+            # A slot was reopened and taken since the read, or the commit deadline passed:
+            # take the ordinary path (a passed deadline fails there too, with its reason).
+            log.info("task %s: direct reveal reverted (%s); committing", record.task_id, err)
+            self.state.save(record)
+            return self._commit(record)
 
     def _commit(self, record: TaskRecordState) -> int:
         assert record.salt and record.output_hash
@@ -793,7 +905,7 @@ class ProviderNode:
             stage is TaskStage.COMMITTING and replica.state is ReplicaState.CLAIMED
         ):
             if stage is TaskStage.COMMITTING:
-                return self._commit(record)
+                return self._commit_or_reveal(record)
             if replica.state is ReplicaState.CLAIMED:
                 bundle = self._vet_claimed(record)
                 return self._store_and_commit(record, self.run_bundle(bundle, record.bundle_cid))
@@ -804,6 +916,9 @@ class ProviderNode:
                     self.state.save(record)
                 return self._maybe_reveal(record)
         if stage is TaskStage.REVEALING:
+            if replica.state is ReplicaState.CLAIMED:
+                # A direct reveal (see _commit_or_reveal) was about to be sent: try again.
+                return self._commit_or_reveal(record.advance(TaskStage.COMMITTING))
             if replica.state is ReplicaState.COMMITTED:
                 state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
                 return self._reveal(record, last=state.revealed + 1 == record.params.replicas)

@@ -139,21 +139,29 @@ class NodeStateStore:
         except OSError as err:
             raise NodeError(f"cannot create the node state folder {self.path}: {err}") from err
 
-    def _write(self, file: Path, value: dict[str, Any]) -> None:
+    def _write(self, file: Path, value: dict[str, Any], *, durable: bool) -> None:
         data = json.dumps(value, sort_keys=True, indent=1).encode("utf-8")
         try:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=file.parent)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, file)
         except OSError as err:
             raise NodeError(f"cannot write node state {file}: {err}") from err
 
     def save(self, record: TaskRecordState) -> None:
-        """Write a task's record (atomically: a crash leaves the old or the new one)."""
-        self._write(self._tasks / f"{record.task_id}.json", record.to_json())
+        """Write a task's record (atomically: a crash leaves the old or the new one).
+
+        Records of tasks the node still has work on (a salt, a bond at stake) reach the disk
+        before this returns, power failures included. Final records (refused, lost, settled,
+        failed) skip the flush: losing one costs at most a second look at the task.
+        """
+        self._write(
+            self._tasks / f"{record.task_id}.json", record.to_json(), durable=record.stage.active
+        )
         if self._active is not None:
             if record.stage.active:
                 self._active[record.task_id] = record
@@ -199,4 +207,6 @@ class NodeStateStore:
 
     @cursor.setter
     def cursor(self, block: int) -> None:
-        self._write(self.path / "cursor.json", {"block": int(block)})
+        # Not flushed: a cursor lost to a power failure only makes the node read events again,
+        # and every task it acted on has a record of its own.
+        self._write(self.path / "cursor.json", {"block": int(block)}, durable=False)

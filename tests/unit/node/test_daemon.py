@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,6 +179,69 @@ def test_single_replica_settles_in_its_reveal(net: Devnet) -> None:
         assert record is not None and record.stage is TaskStage.REFUSED
         # Node 0 ticks first and settles the task in that same tick.
         assert record.reason in ("the task is no longer open", "all 1 replicas are already claimed")
+
+
+def test_single_replica_skips_the_commit(net: Devnet) -> None:
+    receipt = net.run_task("No commit needed", replicas=1)
+    [replica] = receipt.replicas
+    # The only replica is the last to commit: it reveals straight from its claim.
+    assert net.market.events("ResultCommitted", task_id=receipt.task_id) == []
+    assert replica.commit_tx == replica.reveal_tx == receipt.finalize_tx
+    node = next(n for n in net.nodes if n.address == replica.address)
+    record = node.task(receipt.task_id)
+    assert record is not None and record.stage is TaskStage.SETTLED
+    assert set(record.txs) == {"claim", "reveal", "finalize"}
+
+
+def test_last_of_three_replicas_reveals_without_committing(net: Devnet) -> None:
+    receipt = net.run_task("Two commit, one reveals", replicas=3, quorum=2)
+    commits = net.market.events("ResultCommitted", task_id=receipt.task_id)
+    reveals = net.market.events("ResultRevealed", task_id=receipt.task_id)
+    assert len(commits) == 2 and len(reveals) == 3
+    direct = [r for r in receipt.replicas if r.commit_tx == r.reveal_tx]
+    assert len(direct) == 1
+    assert direct[0].address not in {str(e.args["provider"]) for e in commits}
+    assert receipt.settlement.winners == 3
+
+
+class _RevealOutage:
+    """A market client whose reveals fail as if the chain node were down; all else passes."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def reveal(self, *args: Any, **kwargs: Any) -> Any:
+        raise ChainUnavailable("chain node at http://127.0.0.1:8545 is not answering")
+
+    reveal_and_finalize = reveal
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_crash_before_a_direct_reveal_reveals_after_restart(net: Devnet) -> None:
+    node = net.nodes[0]
+    market = node.market
+    node.market = _RevealOutage(market)  # type: ignore[assignment]
+    node.retry = RetryPolicy(attempts=1)
+    handle = net.delegate("Reveal after a crash", replicas=1)
+    with pytest.raises(ChainUnavailable):
+        node.tick()  # claims, runs, stores the result; the direct reveal cannot be sent
+    tid = "0x" + handle.task_id.hex()
+    crashed = node.task(tid)
+    assert crashed is not None and crashed.stage is TaskStage.REVEALING
+    assert net.market.replica(handle.task_id, node.address).state.name == "CLAIMED"
+
+    node.market = market  # the chain node is back
+    fresh = net.restart_node(0)
+    fresh.tick()  # reconciles with the chain: still claimed, so it reveals directly
+    receipt = net.wait(handle, timeout=60)
+    [replica] = receipt.replicas
+    assert replica.address == fresh.address and replica.claim_tx == crashed.txs["claim"]
+    assert net.market.events("ResultCommitted", task_id=handle.task_id) == []
+    done = fresh.task(tid)
+    assert done is not None and done.stage is TaskStage.SETTLED
+    assert net.registry.reputation(fresh.address).slashed == 0
 
 
 def test_same_bundle_gives_the_same_output_hash(net: Devnet) -> None:
@@ -476,12 +540,96 @@ def test_node_constructor_adds_its_key_to_the_chain(net: Devnet, tmp_path: Any) 
     assert identity.address in net.chain.accounts
 
 
+class _CountingMarket:
+    """A market client that counts ``task_state`` reads; everything passes through."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.state_reads = 0
+
+    def task_state(self, *args: Any, **kwargs: Any) -> Any:
+        self.state_reads += 1
+        return self._inner.task_state(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_full_tasks_are_passed_over_without_reading_each_one(net: Devnet) -> None:
+    watcher, other = net.nodes[2], net.nodes[1]
+    handles = [net.delegate(f"Taken already {i}", replicas=1) for i in range(4)]
+    other.tick()  # another provider takes (and serves) every task before the watcher looks
+    assert all(_claims(net, h.params) == 1 for h in handles)
+    counting = _CountingMarket(watcher.market)
+    watcher.market = counting  # type: ignore[assignment]
+    try:
+        watcher.tick()
+    finally:
+        watcher.market = counting._inner
+    assert counting.state_reads == 0  # the claim events said it all
+    for handle in handles:
+        record = watcher.task("0x" + handle.task_id.hex())
+        assert record is not None and record.stage is TaskStage.REFUSED
+        assert record.reason == "all 1 replicas are already claimed"
+
+
+class _SlowLostClaim:
+    """A market client whose claim reaches the chain late, after a rival claimed the slot."""
+
+    def __init__(self, inner: Any, rival: str) -> None:
+        self._inner = inner
+        self._rival = rival
+
+    def claim(self, params: TaskParams, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)  # the model starts meanwhile (the node waits 50 ms at most)
+        self._inner.claim(params, sender=self._rival)
+        return self._inner.claim(params, *args, **kwargs)  # reverts: the task is full
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _WatchedModel:
+    """Records how each generation ended; everything else passes through."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.endings: list[str] = []
+
+    def complete(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            out = self._inner.complete(*args, **kwargs)
+        except NodeError as err:
+            self.endings.append(str(err))
+            raise
+        self.endings.append("finished")
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_claim_lost_mid_run_stops_the_model(tmp_path: Any) -> None:
+    with Devnet.create(nodes=2, model="stub:1", workdir=tmp_path) as slow:
+        node, rival = slow.nodes
+        node.market = _SlowLostClaim(node.market, rival.address)  # type: ignore[assignment]
+        watched = _WatchedModel(node.llm)
+        node.llm = watched  # type: ignore[assignment]
+        handle = slow.delegate("Too late", replicas=1)
+        node.tick()
+        record = node.task("0x" + handle.task_id.hex())
+        assert record is not None and record.stage is TaskStage.LOST
+        assert "TaskFull" in (record.reason or "")
+        # The run started while the claim was in flight and stopped when it failed.
+        assert watched.endings == ["generation stopped: the claim did not go through"]
+
+
 def test_crash_during_inference_resumes_the_landed_claim(
     net: Devnet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = net.nodes[0]
 
-    def power_cut(*_args: Any) -> Any:
+    def power_cut(*_args: Any, **_kwargs: Any) -> Any:
         raise SystemExit("power cut")
 
     monkeypatch.setattr(node, "run_bundle", power_cut)
