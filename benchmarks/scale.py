@@ -56,6 +56,8 @@ ETHER = 10**18
 COUNTS = (1, 2, 4, 8)
 TIMEOUTS = Timeouts(claim_window=3600, commit_timeout=600, reveal_window=600)
 PROMPT = "Plate course {i} of the tasting menu"
+# Independent requesters posting at the same time (one account each).
+REQUESTERS = 4
 
 
 def _free_port() -> int:
@@ -80,22 +82,38 @@ def _expected(i: int) -> str:
     return StubBackend(0.0).chat([ChatMessage(role="user", content=PROMPT.format(i=i))]).text
 
 
-def _post_and_wait(requester: Requester, n_tasks: int, timeout: float) -> float:
-    """Post ``n_tasks`` tasks, wait until all settled; the wall seconds; results verified."""
-    handles: list[TaskHandle] = []
+def _post_and_wait(requesters: list[Requester], n_tasks: int, timeout: float) -> float:
+    """Post ``n_tasks`` tasks, wait until all settled; the wall seconds; results verified.
+
+    Task ``i`` is posted by requester ``i % len(requesters)``; the requesters post at the same
+    time, each from its own thread, as independent users of a market would.
+    """
+    handles: dict[int, TaskHandle] = {}
+    errors: list[BaseException] = []
+
+    def post(r: int) -> None:
+        try:
+            for i in range(r, n_tasks, len(requesters)):
+                handles[i] = requesters[r].delegate(
+                    PROMPT.format(i=i),
+                    bounty_per_replica=10**15,
+                    bond=10**15,
+                    model=STUB_MODEL_SHA256,
+                    timeouts=TIMEOUTS,
+                )
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            errors.append(err)
+
     started = time.monotonic()
-    for i in range(n_tasks):
-        handles.append(
-            requester.delegate(
-                PROMPT.format(i=i),
-                bounty_per_replica=10**15,
-                bond=10**15,
-                model=STUB_MODEL_SHA256,
-                timeouts=TIMEOUTS,
-            )
-        )
-    first_block = handles[0].posted_block
-    contract = requester.market.contract
+    posters = [threading.Thread(target=post, args=(r,)) for r in range(len(requesters))]
+    for thread in posters:
+        thread.start()
+    for thread in posters:
+        thread.join()
+    if errors:
+        raise errors[0]
+    first_block = min(h.posted_block for h in handles.values())
+    contract = requesters[0].market.contract
     deadline = started + timeout
     while True:
         done = contract.get_logs("TaskFinalized", from_block=first_block)
@@ -105,8 +123,8 @@ def _post_and_wait(requester: Requester, n_tasks: int, timeout: float) -> float:
             raise SystemExit(f"only {len(done)}/{n_tasks} tasks settled within {timeout:g} s")
         time.sleep(0.05)
     wall = time.monotonic() - started
-    for i, handle in enumerate(handles):
-        receipt = requester.wait_result(handle, timeout=30)
+    for i, handle in sorted(handles.items()):
+        receipt = requesters[i % len(requesters)].wait_result(handle, timeout=30)
         if receipt.output != _expected(i):
             raise SystemExit(f"task {i}: wrong output {receipt.output!r}")
     return wall
@@ -199,10 +217,12 @@ def run_anvil(
                     tail = (work / f"k{k}-node{i}.log").read_text()[-1500:]
                     raise SystemExit(f"node {i} of {k} did not start:\n{tail}")
             with LocalCidStore(blocks) as store:
-                requester = _requester(chain, market, deployment.registry, store)
+                requesters = [
+                    _requester(chain, market, deployment.registry, store) for _ in range(REQUESTERS)
+                ]
                 pids = [p.pid for p in procs]
                 nodes_cpu, chain_cpu = _cpu_seconds(pids), _cpu_seconds([anvil_pid])
-                wall = _post_and_wait(requester, k * per_node, timeout=120 + 10 * per_node)
+                wall = _post_and_wait(requesters, k * per_node, timeout=120 + 10 * per_node)
                 nodes_cpu = _cpu_seconds(pids) - nodes_cpu
                 chain_cpu = _cpu_seconds([anvil_pid]) - chain_cpu
         finally:
@@ -217,8 +237,8 @@ def run_anvil(
                     proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
-            for log in logs:
-                log.close()
+            for log_file in logs:
+                log_file.close()
     lost = sum((work / f"k{k}-node{i}.log").read_text().count(LOST_RACE) for i in range(k))
     return Run(k * per_node / wall, lost, nodes_cpu / wall, chain_cpu / wall)
 
@@ -238,6 +258,10 @@ def run_embedded(k: int, per_node: int, seconds: float, work: Path) -> Run:
     with Devnet.create(
         nodes=k, model=f"stub:{seconds}", store="local", workdir=work / f"devnet{k}"
     ) as net:
+        requesters = [net.requester] + [
+            _requester(net.chain, net.market, net.deployment.registry, net.store)
+            for _ in range(REQUESTERS - 1)
+        ]
         threads = [
             threading.Thread(target=node.run_forever, args=(0.1,), daemon=True)
             for node in net.nodes
@@ -246,7 +270,7 @@ def run_embedded(k: int, per_node: int, seconds: float, work: Path) -> Run:
             thread.start()
         try:
             cpu = time.process_time()
-            wall = _post_and_wait(net.requester, k * per_node, timeout=120 + 10 * per_node)
+            wall = _post_and_wait(requesters, k * per_node, timeout=120 + 10 * per_node)
             cpu = time.process_time() - cpu
         finally:
             for node in net.nodes:
