@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -43,12 +42,11 @@ from chefsplan_agents.llm._types import (
 
 __all__ = ["LlamaCppBackend", "llama_cpp_build"]
 
-# llama.cpp's CPU backend runs on OpenMP, whose worker threads spin while they wait. On a
-# machine whose cores are shared (nodes next to other work), spinning threads starve each
-# other: measured here under load, 2 spinning threads generated 3-6x slower than 2 passive
-# ones or 1 thread. The runtime reads this once, when llama_cpp is first imported (lazily,
-# below), so it is set before; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# llama.cpp's CPU backend runs on OpenMP. Its wait policy is left to the environment: OpenMP's
+# default (threads spin briefly between steps) generated SmolLM2 at ~117 tokens/s on an idle
+# 2-core machine, OMP_WAIT_POLICY=PASSIVE at ~41; with two generating processes sharing those
+# cores it was the other way round (~31 vs ~55 each). A node usually has its machine to itself;
+# operators who share one set OMP_WAIT_POLICY=PASSIVE (see docs/operators.md).
 
 
 def llama_cpp_build() -> str:

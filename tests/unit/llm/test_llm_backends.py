@@ -209,15 +209,20 @@ def test_factory_checks_the_pinned_hash(cache: Path) -> None:
         open_backend(LLMSettings(model="tiny", sha256="2" * 64), cache_dir=cache)
 
 
-@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_wait_passively_unless_told(preset: str | None, expected: str) -> None:
+@pytest.mark.parametrize("preset", [None, "PASSIVE"])
+def test_openmp_wait_policy_is_left_to_the_environment(preset: str | None) -> None:
+    # The spin-or-sleep trade-off depends on whether the node shares its cores (see
+    # docs/operators.md): the package must not decide it behind the operator's back.
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset:
         env["OMP_WAIT_POLICY"] = preset
-    code = "import os, chefsplan_agents.llm; print(os.environ['OMP_WAIT_POLICY'])"
+    code = (
+        "import os, chefsplan_agents.llm, chefsplan_agents.llm._llamacpp; "
+        "print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert proc.stdout.strip() == expected
+    assert proc.stdout.strip() == (preset or "unset")
