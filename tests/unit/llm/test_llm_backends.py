@@ -226,3 +226,30 @@ def test_openmp_wait_policy_is_left_to_the_environment(preset: str | None) -> No
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip() == (preset or "unset")
+
+
+def test_collector_is_off_during_generation_and_back_after(random_model: ModelFile) -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    def watch(_token: int, _piece: str) -> None:
+        seen.append(gc.isenabled())
+
+    def fail(_token: int, _piece: str) -> None:
+        raise KeyError("stop here")
+
+    assert gc.isenabled()
+    with LlamaCppBackend(random_model, n_ctx=128, n_threads=1, n_batch=64) as llm:
+        llm.complete("hello", GenerationParams(max_tokens=4), on_token=watch)
+        assert seen and not any(seen)  # no collection can pause the token loop
+        assert gc.isenabled()
+        with pytest.raises(KeyError):
+            llm.complete("hello", GenerationParams(max_tokens=4), on_token=fail)
+        assert gc.isenabled()  # back on after a failure too
+        gc.disable()
+        try:
+            llm.complete("hello", GenerationParams(max_tokens=2))
+            assert not gc.isenabled()  # a caller's own choice is left alone
+        finally:
+            gc.enable()
