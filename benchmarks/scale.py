@@ -370,12 +370,14 @@ def main() -> None:
     summary[f"scaling_efficiency_{top}"] = summary[f"{first}_scaling_efficiency_{top}"]
     notes = (
         f"Stub model sleeping {args.seconds:g} s per task; {args.per_node} tasks per node posted "
-        "up front (at most 4 on the in-process EVM), 1 replica each. "
+        f"up front by {REQUESTERS} requesters at once (at most 4 tasks per node on the "
+        "in-process EVM), 1 replica each. "
         "Efficiency = throughput_k / (k × throughput_1); "
         f"'vs ideal' divides by k / {args.seconds:g} s (no market overhead at all). "
         "Goal: scaling efficiency ≥ 0.9 up to 8 nodes. 'lost races': claims that reverted "
         "because another node claimed the task first (a node gives its claim 50 ms before it "
-        "starts the model, so a race lost at gas estimation costs no model run). "
+        "starts the model, and a model started for a claim that then fails stops at its next "
+        "token). "
         "CPU columns: CPU seconds per wall second of the node "
         "processes (embedded: the whole process, requester included) and of anvil, on a "
         f"machine with {os.cpu_count()} cores."
