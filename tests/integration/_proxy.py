@@ -12,18 +12,21 @@ LOOPBACK = "127.0.0.1"
 
 
 class CuttableProxy:
-    """Forwards ``127.0.0.1:port`` to ``target``; :meth:`cut` makes the port refuse connections
-    and drops the live ones, :meth:`restore` listens on the same port again.
+    """Forwards ``listen_host:port`` to ``target``; :meth:`cut` makes the port refuse
+    connections and drops the live ones, :meth:`restore` listens on the same port again.
 
     Args:
         target_host: Where connections go.
         target_port: Its port.
+        listen_host: The address to listen on (default loopback).
     """
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, listen_host: str = LOOPBACK) -> None:
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self.port = 0
         self.accepted = 0
+        self.peers: set[str] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._live: set[socket.socket] = set()
@@ -32,12 +35,12 @@ class CuttableProxy:
     @property
     def url(self) -> str:
         """The proxy as an HTTP URL."""
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.listen_host}:{self.port}"
 
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
+        sock.bind((self.listen_host, self.port))
         sock.listen(64)
         self.port = sock.getsockname()[1]
         self._listener = sock
@@ -46,7 +49,7 @@ class CuttableProxy:
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, peer = listener.accept()
             except OSError:
                 return  # the listener was closed: cut or shut down
             try:
@@ -57,6 +60,7 @@ class CuttableProxy:
             upstream.settimeout(None)
             with self._lock:
                 self.accepted += 1
+                self.peers.add(str(peer[0]))
                 self._live.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
