@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _fleet import ANVIL_DEV_KEY, Fleet
+
+from chefsplan_agents.chain import Chain, Deployment, deploy_contracts, open_chain
+from chefsplan_agents.config import ChainSettings
 
 REQUIRE_ENV = "CHEFSPLAN_REQUIRE_INTEGRATION"
 IPFS_API_ENV = "CHEFSPLAN_TEST_IPFS_API"
@@ -82,6 +87,30 @@ def pinned_tools() -> None:
     missing = [str(p.relative_to(ROOT)) for p in PINNED_TOOLS if not p.exists()]
     if missing:
         _skip_or_fail(f"{missing[0]} is missing: run `npm install` to install the pinned servers")
+
+
+@pytest.fixture()
+def chain(rpc_url: str) -> Iterator[Chain]:
+    """The test anvil, with its first dev account as the default sender."""
+    settings = ChainSettings(backend="jsonrpc", rpc_url=rpc_url)
+    with open_chain(settings, private_keys=[ANVIL_DEV_KEY]) as opened:
+        yield opened
+
+
+@pytest.fixture()
+def deployment(chain: Chain) -> Deployment:
+    """Fresh contracts on the test anvil."""
+    return deploy_contracts(chain)
+
+
+@pytest.fixture()
+def fleet(chain: Chain, deployment: Deployment, ipfs_api: str, tmp_path: Path) -> Iterator[Fleet]:
+    """Node processes for one test, stopped at its end whatever happened."""
+    nodes = Fleet(chain, deployment, ipfs_api, tmp_path)
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -9,26 +9,21 @@ verified against the settled hash, and every wei the market holds is owed to som
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from _fleet import ETHER, Fleet
 from _proxy import CuttableProxy
 
-from chefsplan_agents.chain import Chain, Deployment, deploy_contracts, open_chain
-from chefsplan_agents.config import ChainSettings
-from chefsplan_agents.identity import Identity, save_keystore
+from chefsplan_agents.chain import Chain, Deployment
+from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import STUB_MODEL_SHA256, ChatMessage, StubBackend
 from chefsplan_agents.market import MarketClient, ReplicaState
 from chefsplan_agents.market._requester import (
@@ -43,22 +38,9 @@ from chefsplan_agents.storage import KuboStore
 pytestmark = pytest.mark.integration
 
 SERVERS = Path(__file__).resolve().parents[2] / "tools" / "servers.py"
-ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-PASSPHRASE = "fault-test-passphrase"
-ETHER = 10**18
 BOUNTY = 10**15
 BOND = 2 * 10**15
-READY_TIMEOUT_S = 60
 PROMPT = "Serve the soup"
-
-
-def _first_line(stream: IO[str], timeout: float) -> str:
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
-    try:
-        return lines.get(timeout=timeout)
-    except queue.Empty:
-        return ""
 
 
 def _wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
@@ -71,92 +53,6 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float, interval: flo
     pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
 
 
-@dataclass
-class NodeProcess:
-    """One ``chefsplan node run`` process and what it said when ready."""
-
-    proc: subprocess.Popen[str]
-    log_path: Path
-    address: str = ""
-    did: str = ""
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-class Fleet:
-    """Starts node processes against one chain URL and IPFS API; stops them all at the end."""
-
-    def __init__(self, chain: Chain, deployment: Deployment, ipfs_api: str, tmp_path: Path) -> None:
-        self.chain = chain
-        self.deployment = deployment
-        self.ipfs_api = ipfs_api
-        self.tmp_path = tmp_path
-        self.nodes: list[NodeProcess] = []
-
-    def start(self, count: int, *, chain_url: str, seconds_per_task: float) -> list[NodeProcess]:
-        env = {**os.environ, "CHEFSPLAN_KEYSTORE_PASSPHRASE": PASSPHRASE}
-        started = []
-        for _ in range(count):
-            i = len(self.nodes)
-            identity = Identity.generate()
-            keystore = save_keystore(
-                identity, self.tmp_path / f"node{i}.json", PASSPHRASE, scrypt_n=2**4
-            )
-            self.chain.transfer(identity.address, 10 * ETHER)
-            log_path = self.tmp_path / f"node{i}.log"
-            with log_path.open("w") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "chefsplan_agents", "-v", "node", "run"]
-                    + ["--keystore", str(keystore), "--chain", chain_url]
-                    + ["--ipfs", self.ipfs_api, "--model", f"stub:{seconds_per_task}"]
-                    + ["--contracts", json.dumps(self.deployment.addresses)]
-                    + ["--state-dir", str(self.tmp_path / f"state{i}")]
-                    + ["--poll-interval", "0.2"],
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    text=True,
-                    env=env,
-                )
-            node = NodeProcess(proc, log_path)
-            self.nodes.append(node)
-            started.append(node)
-        for node in started:
-            assert node.proc.stdout is not None
-            line = _first_line(node.proc.stdout, READY_TIMEOUT_S)
-            if not line:
-                node.proc.kill()
-                pytest.fail(f"node did not become ready:\n{node.log()[-2000:]}")
-            ready = json.loads(line)
-            node.address, node.did = ready["address"], ready["did"]
-        return started
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            if node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGTERM)
-        for node in self.nodes:
-            try:
-                node.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-            if node.proc.stdout is not None:
-                node.proc.stdout.close()
-
-
-@pytest.fixture()
-def chain(rpc_url: str) -> Iterator[Chain]:
-    settings = ChainSettings(backend="jsonrpc", rpc_url=rpc_url)
-    with open_chain(settings, private_keys=[ANVIL_DEV_KEY]) as opened:
-        yield opened
-
-
-@pytest.fixture()
-def deployment(chain: Chain) -> Deployment:
-    return deploy_contracts(chain)
-
-
 @pytest.fixture()
 def market(deployment: Deployment) -> MarketClient:
     return MarketClient(deployment.market, from_block=deployment.deployed_at)
@@ -165,15 +61,6 @@ def market(deployment: Deployment) -> MarketClient:
 @pytest.fixture()
 def registry(deployment: Deployment) -> RegistryClient:
     return RegistryClient(deployment.registry)
-
-
-@pytest.fixture()
-def fleet(chain: Chain, deployment: Deployment, ipfs_api: str, tmp_path: Path) -> Iterator[Fleet]:
-    nodes = Fleet(chain, deployment, ipfs_api, tmp_path)
-    try:
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 @pytest.fixture()
@@ -246,7 +133,7 @@ def test_a_killed_node_is_slashed_and_another_serves_the_task(
     fleet: Fleet,
     rpc_url: str,
 ) -> None:
-    nodes = fleet.start(2, chain_url=rpc_url, seconds_per_task=4)
+    nodes = fleet.start(2, chain_url=rpc_url, model="stub:4")
     timeouts = Timeouts(claim_window=3600, commit_timeout=60, reveal_window=600)
     handle = _post(requester, 1, timeouts)
 
@@ -301,7 +188,7 @@ def test_nodes_ride_out_an_ipfs_daemon_restart(
             f"not applicable: the IPFS daemon at {ipfs_api} was not started by tools/servers.py "
             "(set CHEFSPLAN_SERVERS_DIR to its state folder), so it cannot be restarted"
         )
-    nodes = fleet.start(2, chain_url=rpc_url, seconds_per_task=3)
+    nodes = fleet.start(2, chain_url=rpc_url, model="stub:3")
     handle = _post(requester, 2, Timeouts(claim_window=600, commit_timeout=300))
     _wait_for("both claims", lambda: len(_claims(requester, handle)) == 2, 60, 0.05)
 
@@ -339,7 +226,7 @@ def test_nodes_ride_out_an_unreachable_chain_node(
     anvil = urlparse(rpc_url)
     assert anvil.hostname is not None and anvil.port is not None
     with CuttableProxy(anvil.hostname, anvil.port) as proxy:
-        nodes = fleet.start(2, chain_url=proxy.url, seconds_per_task=3)
+        nodes = fleet.start(2, chain_url=proxy.url, model="stub:3")
         handle = _post(requester, 2, Timeouts(claim_window=600, commit_timeout=300))
         _wait_for("both claims", lambda: len(_claims(requester, handle)) == 2, 60, 0.05)
 

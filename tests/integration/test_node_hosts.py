@@ -12,26 +12,21 @@ Needs root and ``ip`` (iproute2); elsewhere the test is not applicable and says 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
 
 import pytest
+from _fleet import ETHER, Fleet
 from _proxy import CuttableProxy
-from test_node_processes import ANVIL_DEV_KEY, ETHER, PASSPHRASE, READY_TIMEOUT_S, _first_line
 
-from chefsplan_agents.chain import Chain, Deployment, deploy_contracts, open_chain
-from chefsplan_agents.config import ChainSettings
-from chefsplan_agents.identity import Identity, save_keystore
+from chefsplan_agents.chain import Chain, Deployment
+from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import SCRIPTED_OUTPUT, resolve_model
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.market._requester import Requester, Timeouts
@@ -127,14 +122,6 @@ def hosts() -> Iterator[list[Host]]:
         assert f"cs-{tag}-" not in leftover.stdout
 
 
-@pytest.fixture()
-def anvil_chain(rpc_url: str) -> Iterator[Chain]:
-    with open_chain(
-        ChainSettings(backend="jsonrpc", rpc_url=rpc_url), private_keys=[ANVIL_DEV_KEY]
-    ) as opened:
-        yield opened
-
-
 def _forward(host: Host, target: str) -> CuttableProxy:
     """A forwarder on the host end of ``host``'s link to ``target`` (``host:port``)."""
     target_host, port = target.rsplit(":", 1)
@@ -146,103 +133,63 @@ def _forward(host: Host, target: str) -> CuttableProxy:
 def test_nodes_on_separate_network_hosts_serve_a_task(
     rpc_url: str,
     ipfs_api: str,
-    anvil_chain: Chain,
+    chain: Chain,
+    deployment: Deployment,
     hosts: list[Host],
-    tmp_path: Path,
+    fleet: Fleet,  # after `hosts`: its nodes stop before the namespaces go
 ) -> None:
-    chain = anvil_chain
-    deployment: Deployment = deploy_contracts(chain)
     parts = ipfs_api.strip("/").split("/")  # ip4/127.0.0.1/tcp/5001[/http]
     ipfs_target = f"{parts[1]}:{parts[3]}"
     rpc_target = rpc_url.removeprefix("http://").rstrip("/")
     resolve_model("tiny")
-    env = {**os.environ, "CHEFSPLAN_KEYSTORE_PASSPHRASE": PASSPHRASE}
-    procs: list[subprocess.Popen[str]] = []
-    logs: list[IO[str]] = []
-    ready: list[dict[str, Any]] = []
     chain_links = [_forward(h, rpc_target) for h in hosts]
     ipfs_links = [_forward(h, ipfs_target) for h in hosts]
-    try:
-        for i, host in enumerate(hosts):
-            identity = Identity.generate()
-            keystore = save_keystore(
-                identity, tmp_path / f"node{i}.json", PASSPHRASE, scrypt_n=2**4
-            )
-            chain.transfer(identity.address, 10 * ETHER)
-            log = (tmp_path / f"node{i}.log").open("w")
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", host.netns]
-                    + [sys.executable, "-m", "chefsplan_agents", "-v", "node", "run"]
-                    + ["--keystore", str(keystore), "--chain", chain_links[i].url]
-                    + ["--ipfs", f"/ip4/{host.host_addr}/tcp/{ipfs_links[i].port}/http"]
-                    + ["--contracts", json.dumps(deployment.addresses), "--model", "tiny"]
-                    + ["--state-dir", str(tmp_path / f"state{i}"), "--threads", "1"]
-                    + ["--ctx", "512", "--poll-interval", "0.2"],
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    text=True,
-                    env=env,
-                )
-            )
-        for i, proc in enumerate(procs):
-            assert proc.stdout is not None
-            line = _first_line(proc.stdout, READY_TIMEOUT_S)
-            if not line:
-                proc.kill()
-                pytest.fail(f"node {i} did not start:\n{(tmp_path / f'node{i}.log').read_text()}")
-            ready.append(json.loads(line))
-
-        # Every node is a host of its own: its own network namespace, unlike this process's.
-        spaces = {_net_namespace(p.pid) for p in procs}
-        assert len(spaces) == HOSTS and _net_namespace(os.getpid()) not in spaces
-        # The host's loopback, where the servers listen, is out of a node's reach.
-        blocked = subprocess.run(
-            ["ip", "netns", "exec", hosts[0].netns, sys.executable, "-c", _CONNECT, rpc_target],
-            capture_output=True,
-            text=True,
+    nodes = []
+    for host, to_chain, to_ipfs in zip(hosts, chain_links, ipfs_links, strict=True):
+        nodes += fleet.start(
+            1,
+            chain_url=to_chain.url,
+            ipfs_api=f"/ip4/{host.host_addr}/tcp/{to_ipfs.port}/http",
+            model="tiny",
+            args=["--threads", "1", "--ctx", "512"],
+            prefix=["ip", "netns", "exec", host.netns],
         )
-        assert blocked.returncode == 1, blocked.stdout + blocked.stderr
 
-        registry = RegistryClient(deployment.registry)
-        market = MarketClient(deployment.market, from_block=deployment.deployed_at)
-        requester_id = Identity.generate()
-        chain.transfer(requester_id.address, 10 * ETHER)
-        with KuboStore(ipfs_api) as store:
-            requester = Requester(requester_id, chain, market, store, registry=registry)
-            handle = requester.delegate(
-                "Plate the dessert",
-                replicas=3,
-                quorum=2,
-                bounty_per_replica=10**15,
-                bond=10**15,
-                model=resolve_model("tiny").sha256,
-                timeouts=Timeouts(claim_window=120, commit_timeout=120, reveal_window=300),
-            )
-            receipt = requester.wait_result(handle, timeout=180)
-            assert receipt.output == SCRIPTED_OUTPUT
-            assert {r.did for r in receipt.replicas} == {n["did"] for n in ready}
-            assert receipt.settlement.winners == 3
-            assert store.has(receipt.result_cid)
-        # Each node's chain and IPFS traffic came from its own address, over its own link.
-        for host, to_chain, to_ipfs in zip(hosts, chain_links, ipfs_links, strict=True):
-            assert to_chain.peers == {host.node_addr}
-            assert to_ipfs.peers == {host.node_addr}
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        for log in logs:
-            log.close()
+    # Every node is a host of its own: its own network namespace, unlike this process's.
+    spaces = {_net_namespace(n.proc.pid) for n in nodes}
+    assert len(spaces) == HOSTS and _net_namespace(os.getpid()) not in spaces
+    # The host's loopback, where the servers listen, is out of a node's reach.
+    blocked = subprocess.run(
+        ["ip", "netns", "exec", hosts[0].netns, sys.executable, "-c", _CONNECT, rpc_target],
+        capture_output=True,
+        text=True,
+    )
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+
+    registry = RegistryClient(deployment.registry)
+    market = MarketClient(deployment.market, from_block=deployment.deployed_at)
+    requester_id = Identity.generate()
+    chain.transfer(requester_id.address, 10 * ETHER)
+    with KuboStore(ipfs_api) as store:
+        requester = Requester(requester_id, chain, market, store, registry=registry)
+        handle = requester.delegate(
+            "Plate the dessert",
+            replicas=3,
+            quorum=2,
+            bounty_per_replica=10**15,
+            bond=10**15,
+            model=resolve_model("tiny").sha256,
+            timeouts=Timeouts(claim_window=120, commit_timeout=120, reveal_window=300),
+        )
+        receipt = requester.wait_result(handle, timeout=180)
+        assert receipt.output == SCRIPTED_OUTPUT
+        assert {r.did for r in receipt.replicas} == {n.did for n in nodes}
+        assert receipt.settlement.winners == 3
+        assert store.has(receipt.result_cid)
+    # Each node's chain and IPFS traffic came from its own address, over its own link.
+    for host, to_chain, to_ipfs in zip(hosts, chain_links, ipfs_links, strict=True):
+        assert to_chain.peers == {host.node_addr}
+        assert to_ipfs.peers == {host.node_addr}
 
 
 # Exit 0 if a TCP connection to argv[1] (host:port) succeeds, 1 if it is refused or unreachable.

@@ -7,22 +7,13 @@ task, three claims, commits and reveals on anvil, settlement, the result fetched
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from _fleet import ETHER, Fleet
 
-from chefsplan_agents.chain import Chain, Deployment, deploy_contracts, open_chain
-from chefsplan_agents.config import ChainSettings
-from chefsplan_agents.identity import Identity, save_keystore
+from chefsplan_agents.chain import Chain, Deployment
+from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import SCRIPTED_OUTPUT, resolve_model
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.market._requester import Requester, Timeouts
@@ -31,90 +22,17 @@ from chefsplan_agents.storage import KuboStore
 
 pytestmark = pytest.mark.integration
 
-ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-PASSPHRASE = "integration-test-passphrase"
-ETHER = 10**18
-READY_TIMEOUT_S = 120
-
-
-def _first_line(stream: IO[str], timeout: float) -> str:
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
-    try:
-        return lines.get(timeout=timeout)
-    except queue.Empty:
-        return ""
-
 
 @pytest.fixture()
-def chain(rpc_url: str) -> Iterator[Chain]:
-    settings = ChainSettings(backend="jsonrpc", rpc_url=rpc_url)
-    with open_chain(settings, private_keys=[ANVIL_DEV_KEY]) as opened:
-        yield opened
-
-
-@pytest.fixture()
-def deployment(chain: Chain) -> Deployment:
-    return deploy_contracts(chain)
-
-
-@pytest.fixture()
-def node_processes(
-    rpc_url: str, ipfs_api: str, chain: Chain, deployment: Deployment, tmp_path: Path
-) -> Iterator[list[dict[str, Any]]]:
+def node_processes(fleet: Fleet, rpc_url: str) -> list[dict[str, Any]]:
     resolve_model("tiny")  # build the model once, before three processes want it
-    env = {**os.environ, "CHEFSPLAN_KEYSTORE_PASSPHRASE": PASSPHRASE}
-    procs: list[subprocess.Popen[str]] = []
-    logs: list[IO[str]] = []
-    ready: list[dict[str, Any]] = []
-    try:
-        for i in range(3):
-            identity = Identity.generate()
-            keystore = save_keystore(
-                identity, tmp_path / f"node{i}.json", PASSPHRASE, scrypt_n=2**4
-            )
-            chain.transfer(identity.address, 10 * ETHER)
-            log = (tmp_path / f"node{i}.log").open("w")
-            logs.append(log)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "chefsplan_agents", "-v", "node", "run"]
-                + ["--keystore", str(keystore), "--chain", rpc_url, "--ipfs", ipfs_api]
-                + ["--contracts", json.dumps(deployment.addresses), "--model", "tiny"]
-                + ["--state-dir", str(tmp_path / f"state{i}"), "--threads", "1"]
-                + ["--ctx", "512", "--poll-interval", "0.2", "--http-port", "0"],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
-            )
-            procs.append(proc)
-        for i, proc in enumerate(procs):
-            assert proc.stdout is not None
-            line = _first_line(proc.stdout, READY_TIMEOUT_S)
-            if not line:
-                proc.kill()
-                logged = (tmp_path / f"node{i}.log").read_text()[-2000:]
-                pytest.fail(f"node {i} did not become ready:\n{logged}")
-            ready.append(json.loads(line))
-        yield ready
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in procs:
-            try:
-                codes.append(proc.wait(timeout=30))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait())
-        for proc in procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
-        for log in logs:
-            log.close()
-        # A clean SIGTERM shutdown exits 0.
-        assert codes == [0] * len(procs), codes
+    nodes = fleet.start(
+        3,
+        chain_url=rpc_url,
+        model="tiny",
+        args=["--threads", "1", "--ctx", "512", "--http-port", "0"],
+    )
+    return [node.ready for node in nodes]
 
 
 def test_three_node_processes_run_a_task_end_to_end(
@@ -122,6 +40,7 @@ def test_three_node_processes_run_a_task_end_to_end(
     deployment: Deployment,
     ipfs_api: str,
     node_processes: list[dict[str, Any]],
+    fleet: Fleet,
 ) -> None:
     registry = RegistryClient(deployment.registry)
     market = MarketClient(deployment.market, from_block=deployment.deployed_at)
@@ -155,3 +74,5 @@ def test_three_node_processes_run_a_task_end_to_end(
         assert stages[-1] == "finalized"
         # The result is on the IPFS daemon, under the CID settled on chain.
         assert store.has(receipt.result_cid)
+    # A clean SIGTERM shutdown exits 0.
+    assert fleet.stop() == [0, 0, 0]

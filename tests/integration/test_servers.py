@@ -282,7 +282,9 @@ class TestRequireIntegration:
     def _run(
         self, tmp_path: Path, body: str, require: str | None
     ) -> subprocess.CompletedProcess[str]:
-        (tmp_path / "conftest.py").write_text((Path(__file__).parent / "conftest.py").read_text())
+        here = Path(__file__).parent
+        for harness in ("conftest.py", "_fleet.py"):  # the conftest imports the node fleet
+            (tmp_path / harness).write_text((here / harness).read_text())
         (tmp_path / "test_sample.py").write_text(body)
         (tmp_path / "pytest.ini").write_text("[pytest]\n")
         env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
