@@ -767,19 +767,18 @@ class Chain(ABC):
         wanted = dict(filters or {})
         slots: dict[int, Any] = {}
         for arg, value in wanted.items():
+            # Where each event indexes ``arg``: one topic slot must serve them all.
             places = {
-                (i, abi_type(p))
+                next(((i, abi_type(p)) for i, p in enumerate(params) if p["name"] == arg), None)
                 for params in indexed
-                for i, p in enumerate(params)
-                if p["name"] == arg
             }
-            counts = [sum(p["name"] == arg for p in params) for params in indexed]
-            if len(places) != 1 or min(counts) == 0:
+            place = places.pop() if len(places) == 1 else None
+            if place is None:
                 raise ChainError(
                     f"cannot filter {label} on {arg}: only indexed arguments can be filtered"
                     + ("" if len(names) == 1 else ", at the same position in every event")
                 )
-            (position, typ) = places.pop()
+            position, typ = place
             if value is None:
                 continue
             if isinstance(value, list | tuple | set) and not typ.endswith("]"):
