@@ -43,7 +43,7 @@ from web3.exceptions import (
 from chefsplan_agents.chain._artifacts import Artifact, load_artifact
 from chefsplan_agents.chain._nonce import NonceTracker
 from chefsplan_agents.chain._revert import RevertDecoder, abi_type, error_signature
-from chefsplan_agents.chain._values import normalise_output, normalise_param
+from chefsplan_agents.chain._values import checksum, normalise_output, normalise_param
 from chefsplan_agents.errors import (
     ChainError,
     ChainUnavailable,
@@ -153,6 +153,13 @@ class BoundContract:
         self.address = address
         self._contract = web3_contract
         self._functions = {e["name"]: e for e in artifact.entries("function")}
+        # Selector and argument types by function, for encoding calls without web3's ABI
+        # matching (which looks the function up again on every call).
+        self._signatures: dict[str, tuple[bytes, list[str]]] = {}
+        for name, entry in self._functions.items():
+            types = [abi_type(p) for p in entry.get("inputs", [])]
+            selector = keccak(f"{name}({','.join(types)})".encode())[:4]
+            self._signatures[name] = (selector, types)
 
     @property
     def name(self) -> str:
@@ -341,7 +348,7 @@ class Chain(ABC):
         if not is_address(address):
             raise ChainError(f"sender {address!r} is not an EVM address")
         with self._accounts_lock:
-            account = self._accounts.get(to_checksum_address(address))
+            account = self._accounts.get(checksum(address))
         if account is None:
             raise ChainError(f"no private key for sender {address}; add it with Chain.add_account")
         return account
@@ -397,6 +404,23 @@ class Chain(ABC):
                 ) from err
 
         return self._to_receipt(self._rpc("eth_getTransactionReceipt", lookup))
+
+    def gas_used(self, tx_hash: str) -> int:
+        """Gas used by a mined transaction (its receipt, without decoding its events).
+
+        Raises:
+            TransactionFailed: No such transaction has been mined.
+        """
+
+        def lookup() -> Any:
+            try:
+                return self._eth.get_transaction_receipt(HexBytes(tx_hash))
+            except TransactionNotFound as err:
+                raise TransactionFailed(
+                    f"no mined transaction {tx_hash} on this chain; check the hash and the chain"
+                ) from err
+
+        return int(self._rpc("eth_getTransactionReceipt", lookup)["gasUsed"])
 
     def code_at(self, address: str) -> bytes:
         """The runtime code at an address (empty for an account without code)."""
@@ -476,10 +500,18 @@ class Chain(ABC):
     # ------------------------------------------------------------------ calls and transactions
 
     def _encode(self, call: FnCall) -> str:
+        selector, types = call.contract._signatures[call.fn_name]
+        try:
+            return "0x" + (selector + self._w3.codec.encode(types, call.args)).hex()
+        except (EncodingError, TypeError, ValueError, OverflowError):
+            pass  # web3 also takes other spellings (hex strings for bytes, …): let it try
         try:
             return str(call.contract._contract.encode_abi(call.fn_name, args=list(call.args)))
         except (Web3Exception, TypeError, ValueError, EncodingError) as err:
-            raise ChainError(f"bad arguments for {call.label}{call.args!r}: {err}") from err
+            raise ChainError(
+                f"bad arguments for {call.label}: expected ({', '.join(types)}), got "
+                f"{call.args!r}"
+            ) from err
 
     def call(self, call: FnCall, *, sender: str | None = None, block: int | str = "latest") -> Any:
         """Execute a function without sending a transaction; return its decoded result.
@@ -721,7 +753,7 @@ class Chain(ABC):
         ordered = {p["name"]: args[p["name"]] for p in inputs}
         return Event(
             name=str(entry["name"]),
-            address=to_checksum_address(raw["address"]),
+            address=checksum(raw["address"]),
             args=ordered,
             block_number=int(raw["blockNumber"]),
             tx_hash="0x" + bytes(raw["transactionHash"]).hex(),
@@ -819,7 +851,7 @@ class Chain(ABC):
     def _checksum(address: str) -> str:
         if not isinstance(address, str) or not is_address(address):
             raise ChainError(f"{address!r} is not an EVM address (expected 0x + 40 hex digits)")
-        return str(to_checksum_address(address))
+        return checksum(address)
 
     def _rpc(self, what: str, fn: Any, *, revert_label: str | None = None) -> Any:
         try:

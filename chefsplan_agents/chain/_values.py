@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
@@ -11,6 +12,7 @@ from chefsplan_agents.errors import ChainError
 
 __all__ = [
     "abi_type",
+    "checksum",
     "normalise_output",
     "normalise_param",
     "normalise_value",
@@ -47,7 +49,13 @@ def to_address(value: str, what: str = "address") -> str:
     """
     if not isinstance(value, str) or not is_address(value):
         raise ChainError(f"{what} must be an EVM address (0x + 40 hex digits), got {value!r}")
-    return str(to_checksum_address(value))
+    return checksum(value)
+
+
+@lru_cache(maxsize=4096)
+def checksum(address: str) -> str:
+    """The EIP-55 form of a valid address (cached: a keccak per new spelling)."""
+    return str(to_checksum_address(address))
 
 
 def abi_type(param: Mapping[str, Any]) -> str:
@@ -61,7 +69,7 @@ def abi_type(param: Mapping[str, Any]) -> str:
 
 def normalise_value(typ: str, value: Any) -> Any:
     if typ == "address" and isinstance(value, str):
-        return to_checksum_address(value)
+        return checksum(value)
     if typ.endswith("]") and isinstance(value, tuple | list):
         inner = typ[: typ.rindex("[")]
         return [normalise_value(inner, v) for v in value]
