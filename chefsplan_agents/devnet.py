@@ -278,11 +278,12 @@ class Devnet:
         bond: int = 10**15,
         params: GenerationParams | LLMGenerationParams | None = None,
         timeouts: Timeouts | None = None,
+        assignee: str | None = None,
     ) -> TaskHandle:
         """Post a task from the devnet's requester (a prompt runs on the devnet's model).
 
         A prompt without ``params`` asks for as many tokens as the nodes' policy allows, up to
-        256.
+        256. ``assignee`` (a node's address) assigns a one-replica task to that node.
         """
         if isinstance(params, LLMGenerationParams):
             params = _bundle_params(params)
@@ -297,6 +298,7 @@ class Devnet:
             timeouts=timeouts,
             model=ModelRequirement(sha256=self.model_sha256),
             params=params,
+            assignee=assignee,
         )
         self._open[handle.task_id] = handle
         return handle
@@ -339,6 +341,7 @@ class Devnet:
         timeouts: Timeouts | None = None,
         timeout: float = 600.0,
         on_progress: Callable[[DelegationProgress], None] | None = None,
+        assignee: str | None = None,
     ) -> DelegationReceipt:
         """Delegate one task and drive the network until it is settled and verified.
 
@@ -352,6 +355,8 @@ class Devnet:
             timeouts: The task's windows (chain seconds; the devnet fast-forwards its clock).
             timeout: Wall-clock seconds to wait.
             on_progress: Live status callback.
+            assignee: A node's address: the task is assigned to that node (one replica; with
+                no challenge window it settles in one transaction after the run).
 
         Returns:
             The receipt: the output, CIDs, per-replica transactions, gas.
@@ -369,6 +374,7 @@ class Devnet:
             bond=bond,
             params=params,
             timeouts=timeouts,
+            assignee=assignee,
         )
         return self.wait(handle, timeout=timeout, on_progress=on_progress)
 

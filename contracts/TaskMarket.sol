@@ -18,7 +18,10 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///   - `postTask(TaskParams p, string bundleCid) payable returns (bytes32 taskId)`,
 ///     `p.requester == msg.sender`, `msg.value == p.bountyPerReplica * p.replicas`.
 ///   - `cancel(TaskParams p)` while the task was never claimed.
-///  Provider (active in the registry, one replica per provider per task):
+///   - `p.assignee` names the one provider that may claim the task (zero: any active
+///     provider). An assigned task has one replica.
+///  Provider (active in the registry, one replica per provider per task, the assignee only
+///  when the task names one):
 ///   - `claim(TaskParams p, bytes32 commitment) payable`, `msg.value == p.bond`; a non-zero
 ///     `commitment` claims and commits in one transaction (`ReplicaClaimed` then carries it),
 ///     zero commits later (`ResultCommitted`).
@@ -34,6 +37,11 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///   - `revealAndFinalize(p, outputHash, resultCid, salt, Reveal[] reveals, string winningCid)`:
 ///     the last reveal of a task whose settlement time is already reached (a task with
 ///     `challengeWindow == 0`) settles it in the same transaction, as `finalize` does.
+///   - `claimAndFinalize(p, outputHash, resultCid) payable`, `msg.value == p.bond`: claim,
+///     reveal and settle a task with one replica and `challengeWindow == 0` in one transaction,
+///     sent after running it (nobody to copy from, so no commitment). The caller is paid
+///     bounty + bond at once. Its assignee runs an assigned task this way: one transaction in
+///     all, after the result is ready.
 ///  Anyone:
 ///   - `finalize(TaskParams p, Reveal[] reveals, string resultCid)` at or after `settleTime(p)`.
 ///     `reveals` lists every currently claimed replica in ascending provider address order with
@@ -66,6 +74,7 @@ contract TaskMarket {
     /// @notice The immutable terms of a task; its hash is the task id.
     struct TaskParams {
         address requester;
+        address assignee; // zero: any active provider; else only it may claim (replicas == 1)
         bytes32 bundleHash; // hash of the canonical TaskBundle bytes behind the bundle CID
         uint8 replicas; // 1 ..= MAX_REPLICAS
         uint8 quorum; // replicas / 2 < quorum <= replicas
@@ -174,6 +183,8 @@ contract TaskMarket {
     error ClaimClosed(uint256 claimDeadline);
     error TaskFull(bytes32 taskId);
     error AlreadyClaimed(bytes32 taskId, address provider);
+    error NotAssignee(address caller, address assignee);
+    error NotSingleShot(bytes32 taskId);
     error WrongReplicaState(bytes32 taskId, address provider, uint8 state);
     error ZeroCommitment();
     error CommitDeadlinePassed(uint256 commitBy);
@@ -228,6 +239,8 @@ contract TaskMarket {
         if (p.replicas == 0 || p.replicas > MAX_REPLICAS) {
             revert InvalidReplicas(p.replicas, MAX_REPLICAS);
         }
+        // One replica per provider: a task assigned to one provider has one replica.
+        if (p.assignee != address(0) && p.replicas != 1) revert InvalidReplicas(p.replicas, 1);
         if (p.quorum > p.replicas || 2 * uint256(p.quorum) <= p.replicas) {
             revert InvalidQuorum(p.quorum, p.replicas);
         }
@@ -264,12 +277,7 @@ contract TaskMarket {
     /// @param commitment `commitmentOf(outputHash, salt, msg.sender)`, or zero to commit later.
     function claim(TaskParams calldata p, bytes32 commitment) external payable {
         (bytes32 id, TaskState storage t) = _open(p);
-        if (msg.value != p.bond) revert WrongValue(msg.value, p.bond);
-        if (block.timestamp > p.claimDeadline) revert ClaimClosed(p.claimDeadline);
-        if (t.claimed >= p.replicas) revert TaskFull(id);
-        Replica storage r = _replicas[id][msg.sender];
-        if (r.state != REPLICA_NONE) revert AlreadyClaimed(id, msg.sender);
-        if (!registry.isActive(msg.sender)) revert NotActiveProvider(msg.sender);
+        _checkClaim(p, id, t);
 
         uint256 commitBy = block.timestamp + p.commitTimeout;
         TaskState memory s = t;
@@ -284,6 +292,37 @@ contract TaskMarket {
         _tasks[id] = s;
         _replicas[id][msg.sender] = n;
         emit ReplicaClaimed(id, msg.sender, commitBy, commitment);
+    }
+
+    /// @notice Claim, reveal and settle a one-replica task with no challenge window in one
+    /// transaction, sent once the result is ready. With one replica there is nobody to copy
+    /// from, so there is no commitment, and its reveal is the whole settlement: the caller is
+    /// paid bounty + bond at once. Made for tasks assigned to the caller (`p.assignee`), whose
+    /// provider runs the task before touching the chain; on an open task it is a race that
+    /// the first provider to finish wins.
+    function claimAndFinalize(TaskParams calldata p, bytes32 outputHash, string calldata resultCid)
+        external
+        payable
+    {
+        (bytes32 id, TaskState storage t) = _open(p);
+        if (p.replicas != 1 || p.challengeWindow != 0) revert NotSingleShot(id);
+        _checkClaim(p, id, t);
+        if (bytes(resultCid).length == 0) revert EmptyCid();
+
+        delete _tasks[id];
+        uint256 payout = uint256(p.bountyPerReplica) + p.bond;
+        emit ReplicaClaimed(id, msg.sender, block.timestamp + p.commitTimeout, bytes32(0));
+        emit ResultRevealed(id, msg.sender, outputHash, resultCid);
+        emit TaskFinalized(id, RESULT_ACCEPTED, outputHash, resultCid, 1, payout, 0);
+
+        address[] memory who = new address[](1);
+        uint8[] memory what = new uint8[](1);
+        who[0] = msg.sender;
+        what[0] = OUTCOME_WON;
+        registry.recordOutcomes(who, what);
+        emit Withdrawn(msg.sender, payout);
+        (bool ok,) = msg.sender.call{value: payout}("");
+        if (!ok) revert TransferFailed(msg.sender, payout);
     }
 
     /// @notice Commit to a result before this claim's commit deadline.
@@ -445,6 +484,18 @@ contract TaskMarket {
         id = keccak256(abi.encode(p));
         t = _tasks[id];
         if (t.status != TASK_OPEN) revert UnknownTask(id);
+    }
+
+    /// Whether the caller may take a replica of the task now (with `p.bond` as the value).
+    function _checkClaim(TaskParams calldata p, bytes32 id, TaskState storage t) private view {
+        if (msg.value != p.bond) revert WrongValue(msg.value, p.bond);
+        if (block.timestamp > p.claimDeadline) revert ClaimClosed(p.claimDeadline);
+        if (t.claimed >= p.replicas) revert TaskFull(id);
+        if (p.assignee != address(0) && msg.sender != p.assignee) {
+            revert NotAssignee(msg.sender, p.assignee);
+        }
+        if (_replicas[id][msg.sender].state != REPLICA_NONE) revert AlreadyClaimed(id, msg.sender);
+        if (!registry.isActive(msg.sender)) revert NotActiveProvider(msg.sender);
     }
 
     function _settleTime(TaskParams calldata p, TaskState memory t)

@@ -10,6 +10,7 @@ from chefsplan_agents.market._client import MarketClient, PostedTask
 from chefsplan_agents.market._output_log import LoggedOutput, OutputLogClient
 from chefsplan_agents.market._records import (
     TASK_PARAMS_TYPE,
+    ZERO_ADDRESS,
     ChallengeState,
     ReplicaRecord,
     ReplicaState,
@@ -34,6 +35,7 @@ from chefsplan_agents.market._requester import (
 
 __all__ = [
     "TASK_PARAMS_TYPE",
+    "ZERO_ADDRESS",
     "ChallengeState",
     "DelegationProgress",
     "DelegationReceipt",

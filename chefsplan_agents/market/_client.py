@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from chefsplan_agents.chain import BoundContract, Chain, Event, Receipt, to_address, to_bytes32
 from chefsplan_agents.errors import MarketError
 from chefsplan_agents.market._records import (
+    ZERO_ADDRESS,
     ReplicaRecord,
     RevealEntry,
     Settlement,
@@ -83,6 +84,7 @@ class MarketClient:
         challenge_window: int = 0,
         requester: str | None = None,
         nonce: int | None = None,
+        assignee: str | None = None,
     ) -> TaskParams:
         """Terms for a new task, with deadlines counted from the chain's clock.
 
@@ -100,12 +102,19 @@ class MarketClient:
             challenge_window: Seconds between reveals closing and settlement (0: none).
             requester: The posting account (default: the chain's default account).
             nonce: Makes equal terms distinct tasks (default: random).
+            assignee: The one provider that may claim the task (default: any active one);
+                an assigned task has one replica.
 
         Raises:
-            MarketError: A count or duration is out of range.
+            MarketError: A count or duration is out of range, or an assigned task asks for
+                more than one replica.
         """
         if replicas < 1:
             raise MarketError(f"replicas must be at least 1 (got {replicas})")
+        if assignee is not None and replicas != 1:
+            raise MarketError(
+                f"a task assigned to one provider has one replica (got replicas={replicas})"
+            )
         quorum = replicas // 2 + 1 if quorum is None else quorum
         for name, value in (
             ("claim_window", claim_window),
@@ -129,6 +138,7 @@ class MarketClient:
             reveal_deadline=claim_deadline + commit_timeout + reveal_window,
             challenge_window=challenge_window,
             nonce=secrets.randbits(64) if nonce is None else nonce,
+            assignee=ZERO_ADDRESS if assignee is None else to_address(assignee, "assignee"),
         )
 
     def post_task(
@@ -171,6 +181,29 @@ class MarketClient:
             "claim",
             params.as_abi(),
             commit,
+            sender=sender,
+            value=params.bond if value is None else value,
+        )
+
+    def claim_and_finalize(
+        self,
+        params: TaskParams,
+        output_hash: bytes | str,
+        result_cid: str,
+        *,
+        sender: str | None = None,
+        value: int | None = None,
+    ) -> Receipt:
+        """Claim, reveal and settle a one-replica task without a challenge window at once.
+
+        Sent after running the task; the sender is paid bounty + bond in the same transaction.
+        This is how an assignee runs a task assigned to it (``TaskParams.assignee``).
+        """
+        return self.contract.transact(
+            "claimAndFinalize",
+            params.as_abi(),
+            to_bytes32(output_hash, "output_hash"),
+            result_cid,
             sender=sender,
             value=params.bond if value is None else value,
         )

@@ -15,6 +15,7 @@ from chefsplan_agents.chain import Event, to_address, to_bytes32
 
 __all__ = [
     "TASK_PARAMS_TYPE",
+    "ZERO_ADDRESS",
     "ChallengeState",
     "ReplicaRecord",
     "ReplicaState",
@@ -30,7 +31,11 @@ __all__ = [
 ]
 
 # The ABI tuple of ``TaskMarket.TaskParams``, in field order.
-TASK_PARAMS_TYPE = "(address,bytes32,uint8,uint8,uint96,uint96,uint64,uint64,uint64,uint64,uint64)"
+TASK_PARAMS_TYPE = (
+    "(address,address,bytes32,uint8,uint8,uint96,uint96,uint64,uint64,uint64,uint64,uint64)"
+)
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 class ReplicaState(IntEnum):
@@ -93,6 +98,8 @@ class TaskParams:
     """The immutable terms of a task; their ABI hash is the task id.
 
     Build one with :meth:`MarketClient.new_task`. Amounts are wei, deadlines unix seconds.
+    ``assignee`` names the one provider that may claim the task (the zero address: any
+    active provider); an assigned task has one replica.
     """
 
     requester: str
@@ -106,11 +113,23 @@ class TaskParams:
     reveal_deadline: int
     challenge_window: int
     nonce: int
+    assignee: str = ZERO_ADDRESS
+
+    @property
+    def assigned(self) -> bool:
+        """Whether the task names the one provider that may claim it."""
+        return self.assignee != ZERO_ADDRESS
+
+    @property
+    def single_shot(self) -> bool:
+        """Whether ``claimAndFinalize`` can take it: one replica, no challenge window."""
+        return self.replicas == 1 and self.challenge_window == 0
 
     def as_abi(self) -> tuple[Any, ...]:
         """The struct as the contract takes it."""
         return (
             to_address(self.requester, "requester"),
+            to_address(self.assignee, "assignee"),
             to_bytes32(self.bundle_hash, "bundle_hash"),
             self.replicas,
             self.quorum,
@@ -143,6 +162,7 @@ class TaskParams:
         """From the struct as decoded from an event or a call (a dict by field name)."""
         return cls(
             requester=to_address(str(raw["requester"])),
+            assignee=to_address(str(raw["assignee"])),
             bundle_hash=bytes(raw["bundleHash"]),
             replicas=int(raw["replicas"]),
             quorum=int(raw["quorum"]),

@@ -286,6 +286,7 @@ class Requester:
         timeouts: Timeouts | None = None,
         model: ModelRequirement | str | None = None,
         params: GenerationParams | None = None,
+        assignee: str | None = None,
     ) -> TaskHandle:
         """Sign and store a task bundle, then post the task with its bounty escrowed.
 
@@ -298,6 +299,10 @@ class Requester:
             timeouts: The task's windows.
             model: Required with a prompt: the model's sha256, name or requirement.
             params: Generation settings for a prompt.
+            assignee: Address of the one provider that may take the task (picked from the
+                registry); default: any active provider. An assigned task has one replica;
+                with no challenge window its provider runs it at once and settles it in one
+                transaction (``claimAndFinalize``), the fastest way to a result.
 
         Returns:
             The handle to pass to :meth:`wait_result`.
@@ -317,6 +322,10 @@ class Requester:
             )
         if bounty_per_replica <= 0 or bond <= 0:
             raise MarketError("bounty_per_replica and bond must be positive wei amounts")
+        if assignee is not None and replicas != 1:
+            raise MarketError(
+                f"a task assigned to one provider has one replica (got replicas={replicas})"
+            )
         if isinstance(bundle_or_prompt, str):
             if model is None:
                 raise MarketError("a prompt needs a model: pass model=<sha256 or name>")
@@ -337,6 +346,7 @@ class Requester:
             reveal_window=t.reveal_window,
             challenge_window=t.challenge_window,
             requester=self.address,
+            assignee=assignee,
         )
         posted = self.market.post_task(terms, bundle_cid)
         log.info("posted task %s (bundle %s)", _hex(posted.task_id), bundle_cid)
@@ -521,10 +531,11 @@ class Requester:
         except _UnknownSigner:
             replicas = self._replicas(events, refresh=True)
             result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
-        txs = {handle.post_tx, finalized.tx_hash}
+        txs = {finalized.tx_hash}
         for r in replicas:
             txs.update(t for t in (r.claim_tx, r.commit_tx, r.reveal_tx) if t)
-        gas = sum(self._gas_of(tx) for tx in txs)
+        txs.discard(handle.post_tx)  # its gas is known from posting
+        gas = handle.post_gas + sum(self._gas_of(tx) for tx in txs)
         return DelegationReceipt(
             task_id=tid,
             bundle_cid=handle.bundle_cid,
@@ -604,7 +615,7 @@ class Requester:
 
     def _gas_of(self, tx_hash: str) -> int:
         try:
-            return self.chain.receipt(tx_hash).gas_used
+            return self.chain.gas_used(tx_hash)
         except ChainError as err:  # a missing gas figure must not lose a settled result
             log.warning("no receipt for %s: %s", tx_hash, err)
             return 0

@@ -13,6 +13,15 @@ Per task, in order::
          ─ (reveal phase open) save REVEALING ─ reveal, or revealAndFinalize if last
          ─ save REVEALED ─ (settled) withdraw ─ save SETTLED
 
+A task assigned to this node (``TaskParams.assignee``) with one replica and no challenge
+window needs no claim before the run: nobody else may take it. The node runs it at once and
+sends one transaction when the result is stored::
+
+      └─ save RUNNING ─ run the model ─ put ResultBundle ─ save SETTLING
+         ─ claimAndFinalize (claim, reveal, settle, paid) ─ save SETTLED
+
+Tasks assigned to another provider are refused before their bundle is fetched.
+
 The record is written *before* each on-chain step, and on start-up every unfinished record is
 reconciled with the replica's on-chain state, so a restarted node never loses a claimed task.
 """
@@ -546,6 +555,8 @@ class ProviderNode:
         params = TaskParams.from_abi(event.args["params"])
         task_id = _hex(bytes(event.args["taskId"]))
         reason = f"all {params.replicas} replicas are already claimed"
+        if params.assigned and params.assignee != self.address:
+            reason = f"the task is assigned to provider {params.assignee}"
         log.debug("node %s passed over task %s: %s", self.address, task_id, reason)
         record = TaskRecordState(
             task_id,
@@ -606,6 +617,11 @@ class ProviderNode:
             steps = self._refuse(record, refusal.reason)
             self._flush_cursor()
             return steps
+        if params.assigned and params.single_shot:
+            record = record.advance(TaskStage.RUNNING)
+            self.state.save(record)
+            self._flush_cursor()
+            return self._run_assigned(record, bundle)
         record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()))
         self.state.save(record)
         self._flush_cursor()
@@ -626,6 +642,8 @@ class ProviderNode:
         the meantime makes the claim revert, which costs nothing either.
         """
         self.policy.check_terms(params)
+        if params.assigned and params.assignee != self.address:
+            raise TaskRefused(f"the task is assigned to provider {params.assignee}")
         if not in_book:
             if self._now() > params.claim_deadline:
                 raise TaskRefused("the claim window has closed")
@@ -722,6 +740,73 @@ class ProviderNode:
             return 1
         assert result is not None
         return 1 + self._store_and_commit(record, result)
+
+    def _run_assigned(self, record: TaskRecordState, bundle: TaskBundle) -> int:
+        """Run a task assigned to this node, then claim, reveal and settle it in one go."""
+        try:
+            result = self.run_bundle(bundle, record.bundle_cid)
+        except (LLMError, NodeError) as err:
+            # Nothing is at stake before claimAndFinalize: the requester may cancel and repost.
+            self.state.save(record.advance(TaskStage.FAILED, reason=str(err)))
+            log.error("node %s cannot run task %s: %s", self.address, record.task_id, err)
+            return 1
+        data = encode_bundle(result)
+        result_cid = self.retry.run("store result", lambda: self.store.put(data))
+        record = record.advance(
+            TaskStage.SETTLING, result_cid=result_cid, output_hash=result.output_hash
+        )
+        self.state.save(record)
+        return self._claim_and_finalize(record)
+
+    def _claim_and_finalize(self, record: TaskRecordState) -> int:
+        p = record.params
+        assert record.output_hash and record.result_cid
+        out, cid = record.output_hash, record.result_cid
+        try:
+            receipt = self.retry.run(
+                "claim and finalize",
+                lambda: self.market.claim_and_finalize(p, out, cid, sender=self.address),
+            )
+        except TxReverted as err:  # cancelled, claim window closed, or this node inactive
+            self.state.save(record.advance(TaskStage.LOST, reason=f"claim failed: {err}"))
+            log.warning("node %s did not get task %s: %s", self.address, record.task_id, err)
+            return 1
+        for step in ("claim", "reveal", "finalize"):
+            record = record.with_tx(
+                step, receipt.tx_hash, receipt.gas_used if step == "claim" else 0
+            )
+        for paid in receipt.events_named("Withdrawn"):
+            self.withdrawn_wei += int(paid.args["amount"])
+        self.state.save(record.advance(TaskStage.SETTLED))
+        return 1
+
+    def _assigned_outcome(self, record: TaskRecordState) -> int:
+        """Reconcile an assigned task after a restart: settle it, or learn it settled."""
+        state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
+        if state.open:
+            if record.stage is TaskStage.SETTLING:
+                return self._claim_and_finalize(record)
+            try:
+                bundle = self._vet(record.task_id, record.params, record.bundle_cid)
+            except TaskRefused as refusal:
+                self.state.save(record.advance(TaskStage.LOST, reason=refusal.reason))
+                return 1
+            return self._run_assigned(record, bundle)
+        # Closed: settled by this node's own transaction just before a crash, or cancelled.
+        claims = self.retry.run(
+            "read claim events",
+            functools.partial(
+                self.market.contract.get_logs,
+                "ReplicaClaimed",
+                from_block=record.posted_block,
+                filters={"taskId": bytes.fromhex(record.task_id[2:])},
+            ),
+        )
+        if any(str(e.args["provider"]) == self.address for e in claims):
+            self.state.save(record.advance(TaskStage.SETTLED))
+        else:
+            self.state.save(record.advance(TaskStage.LOST, reason="the task was cancelled"))
+        return 1
 
     def _store_and_commit(self, record: TaskRecordState, result: ResultBundle) -> int:
         data = encode_bundle(result)
@@ -885,10 +970,12 @@ class ProviderNode:
 
     def _advance(self, record: TaskRecordState) -> int:
         """Move an unfinished task on, reconciling the record with the chain first."""
+        if record.stage in (TaskStage.RUNNING, TaskStage.SETTLING):
+            return self._assigned_outcome(record)
         replica = self.retry.run(
             "read replica", lambda: self.market.replica(record.task_id, self.address)
         )
-        stage = record.stage
+        stage: TaskStage = record.stage
         if stage is TaskStage.CLAIMING:
             if replica.state is ReplicaState.NONE:
                 # The claim never landed: start over if the task still takes claims.

@@ -26,6 +26,8 @@ class TaskStage(StrEnum):
     """Where a node stands with one task."""
 
     REFUSED = "refused"  # policy or bundle check failed; never claimed
+    RUNNING = "running"  # assigned to this node: the model runs before any transaction
+    SETTLING = "settling"  # assigned: result stored, claimAndFinalize about to be sent
     CLAIMING = "claiming"  # salt chosen, claim transaction about to be sent
     CLAIMED = "claimed"  # claim mined; result not committed yet
     COMMITTING = "committing"  # result stored, commit transaction about to be sent
@@ -44,6 +46,8 @@ class TaskStage(StrEnum):
 
 _ACTIVE = frozenset(
     {
+        TaskStage.RUNNING,
+        TaskStage.SETTLING,
         TaskStage.CLAIMING,
         TaskStage.CLAIMED,
         TaskStage.COMMITTING,

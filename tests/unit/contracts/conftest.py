@@ -85,6 +85,7 @@ class Chain:
         now = self.now()
         fields: dict[str, Any] = {
             "requester": self.requester,
+            "assignee": "0x" + "00" * 20,
             "bundleHash": Web3.keccak(text=f"bundle {self.nonce}"),
             "replicas": replicas,
             "quorum": quorum,
@@ -101,7 +102,7 @@ class Chain:
 
     def post(self, p: tuple[Any, ...], cid: str = "bafybundle") -> bytes:
         receipt = self.send(
-            self.market.functions.postTask(p, cid), self.requester, value=p[4] * p[2]
+            self.market.functions.postTask(p, cid), self.requester, value=p[5] * p[3]
         )
         (event,) = self.market.events.TaskPosted().process_receipt(receipt, errors=DISCARD)
         return bytes(event["args"]["taskId"])

@@ -62,6 +62,7 @@ def test_task_id_is_keccak_of_the_static_struct() -> None:
     fields = asdict(PARAMS)
     encoded = (
         word(bytes.fromhex(PROVIDER[2:]))
+        + word(0)  # assignee: none
         + PARAMS.bundle_hash
         + b"".join(
             word(fields[name])
@@ -78,7 +79,7 @@ def test_task_id_is_keccak_of_the_static_struct() -> None:
             )
         )
     )
-    assert len(encoded) == 11 * 32
+    assert len(encoded) == 12 * 32
     assert PARAMS.task_id == keccak(encoded)
 
 
@@ -87,6 +88,7 @@ def test_params_helpers() -> None:
     assert PARAMS.commit_phase_end == 1_800_000_300
     raw = {
         "requester": PROVIDER.lower(),
+        "assignee": "0x" + "00" * 20,
         "bundleHash": PARAMS.bundle_hash,
         "replicas": 3,
         "quorum": 2,
