@@ -253,3 +253,17 @@ def test_collector_is_off_during_generation_and_back_after(random_model: ModelFi
             assert not gc.isenabled()  # a caller's own choice is left alone
         finally:
             gc.enable()
+
+
+def test_a_bad_template_fails_every_time_and_good_ones_compile_once() -> None:
+    from chefsplan_agents.llm._base import _compiled_template
+
+    bad = "{% for m in messages %}"  # never closed
+    for _ in range(2):  # a failed compile is not cached as a success
+        with pytest.raises(GenerationError, match="chat template failed"):
+            render_chat(bad, [ChatMessage(role="user", content="x")])
+    template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    first = render_chat(template, [ChatMessage(role="user", content="a")])
+    second = render_chat(template, [ChatMessage(role="user", content="b")])
+    assert (first, second) == ("[a]", "[b]")  # one compiled template, rendered per call
+    assert _compiled_template(template) is _compiled_template(template)
