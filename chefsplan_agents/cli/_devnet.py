@@ -133,9 +133,19 @@ def devnet(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the receipt as one JSON object.")
     ] = False,
+    assign: Annotated[
+        bool,
+        typer.Option(
+            "--assign",
+            help="Assign the task to the first node: one replica, run at once and settled in "
+            "one transaction.",
+        ),
+    ] = False,
 ) -> None:
     """Start a devnet (chain, contracts, store, N nodes), delegate one task, print its receipt."""
-    n_replicas = nodes if replicas is None else replicas
+    if assign and replicas not in (None, 1):
+        raise ConfigError(f"--assign gives the task to one node; drop --replicas {replicas}")
+    n_replicas = 1 if assign else nodes if replicas is None else replicas
     n_quorum = n_replicas // 2 + 1 if quorum is None else quorum
     check_devnet_flags(nodes, model, n_replicas, n_quorum, max_tokens)
     params = GenerationParams(max_tokens=max_tokens)
@@ -144,9 +154,18 @@ def devnet(
         status,
         Devnet.create(nodes=nodes, model=model, share_model=share_model, on_stage=on_stage) as net,
     ):
-        on_stage("post", f"delegating to {n_replicas} of {nodes} nodes, quorum {n_quorum}")
+        assignee = net.nodes[0].address if assign else None
+        if assignee is not None:
+            on_stage("post", f"assigning to node {assignee}")
+        else:
+            on_stage("post", f"delegating to {n_replicas} of {nodes} nodes, quorum {n_quorum}")
         receipt = net.run_task(
-            task, replicas=n_replicas, quorum=n_quorum, params=params, on_progress=on_progress
+            task,
+            replicas=n_replicas,
+            quorum=n_quorum,
+            params=params,
+            on_progress=on_progress,
+            assignee=assignee,
         )
     if as_json:
         out.print(json.dumps(receipt.to_json(), sort_keys=True), markup=False, soft_wrap=True)

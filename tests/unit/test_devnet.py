@@ -58,6 +58,22 @@ def test_cli_devnet_json_prints_one_verified_receipt(capsys: pytest.CaptureFixtu
     assert receipt["finalize_tx"] in {r["reveal_tx"] for r in receipt["replicas"]}
 
 
+def test_cli_devnet_assign_settles_in_the_nodes_one_transaction(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = run(["devnet", "--nodes", "2", "--task", "Yours", "--max-tokens", "16", "--assign"])
+    code = code or run(
+        ["devnet", "--nodes", "2", "--task", "Yours", "--max-tokens", "16", "--assign", "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "assigning to node 0x" in captured.err
+    receipt = json.loads(captured.out.strip().splitlines()[-1])
+    [replica] = receipt["replicas"]
+    assert receipt["output"] == SCRIPTED_OUTPUT
+    assert replica["claim_tx"] == replica["reveal_tx"] == receipt["finalize_tx"]
+
+
 def test_cli_devnet_table_and_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["devnet", "--nodes", "1", "--task", "hi", "--max-tokens", "16"]) == 0
     captured = capsys.readouterr()
@@ -76,6 +92,7 @@ def test_cli_devnet_table_and_status(capsys: pytest.CaptureFixture[str]) -> None
         (["--model", "gpt-4"], "unknown --model 'gpt-4'"),
         (["--nodes", "0"], "--nodes must be at least 1"),
         (["--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["--assign", "--replicas", "3"], "--assign gives the task to one node; drop --replicas 3"),
     ],
 )
 def test_cli_devnet_bad_flags_are_one_line_errors(
