@@ -2,7 +2,8 @@
 
 The nodes are ``chefsplan node run`` processes; the requester runs in the test process. The
 whole lifecycle goes through the real servers: offers and bundles on IPFS, registration, the
-task, three claims, commits and reveals on anvil, settlement, the result fetched by CID.
+task, three claims, commits and reveals on anvil, settlement, the result fetched by CID; then
+a task assigned to one of them, which it settles in one transaction.
 """
 
 from __future__ import annotations
@@ -73,6 +74,23 @@ def test_three_node_processes_run_a_task_end_to_end(
         assert receipt.settlement.winners == 3
         assert stages[-1] == "finalized"
         # The result is on the IPFS daemon, under the CID settled on chain.
+        assert store.has(receipt.result_cid)
+
+        # A task assigned to one of them: it runs first, then settles in one transaction.
+        chosen = node_processes[1]
+        handle = requester.delegate(
+            "Serve the soup, you alone",
+            bounty_per_replica=10**15,
+            bond=10**15,
+            model=resolve_model("tiny").sha256,
+            timeouts=Timeouts(claim_window=120),
+            assignee=chosen["address"],
+        )
+        receipt = requester.wait_result(handle, timeout=180)
+        assert receipt.output == SCRIPTED_OUTPUT
+        [replica] = receipt.replicas
+        assert replica.did == chosen["did"]
+        assert replica.claim_tx == replica.reveal_tx == receipt.finalize_tx
         assert store.has(receipt.result_cid)
     # A clean SIGTERM shutdown exits 0.
     assert fleet.stop() == [0, 0, 0]
