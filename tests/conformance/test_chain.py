@@ -10,6 +10,7 @@ otherwise starts the pinned anvil from ``node_modules`` on a free loopback port.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -901,6 +902,50 @@ class ChainConformance:
         assert registry.reputation(p).won == 1
         assert not market.task_state(params.task_id).open
         assert market.replica(params.task_id, p).state is ReplicaState.NONE
+
+    def test_market_assigned_task_claim_and_finalize(
+        self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
+    ) -> None:
+        requester, assignee, other = chain.accounts[0], providers[0], providers[1]
+        params = self._task(market, assignee=assignee)
+        assert params.assigned and params.single_shot
+        market.post_task(params, "bundle")
+        with pytest.raises(E.NotAssignee) as not_assignee:
+            market.claim(params, sender=other)
+        assert not_assignee.value.args_ == {"caller": other, "assignee": assignee}
+        with pytest.raises(E.NotAssignee):
+            market.claim_and_finalize(params, h("good"), RESULT_CID, sender=other)
+        with pytest.raises(E.EmptyCid):
+            market.claim_and_finalize(params, h("good"), "", sender=assignee)
+        before = chain.balance(assignee)
+        receipt = market.claim_and_finalize(params, h("good"), RESULT_CID, sender=assignee)
+        assert [e.name for e in receipt.events if e.address == market.address] == [
+            "ReplicaClaimed",
+            "ResultRevealed",
+            "TaskFinalized",
+            "Withdrawn",
+        ]
+        settled = market.settlement(receipt)
+        assert settled.result is TaskResult.ACCEPTED and settled.winners == 1
+        assert (settled.output_hash, settled.result_cid, settled.refund) == (
+            h("good"),
+            RESULT_CID,
+            0,
+        )
+        assert chain.balance(assignee) == before + BOUNTY - receipt.fee_wei
+        assert market.balance_of(assignee) == 0 and market.balance_of(requester) == 0
+        assert registry.reputation(assignee).won == 1
+        assert not market.task_state(params.task_id).open
+        with pytest.raises(E.UnknownTask):
+            market.claim_and_finalize(params, h("good"), RESULT_CID, sender=assignee)
+        windowed = self._task(market, challenge_window=60)
+        market.post_task(windowed, "bundle")
+        with pytest.raises(E.NotSingleShot):
+            market.claim_and_finalize(windowed, h("good"), RESULT_CID, sender=other)
+        several = dataclasses.replace(self._task(market, assignee=assignee), replicas=3, quorum=2)
+        with pytest.raises(E.InvalidReplicas) as invalid:
+            market.post_task(several, "bundle")
+        assert invalid.value.args_ == {"replicas": 3, "maxReplicas": 1}
 
     # ------------------------------------------------------------------ market: settlement
 

@@ -1,11 +1,11 @@
 """Stateful property tests of the TaskMarket and AgentRegistry contracts.
 
 A Hypothesis state machine drives random sequences of market actions (post, claim, commit,
-reveal, reveal-and-finalize, finalize, reopen, challenge, resolve, cancel, withdraw, unstake,
-time travel) by several accounts through the Python clients (:class:`MarketClient`,
-:class:`RegistryClient`) on the in-process EVM, and keeps a Python model of what the contracts
-must hold: task phases, escrowed bounties, bonds, challenge bonds, withdrawable balances, wallets
-and reputation counters.
+reveal, reveal-and-finalize, claim-and-finalize, finalize, reopen, challenge, resolve, cancel,
+withdraw, unstake, time travel) by several accounts through the Python clients
+(:class:`MarketClient`, :class:`RegistryClient`) on the in-process EVM, and keeps a Python model
+of what the contracts must hold: task phases, escrowed bounties, bonds, challenge bonds,
+withdrawable balances, wallets and reputation counters.
 
 Every action is predicted by the model first: either the exact custom error the contract must
 revert with (the checks are ported in the contract's order), or success with the exact credits.
@@ -25,6 +25,12 @@ it on purpose.
 
 Settlement (``finalize`` and ``revealAndFinalize``) sends the caller's own share to the caller in
 the same transaction and credits everyone else; the model follows the caller's wallet for it.
+
+Some one-replica tasks name an ``assignee``, the only provider that may claim them (posting an
+assigned task with more replicas is probed too, and must revert). ``claimAndFinalize`` claims,
+reveals and settles a one-replica task without a challenge window in one transaction and pays
+the caller bounty + bond at once; its rule mostly aims at such tasks (assigned or open, where it
+is a race) and predicts every check in the contract's order.
 Random rules alone rarely line up the phases of a task, so ``progress`` takes one task several
 honest steps further (travelling the clock when it must wait) while the other rules keep probing
 wrong callers, values, states and deadlines in between.
@@ -49,6 +55,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from chefsplan_agents.chain import EmbeddedChain, Receipt, deploy_contracts
 from chefsplan_agents.errors import TxReverted
 from chefsplan_agents.market import (
+    ZERO_ADDRESS,
     MarketClient,
     RevealEntry,
     TaskParams,
@@ -248,6 +255,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
         self.honest = False
         # Set while the last slot to commit reveals from its claim: reveals pick a CLAIMED one.
         self.direct = False
+        # The latest expected revert, for rules that check its arguments too.
+        self.last_revert: TxReverted | None = None
 
     # -------------------------------------------------------------- helpers
 
@@ -267,6 +276,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
         except TxReverted as exc:
             assert expected is not None, f"unexpected revert {exc.error_name}: {exc}"
             assert exc.error_name == expected, f"expected {expected}, reverted with {exc}"
+            self.last_revert = exc
             return None
         assert expected is None, f"expected a revert with {expected}, but the call succeeded"
         self.dirty = True
@@ -548,6 +558,42 @@ class TaskMarketMachine(RuleBasedStateMachine):
         finally:
             self.steer, self.honest = None, False
 
+    @initialize(data=st.data())
+    def single_shot_task(self, data: st.DataObject) -> None:
+        """Most runs also start with a one-replica task without a challenge window, often
+        assigned to one provider: the task ``claimAndFinalize`` takes."""
+        kind = data.draw(st.integers(0, 3), label="single_shot")
+        if kind == 3:
+            return
+        net = self.net
+        now = net.now()
+        claim_deadline = now - 1 + data.draw(st.sampled_from([300, 5]), label="claim_window")
+        assignee = ZERO_ADDRESS
+        if kind < 2:
+            assignee = data.draw(st.sampled_from(net.providers), label="assignee")
+        params = TaskParams(
+            requester=net.requesters[0],
+            bundle_hash=keccak(f"single-shot bundle {claim_deadline}".encode()),
+            replicas=1,
+            quorum=1,
+            bounty_per_replica=3 * 10**15 + 1,
+            bond=5,
+            claim_deadline=claim_deadline,
+            commit_timeout=200,
+            reveal_deadline=claim_deadline + 200 + 300,
+            challenge_window=0,
+            nonce=next(_nonces),
+            assignee=assignee,
+        )
+        self._post(params, "bafybundle", params.escrow, params.requester, now)
+        if data.draw(st.integers(0, 2), label="at_once") == 0:
+            # Its provider (or, now and then, a wrong caller) takes it at once.
+            self.steer = self.tasks[params.task_id]
+            try:
+                self.claim_and_finalize(data)
+            finally:
+                self.steer = None
+
     @rule(data=st.data())
     def post(self, data: st.DataObject) -> None:
         """Post a task with random terms; some are invalid on purpose."""
@@ -567,6 +613,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
         commit_timeout = data.draw(st.sampled_from([30, 200, 3]), label="commit_timeout")
         reveal_window = data.draw(st.sampled_from([60, 300, 5]), label="reveal_window")
         challenge_window = data.draw(st.sampled_from([0, 0, 30, 200]), label="challenge_window")
+        assignee = self._draw_assignee(data, replicas, valid=valid)
         sender = requester
         if not valid and data.draw(st.integers(0, 14), label="sender_kind") == 0:
             sender = data.draw(st.sampled_from(net.accounts), label="sender")
@@ -585,12 +632,29 @@ class TaskMarketMachine(RuleBasedStateMachine):
             reveal_deadline=claim_deadline + commit_timeout + reveal_window,
             challenge_window=challenge_window,
             nonce=next(_nonces),
+            assignee=assignee,
         )
         value = params.escrow
         if not valid:
             delta = data.draw(st.sampled_from([0] * 8 + [1, -1]), label="value_delta")
             value = max(value + delta, 0)
         self._post(params, cid, value, sender, now)
+
+    def _draw_assignee(self, data: st.DataObject, replicas: int, *, valid: bool) -> str:
+        """Mostly nobody; a one-replica task is often assigned to one of the providers.
+
+        Invalid posts now and then assign a task of several replicas (``InvalidReplicas``) or
+        name an account that is no provider (the post is valid; nobody can claim the task).
+        """
+        if replicas == 1:
+            kind = data.draw(st.integers(0, 9), label="assignee_kind")
+            if kind < 4:
+                return data.draw(st.sampled_from(self.net.providers), label="assignee")
+            if not valid and kind == 9:
+                return self.net.unregistered
+        elif not valid and data.draw(st.integers(0, 3), label="assign_many") == 0:
+            return data.draw(st.sampled_from(self.net.providers), label="assignee")
+        return ZERO_ADDRESS
 
     @rule(data=st.data())
     def repost(self, data: st.DataObject) -> None:
@@ -612,6 +676,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
             expected = "EmptyCid"
         elif p.replicas == 0 or p.replicas > MAX_REPLICAS:
             expected = "InvalidReplicas"
+        elif p.assigned and p.replicas != 1:
+            expected = "InvalidReplicas"  # (replicas, 1): an assigned task has one replica
         elif p.quorum > p.replicas or 2 * p.quorum <= p.replicas:
             expected = "InvalidQuorum"
         elif p.bounty_per_replica == 0 or p.bond == 0:
@@ -638,6 +704,9 @@ class TaskMarketMachine(RuleBasedStateMachine):
 
         receipt = self._attempt(expected, action, sender=sender, value=value)
         if receipt is None:
+            if expected == "InvalidReplicas" and p.assigned and 1 <= p.replicas <= MAX_REPLICAS:
+                assert self.last_revert is not None
+                assert self.last_revert.args_ == {"replicas": p.replicas, "maxReplicas": 1}
             return
         assert bytes(receipt.event("TaskPosted").args["taskId"]) == p.task_id
         incarnation = existing.incarnation + 1 if existing else 1
@@ -689,11 +758,38 @@ class TaskMarketMachine(RuleBasedStateMachine):
             p
             for p in self.net.providers
             if self._replica(task, p).state in prefer
-            and (REPLICA_NONE not in prefer or self.active[p])
+            and (REPLICA_NONE not in prefer or self._may_claim(task, p))
         ]
         if fitting:
             return data.draw(st.sampled_from(fitting), label="fitting")
         return data.draw(st.sampled_from(self.net.providers), label="provider")
+
+    def _may_claim(self, task: TaskModel, provider: str) -> bool:
+        """Whether ``provider`` is active and, for an assigned task, its assignee."""
+        assignee = task.params.assignee
+        return self.active[provider] and assignee in (ZERO_ADDRESS, provider)
+
+    def _predict_claim(self, task: TaskModel, provider: str, value: int, now: int) -> str | None:
+        """``_checkClaim``'s checks in the contract's order (shared by both kinds of claim)."""
+        p = task.params
+        if value != p.bond:
+            return "WrongValue"
+        if now > p.claim_deadline:
+            return "ClaimClosed"
+        if self._claimed(task) >= p.replicas:
+            return "TaskFull"
+        if p.assigned and provider != p.assignee:
+            return "NotAssignee"
+        if self._replica(task, provider).state != REPLICA_NONE:
+            return "AlreadyClaimed"
+        if not self.active[provider]:
+            return "NotActiveProvider"
+        return None
+
+    def _check_not_assignee(self, task: TaskModel, provider: str, expected: str | None) -> None:
+        if expected == "NotAssignee":
+            assert self.last_revert is not None
+            assert self.last_revert.args_ == {"caller": provider, "assignee": task.params.assignee}
 
     def _make_commitment(
         self, data: st.DataObject, task: TaskModel, provider: str
@@ -736,19 +832,11 @@ class TaskMarketMachine(RuleBasedStateMachine):
         if not self.honest:
             value += data.draw(st.sampled_from([0] * 9 + [1]), label="value_delta")
         now = self.net.now()
-        expected: str | None = None
-        if not task.open:
-            expected = "UnknownTask"
-        elif value != p.bond:
-            expected = "WrongValue"
-        elif now > p.claim_deadline:
-            expected = "ClaimClosed"
-        elif self._claimed(task) >= p.replicas:
-            expected = "TaskFull"
-        elif self._replica(task, provider).state != REPLICA_NONE:
-            expected = "AlreadyClaimed"
-        elif not self.active[provider]:
-            expected = "NotActiveProvider"
+        expected = (
+            "UnknownTask" if not task.open else self._predict_claim(task, provider, value, now)
+        )
+        if p.assigned:
+            event(f"claim of an assigned task: {expected or 'ok'}")
         receipt = self._attempt(
             expected,
             lambda: self.market.claim(
@@ -757,6 +845,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
             sender=provider,
             value=value,
         )
+        self._check_not_assignee(task, provider, expected)
         if receipt is None:
             return
         claimed = receipt.event("ReplicaClaimed")
@@ -1008,6 +1097,115 @@ class TaskMarketMachine(RuleBasedStateMachine):
         assert isinstance(settlement, SettlementModel)
         self.replicas[(task.task_id, provider)] = mine
         self._apply_settlement(task, settlement, receipt, reveals, direct_to=provider)
+        self.touched = task.task_id
+
+    @rule(data=st.data())
+    def claim_and_finalize(self, data: st.DataObject) -> None:
+        """Claim, reveal and settle a one-replica task at once; the caller is paid at once.
+
+        Mostly aims at an open single-shot task nobody holds (assigned or a race), else any
+        task; callers, values and CIDs are sometimes wrong on purpose.
+        """
+        task = self.steer
+        if task is None:
+            single = [
+                self.tasks[t]
+                for t in self.task_order
+                if self.tasks[t].open and self.tasks[t].params.single_shot
+            ]
+            takeable = [t for t in single if self._claimed(t) == 0]
+            target = data.draw(st.integers(0, 3), label="target")
+            if takeable and target < 2:
+                task = data.draw(st.sampled_from(takeable), label="task")
+            elif single and target == 2:  # perhaps claimed already: TaskFull
+                task = data.draw(st.sampled_from(single), label="task")
+            else:
+                task = self._pick_task(data)
+        if task is None:
+            return
+        p = task.params
+        fitting = [
+            w
+            for w in self.net.providers
+            if self._may_claim(task, w) and self._replica(task, w).state == REPLICA_NONE
+        ]
+        caller_kind = "fitting"
+        if not self.honest:
+            # An assigned task draws wrong callers more often: inactive ones must still be
+            # refused as NotAssignee, which the contract checks first.
+            kinds = ["fitting"] * (3 if p.assigned else 5) + ["provider", "stranger"]
+            caller_kind = data.draw(st.sampled_from(kinds), label="caller_kind")
+        if caller_kind == "fitting" and fitting:
+            provider = data.draw(st.sampled_from(fitting), label="fitting")
+        elif caller_kind == "stranger":
+            strangers = [self.net.unregistered, self.net.challenger, *self.net.requesters]
+            provider = data.draw(st.sampled_from(strangers), label="stranger")
+        else:
+            provider = data.draw(st.sampled_from(self.net.providers), label="provider")
+        value = p.bond
+        cid_kind = "ok"
+        if not self.honest:
+            value += data.draw(st.sampled_from([0] * 9 + [1]), label="value_delta")
+            cid_kind = data.draw(st.sampled_from(["ok"] * 9 + ["empty"]), label="cid_kind")
+        output = data.draw(st.sampled_from(OUTPUTS), label="output")
+        index = self.net.accounts.index(provider)
+        cid = "" if cid_kind == "empty" else _cid_for(index, output)
+        now = self.net.now()
+        expected: str | None
+        if not task.open:
+            expected = "UnknownTask"
+        elif not p.single_shot:
+            expected = "NotSingleShot"
+        else:
+            expected = self._predict_claim(task, provider, value, now)
+            if expected is None and not cid:
+                expected = "EmptyCid"
+        kind = "assigned" if p.assigned else "open"
+        event(f"claim_and_finalize on an {kind} task: {expected or 'ok'}")
+        receipt = self._attempt(
+            expected,
+            lambda: self.market.claim_and_finalize(p, output, cid, sender=provider, value=value),
+            sender=provider,
+            value=value,
+        )
+        self._check_not_assignee(task, provider, expected)
+        if expected == "NotSingleShot":
+            assert self.last_revert is not None
+            assert self.last_revert.args_ == {"taskId": task.task_id}
+        if receipt is None:
+            return
+        payout = p.bounty_per_replica + p.bond
+        mine = [e for e in receipt.events if e.address == self.market.address]
+        assert [e.name for e in mine] == [
+            "ReplicaClaimed",
+            "ResultRevealed",
+            "TaskFinalized",
+            "Withdrawn",
+        ]
+        claimed, shown, _done, paid = mine
+        assert claimed.args == {
+            "taskId": task.task_id,
+            "provider": provider,
+            "commitBy": now + p.commit_timeout,
+            "commitment": ZERO32,
+        }
+        assert bytes(shown.args["outputHash"]) == output and shown.args["resultCid"] == cid
+        assert shown.args["provider"] == provider
+        done = self.market.settlement(receipt)
+        assert done.task_id == task.task_id and int(done.result) == RESULT_ACCEPTED
+        assert (done.output_hash, done.result_cid) == (output, cid)
+        assert (done.winners, done.payout_per_winner, done.refund) == (1, payout, 0)
+        assert paid.args == {"account": provider, "amount": payout}
+        self.settlements[(task.task_id, task.incarnation)] += 1
+        assert self.settlements[(task.task_id, task.incarnation)] == 1
+        self._credit_to(task, provider, payout, provider)
+        assert self.paid[(task.task_id, task.incarnation, provider)] == payout
+        self._record_outcome(provider, OUTCOME_WON)
+        # No replica is stored; reopened replicas of an earlier claim stay, as in ``_finalize``.
+        assert self.market.replica(task.task_id, provider).state == REPLICA_NONE
+        task.open = False
+        task.settled = True
+        task.ever_claimed = True
         self.touched = task.task_id
 
     # -------------------------------------------------------------- rules: anyone
@@ -1282,7 +1480,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
         free = [
             who
             for who in self.net.providers
-            if self.active[who] and self._replica(task, who).state == REPLICA_NONE
+            if self._may_claim(task, who) and self._replica(task, who).state == REPLICA_NONE
         ]
         reveal_open = task.committed >= p.replicas or now > p.commit_phase_end
         self.steer, self.honest = task, True
@@ -1303,6 +1501,10 @@ class TaskMarketMachine(RuleBasedStateMachine):
             if now <= p.claim_deadline and self._claimed(task) < p.replicas and free:
                 if edge is not None:
                     self._travel(p.claim_deadline + edge)
+                if p.single_shot and data.draw(st.booleans(), label="at_once"):
+                    # The provider runs the task first, then claims and settles in one go.
+                    self.claim_and_finalize(data)
+                    return
                 self.claim(data)
                 # A node claims, runs the model, then (as the last slot) reveals at once.
                 last = [w for w in self.net.providers if self._reveals_from_claim(task, w)]
@@ -1413,6 +1615,14 @@ class TaskMarketMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def finalize_more(self, data: st.DataObject) -> None:
         self.finalize(data)
+
+    @rule(data=st.data())
+    def claim_and_finalize_more(self, data: st.DataObject) -> None:
+        self.claim_and_finalize(data)
+
+    @rule(data=st.data())
+    def claim_and_finalize_even_more(self, data: st.DataObject) -> None:
+        self.claim_and_finalize(data)
 
     @rule(data=st.data())
     def reveal_from_claim_more(self, data: st.DataObject) -> None:
