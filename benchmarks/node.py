@@ -7,12 +7,16 @@ Model: SmolLM2-135M Q4_1, 2 threads, greedy, 128 new tokens, one chat prompt.
   divided by tokens/s of llama-cpp-python's own ``create_completion`` on the same prompt
   (no logprobs). Goal ≥ 0.95.
 * ``delegated_vs_direct_wall``: wall time from posting the task to holding the verified
-  result — bundle signed and stored, ``postTask``, the node's event poll, bundle fetched by
-  CID and checked, claim (given up to 50 ms before the model starts), ResultBundle stored,
-  ``revealAndFinalize`` straight from the claim (the only replica needs no commitment), result
-  fetched by CID, signature and output hash checked against the settled one — divided by the
-  wall time of the same generation run directly with llama-cpp-python. One replica on the
-  embedded devnet (in-process EVM, in-memory CID store); no challenge window. Goal ≤ 1.05.
+  result, for a task assigned to the node (``TaskParams.assignee``, as a Matching agent that
+  picked the node from the registry posts it) — bundle signed and stored, ``postTask``, the
+  node's event poll, bundle fetched by CID and checked, the model run, ResultBundle stored,
+  ``claimAndFinalize`` (claim, reveal and settlement in one transaction), result fetched by
+  CID, signature and output hash checked against the settled one — divided by the wall time
+  of the same generation run directly with llama-cpp-python. One replica on the embedded
+  devnet (in-process EVM, in-memory CID store); no challenge window. Goal ≤ 1.05.
+* ``delegated_open_vs_direct_wall``: the same for an open task that any provider may take:
+  the node claims first (given up to 50 ms before the model starts) and reveals and settles
+  with ``revealAndFinalize`` after the run, one transaction more on the critical path.
 
 OpenMP's wait policy is whatever the environment says (the package does not set it); both
 paths run in this one process under the same policy.
@@ -39,7 +43,7 @@ from chefsplan_agents.devnet import Devnet  # noqa: E402
 from chefsplan_agents.errors import ModelNotFound  # noqa: E402
 
 N_TOKENS = 128
-ROUNDS = 8
+ROUNDS = 10
 THREADS = 2
 QUESTION = "Write a short recipe for a tomato soup, step by step, with quantities."
 
@@ -89,31 +93,25 @@ def main() -> None:
                 gc.enable()
             return int(out["usage"]["completion_tokens"])
 
-        def direct_one() -> int:
-            return direct(1)
-
-        def delegated_one() -> int:
-            handle = net.delegate(one_token, replicas=1)
-            receipt = net.requester.wait_result(handle, 600, step=net.step, poll_interval=0.0)
-            net.drain()
-            return receipt.result.timings.generated_tokens
-
-        def on_node() -> int:
-            return node.run_bundle(bundle, bundle_cid).timings.generated_tokens
-
-        def delegated() -> int:
-            handle = net.delegate(bundle, replicas=1)
+        def delegated_with(task: Any, *, assigned: bool) -> int:
+            assignee = node.address if assigned else None
+            handle = net.delegate(task, replicas=1, assignee=assignee)
             receipt = net.requester.wait_result(handle, 600, step=net.step, poll_interval=0.0)
             tokens = receipt.result.timings.generated_tokens
             net.drain()  # withdrawals happen after the result is in hand: not timed
             return tokens
 
-        runs = {
+        def on_node() -> int:
+            return node.run_bundle(bundle, bundle_cid).timings.generated_tokens
+
+        runs: dict[str, Any] = {
             "direct": direct,
             "node": on_node,
-            "delegated": delegated,
-            "direct_one": direct_one,
-            "delegated_one": delegated_one,
+            "delegated": lambda: delegated_with(bundle, assigned=True),
+            "delegated_open": lambda: delegated_with(bundle, assigned=False),
+            "direct_one": lambda: direct(1),
+            "delegated_one": lambda: delegated_with(one_token, assigned=True),
+            "delegated_open_one": lambda: delegated_with(one_token, assigned=False),
         }
         best = dict.fromkeys(runs, float("inf"))
         tokens: dict[str, int] = {}
@@ -130,33 +128,25 @@ def main() -> None:
     node_tps = tokens["node"] / best["node"]
     node_vs_raw = node_tps / raw_tps
     delegated_vs_direct = best["delegated"] / best["direct"]
+    open_vs_direct = best["delegated_open"] / best["direct"]
     fixed_ms = (best["delegated_one"] - best["direct_one"]) * 1000
+    open_fixed_ms = (best["delegated_open_one"] - best["direct_one"]) * 1000
+
+    def row(label: str, name: str, ratio: float | None, rate: float | None = None) -> list[Any]:
+        rate_text = "-" if rate is None else f"{rate:.1f}"
+        ratio_text = "-" if ratio is None else f"{ratio:.3f}"
+        return [label, tokens[name], f"{best[name] * 1000:.0f}", rate_text, ratio_text]
+
     rows = [
+        row("raw llama-cpp-python create_completion", "direct", 1.0, raw_tps),
+        row("node run_bundle (fingerprint + signed result)", "node", node_vs_raw, node_tps),
+        row("delegated, assigned: post → verified result", "delegated", delegated_vs_direct),
+        row("delegated, open market: post → verified result", "delegated_open", open_vs_direct),
+        ["fixed cost, assigned: delegated − direct, 1 new token", 1, f"{fixed_ms:.0f}", "-", "-"],
         [
-            "raw llama-cpp-python create_completion",
-            tokens["direct"],
-            f"{best['direct'] * 1000:.0f}",
-            f"{raw_tps:.1f}",
-            "1.00",
-        ],
-        [
-            "node run_bundle (fingerprint + signed result)",
-            tokens["node"],
-            f"{best['node'] * 1000:.0f}",
-            f"{node_tps:.1f}",
-            f"{node_vs_raw:.3f}",
-        ],
-        [
-            "delegated: post → verified result (1 replica)",
-            tokens["delegated"],
-            f"{best['delegated'] * 1000:.0f}",
-            "-",
-            f"{delegated_vs_direct:.3f}",
-        ],
-        [
-            "fixed cost: delegated − direct, 1 new token",
+            "fixed cost, open market: delegated − direct, 1 new token",
             1,
-            f"{fixed_ms:.0f}",
+            f"{open_fixed_ms:.0f}",
             "-",
             "-",
         ],
@@ -177,15 +167,20 @@ def main() -> None:
         "delegated_vs_direct_goal": 1.05,
         "delegated_overhead_ms": round((best["delegated"] - best["direct"]) * 1000, 1),
         "fixed_overhead_ms": round(fixed_ms, 1),
+        "delegated_open_wall_ms": round(best["delegated_open"] * 1000, 1),
+        "delegated_open_vs_direct_wall": round(open_vs_direct, 4),
+        "open_fixed_overhead_ms": round(open_fixed_ms, 1),
     }
     notes = (
         f"Goals: node/raw ≥ 0.95 (measured {node_vs_raw:.3f}); delegated/direct ≤ 1.05 "
-        f"(measured {delegated_vs_direct:.3f}, {summary['delegated_overhead_ms']} ms of chain, "
-        "store and verification work on top of the generation). The overhead is fixed per "
-        "task, not per token: three transactions sit on the critical path (postTask and the "
-        "claim before the generation, revealAndFinalize after it), plus the node's event poll "
-        "and bundle checks and the requester's result checks, so the ratio falls as outputs "
-        "grow or the model gets slower. Embedded devnet: in-process "
+        f"(measured {delegated_vs_direct:.3f} for a task assigned to the node, "
+        f"{summary['delegated_overhead_ms']} ms of chain, store and verification work on top "
+        f"of the generation; {open_vs_direct:.3f} for an open task). The overhead is fixed per "
+        "task, not per token, so the ratio falls as outputs grow or the model gets slower. An "
+        "assigned task puts two transactions on the critical path (postTask before the run, "
+        "claimAndFinalize after it); an open one three (the claim goes before the run, so "
+        "that two providers do not run the same task). Both add the node's event poll and "
+        "bundle checks and the requester's result checks. Embedded devnet: in-process "
         "EVM and in-memory CID store, so network latency to a real chain node or IPFS daemon "
         "is not included; best of "
         f"{args.rounds} interleaved runs after a warm-up."
