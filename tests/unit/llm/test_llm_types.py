@@ -206,3 +206,32 @@ def test_top_k_of_small_vocabulary_and_zero_k() -> None:
     row = np.log(np.array([0.1, 0.6, 0.3]))
     assert [i for i, _ in top_k_of(row, 5)] == [1, 2, 0]
     assert top_k_of(row, 0) == ()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["peaked", "ties-in-margin", "flat", "one-spike", "few-in-margin"],
+)
+def test_top_ids_match_a_full_sort_on_every_path(shape: str) -> None:
+    import numpy as np
+
+    from chefsplan_agents.llm._base import _top_ids
+
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal(8192) * 2).astype(np.float32)
+    if shape == "peaked":  # a handful within the margin: the candidate sort
+        values[[7, 4000, 55, 8000, 123, 9]] += np.array([14, 13, 12.5, 12, 11, 10], np.float32)
+    elif shape == "ties-in-margin":
+        values[[300, 20, 7000]] = values.max() + 1.0
+        values[[5, 6000]] = values.max() - 0.5
+    elif shape == "flat":  # thousands within the margin: the argmax passes
+        values = np.zeros(8192, dtype=np.float32)
+    elif shape == "one-spike":  # fewer than k within the margin: the argmax passes
+        values = np.zeros(8192, dtype=np.float32)
+        values[4242] = 50.0
+    else:
+        values[[10, 11]] += 30.0
+    expected = [int(i) for i in np.lexsort((np.arange(values.size), -values))[:5]]
+    assert _top_ids(values, 5) == expected
+    assert _top_ids(values, 1) == expected[:1]
+    assert _top_ids(values.astype(np.float64), 5) == expected
