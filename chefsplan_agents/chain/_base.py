@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
@@ -394,16 +394,7 @@ class Chain(ABC):
         Raises:
             TransactionFailed: No such transaction has been mined.
         """
-
-        def lookup() -> Any:
-            try:
-                return self._eth.get_transaction_receipt(HexBytes(tx_hash))
-            except TransactionNotFound as err:
-                raise TransactionFailed(
-                    f"no mined transaction {tx_hash} on this chain; check the hash and the chain"
-                ) from err
-
-        return self._to_receipt(self._rpc("eth_getTransactionReceipt", lookup))
+        return self._to_receipt(self._raw_receipt(tx_hash))
 
     def gas_used(self, tx_hash: str) -> int:
         """Gas used by a mined transaction (its receipt, without decoding its events).
@@ -411,16 +402,18 @@ class Chain(ABC):
         Raises:
             TransactionFailed: No such transaction has been mined.
         """
+        return int(self._raw_receipt(tx_hash)["gasUsed"])
+
+    def _raw_receipt(self, tx_hash: str) -> Mapping[str, Any]:
+        """The node's receipt of a mined transaction (web3's shape)."""
 
         def lookup() -> Any:
             try:
                 return self._eth.get_transaction_receipt(HexBytes(tx_hash))
             except TransactionNotFound as err:
-                raise TransactionFailed(
-                    f"no mined transaction {tx_hash} on this chain; check the hash and the chain"
-                ) from err
+                raise TransactionFailed(_not_mined(tx_hash)) from err
 
-        return int(self._rpc("eth_getTransactionReceipt", lookup)["gasUsed"])
+        return cast(Mapping[str, Any], self._rpc("eth_getTransactionReceipt", lookup))
 
     def code_at(self, address: str) -> bytes:
         """The runtime code at an address (empty for an account without code)."""
@@ -509,8 +502,7 @@ class Chain(ABC):
             return str(call.contract._contract.encode_abi(call.fn_name, args=list(call.args)))
         except (Web3Exception, TypeError, ValueError, EncodingError) as err:
             raise ChainError(
-                f"bad arguments for {call.label}: expected ({', '.join(types)}), got "
-                f"{call.args!r}"
+                f"bad arguments for {call.label}: expected ({', '.join(types)}), got {call.args!r}"
             ) from err
 
     def call(self, call: FnCall, *, sender: str | None = None, block: int | str = "latest") -> Any:
@@ -659,6 +651,16 @@ class Chain(ABC):
             raise self._translate(err, label, revert_label=label) from err
 
     def _wait(self, tx_hash: str, label: str, tx: Mapping[str, Any]) -> Receipt:
+        receipt = self._to_receipt(self._mined_receipt(tx_hash, label))
+        if self.confirmations:
+            self._wait_confirmations(receipt.block_number, tx_hash, label)
+        if receipt.status != 1:
+            raise self._explain_failure(receipt, label, tx)
+        log.debug("%s mined in block %d, gas %d", label, receipt.block_number, receipt.gas_used)
+        return receipt
+
+    def _mined_receipt(self, tx_hash: str, label: str) -> Mapping[str, Any]:
+        """Wait until the transaction is mined; its raw receipt (web3's shape)."""
         try:
             raw = self._eth.wait_for_transaction_receipt(
                 HexBytes(tx_hash), timeout=self.timeout_s, poll_latency=_POLL_S
@@ -672,13 +674,7 @@ class Chain(ABC):
             ) from err
         except Exception as err:
             raise self._translate(err, label) from err
-        receipt = self._to_receipt(raw)
-        if self.confirmations:
-            self._wait_confirmations(receipt.block_number, tx_hash, label)
-        if receipt.status != 1:
-            raise self._explain_failure(receipt, label, tx)
-        log.debug("%s mined in block %d, gas %d", label, receipt.block_number, receipt.gas_used)
-        return receipt
+        return cast(Mapping[str, Any], raw)
 
     def _wait_confirmations(self, block: int, tx_hash: str, label: str) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -826,8 +822,12 @@ class Chain(ABC):
                 "toBlock": end,
                 "topics": topics,
             }
-            out.extend(self._rpc("eth_getLogs", lambda p=params: self._eth.get_logs(p)))
+            out.extend(self._raw_logs(params))
         return [e for e in (self._decode_log(raw) for raw in out) if e and e.name in names]
+
+    def _raw_logs(self, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """``eth_getLogs`` for one filter (address, block range, topics); web3's shape."""
+        return list(self._rpc("eth_getLogs", lambda: self._eth.get_logs(dict(params))))
 
     def _log_ranges(self, from_block: int, to_block: int | str) -> list[tuple[int, int | str]]:
         # Public RPC endpoints cap the block range of one eth_getLogs; split long scans.
@@ -920,6 +920,10 @@ class Chain(ABC):
 
 class _NonceTooLow(Exception):
     pass
+
+
+def _not_mined(tx_hash: str) -> str:
+    return f"no mined transaction {tx_hash} on this chain; check the hash and the chain"
 
 
 def _error_text(err: BaseException) -> str:

@@ -7,16 +7,18 @@ million ether each. Blocks are mined on every transaction; snapshots and time tr
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import BlockNotFound, TransactionNotFound
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
 
-from chefsplan_agents.chain._base import Chain, Receipt
+from chefsplan_agents.chain._base import Chain, Receipt, _not_mined
 from chefsplan_agents.chain._revert import parse_revert_text
-from chefsplan_agents.errors import ChainError, ChefsplanError
+from chefsplan_agents.errors import ChainError, ChefsplanError, TransactionFailed
 
 __all__ = ["EmbeddedChain"]
 
@@ -106,6 +108,44 @@ class EmbeddedChain(Chain):
                 self._nonces.reset()
                 raise
 
+    # Receipts and logs straight from py-evm: every transaction is mined as it is sent, so there
+    # is nothing to wait for, and web3's and eth-tester's formatting layers (about a millisecond
+    # per receipt, more per log query) only reshape what is read here directly.
+
+    def _raw_receipt(self, tx_hash: str) -> Mapping[str, Any]:
+        try:
+            raw = bytes.fromhex(tx_hash.removeprefix("0x"))
+        except ValueError as err:
+            raise TransactionFailed(_not_mined(tx_hash)) from err
+        with self._lock:
+            try:
+                receipt = self._backend.get_transaction_receipt(raw)
+            except TransactionNotFound as err:
+                raise TransactionFailed(_not_mined(tx_hash)) from err
+        return _shape_receipt(receipt)
+
+    def _mined_receipt(self, tx_hash: str, label: str) -> Mapping[str, Any]:
+        return self._raw_receipt(tx_hash)
+
+    def _raw_logs(self, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        address = bytes.fromhex(str(params["address"])[2:])
+        wanted = [_topic_set(t) for t in params.get("topics", [])]
+        out: list[Mapping[str, Any]] = []
+        with self._lock:
+            head = int(self._backend.get_block_by_number("latest")["number"])
+            low = _block_number(params["fromBlock"], head)
+            high = min(_block_number(params["toBlock"], head), head)
+            for number in range(low, high + 1):
+                try:
+                    block = self._backend.get_block_by_number(number, full_transaction=False)
+                except BlockNotFound:
+                    break
+                for tx_hash in block["transactions"]:
+                    for entry in self._backend.get_transaction_receipt(tx_hash)["logs"]:
+                        if entry["address"] == address and _topics_match(entry["topics"], wanted):
+                            out.append(_shape_log(entry))
+        return out
+
     def _revert_data(self, err: BaseException) -> bytes | None:
         data = super()._revert_data(err)
         if data is not None:
@@ -116,3 +156,56 @@ class EmbeddedChain(Chain):
         if isinstance(err, TesterTransactionFailed):
             return parse_revert_text(str(err.args[0]) if err.args else "")
         return None
+
+
+def _shape_log(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "address": "0x" + bytes(entry["address"]).hex(),
+        "topics": [bytes(t) for t in entry["topics"]],
+        "data": bytes(entry["data"]),
+        "blockNumber": int(entry["block_number"]),
+        "transactionHash": bytes(entry["transaction_hash"]),
+        "logIndex": int(entry["log_index"]),
+    }
+
+
+def _shape_receipt(raw: Mapping[str, Any]) -> dict[str, Any]:
+    created = raw.get("contract_address")
+    return {
+        "transactionHash": bytes(raw["transaction_hash"]),
+        "blockNumber": int(raw["block_number"]),
+        "gasUsed": int(raw["gas_used"]),
+        "effectiveGasPrice": int(raw.get("effective_gas_price") or 0),
+        "status": int(raw["status"]),
+        "contractAddress": "0x" + bytes(created).hex() if created else None,
+        "logs": [_shape_log(entry) for entry in raw["logs"]],
+    }
+
+
+def _block_number(value: Any, head: int) -> int:
+    if isinstance(value, int):
+        return value
+    if value in ("latest", "pending", "safe", "finalized"):
+        return head
+    if value == "earliest":
+        return 0
+    return int(str(value), 0)
+
+
+def _topic_set(topic: Any) -> frozenset[bytes] | None:
+    """One position of an ``eth_getLogs`` topic filter: ``None`` matches anything."""
+    if topic is None:
+        return None
+    values = [topic] if isinstance(topic, str | bytes) else list(topic)
+    return frozenset(
+        bytes.fromhex(v.removeprefix("0x")) if isinstance(v, str) else bytes(v) for v in values
+    )
+
+
+def _topics_match(topics: list[bytes], wanted: list[frozenset[bytes] | None]) -> bool:
+    for i, allowed in enumerate(wanted):
+        if allowed is None:
+            continue
+        if i >= len(topics) or bytes(topics[i]) not in allowed:
+            return False
+    return True
