@@ -108,9 +108,24 @@ class EmbeddedChain(Chain):
                 self._nonces.reset()
                 raise
 
-    # Receipts and logs straight from py-evm: every transaction is mined as it is sent, so there
-    # is nothing to wait for, and web3's and eth-tester's formatting layers (about a millisecond
-    # per receipt, more per log query) only reshape what is read here directly.
+    # Chain facts, receipts and logs straight from py-evm: every transaction is mined as it is
+    # sent, so there is nothing to wait for, and web3's and eth-tester's formatting layers
+    # (about a millisecond per receipt, more per log query) only reshape what is read here.
+
+    def block_number(self) -> int:
+        with self._lock:
+            return int(self._backend.get_block_by_number("latest")["number"])
+
+    def block_timestamp(self, block: int | str = "latest") -> int:
+        with self._lock:
+            try:
+                return int(self._backend.get_block_by_number(block)["timestamp"])
+            except BlockNotFound as err:
+                raise ChainError(f"no block {block!r} on {self.endpoint}") from err
+
+    def pending_timestamp(self) -> int:
+        with self._lock:
+            return int(self._backend.get_block_by_number("pending")["timestamp"])
 
     def _raw_receipt(self, tx_hash: str) -> Mapping[str, Any]:
         try:

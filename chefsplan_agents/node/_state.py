@@ -161,11 +161,12 @@ class NodeStateStore:
 
         Records of tasks the node still has work on (a salt, a bond at stake) reach the disk
         before this returns, power failures included. Final records (refused, lost, settled,
-        failed) skip the flush: losing one costs at most a second look at the task.
+        failed) skip the flush: losing one costs at most a second look at the task. So does a
+        RUNNING one (an assigned task before any transaction): nothing is at stake yet, and a
+        lost record costs the requester a repost.
         """
-        self._write(
-            self._tasks / f"{record.task_id}.json", record.to_json(), durable=record.stage.active
-        )
+        durable = record.stage.active and record.stage is not TaskStage.RUNNING
+        self._write(self._tasks / f"{record.task_id}.json", record.to_json(), durable=durable)
         if self._active is not None:
             if record.stage.active:
                 self._active[record.task_id] = record

@@ -200,3 +200,36 @@ def test_assigned_task_with_a_challenge_window_is_claimed_first(net: Devnet) -> 
     assert replica.claim_tx != receipt.finalize_tx
     record = chosen.task(receipt.task_id)
     assert record is not None and record.stage is TaskStage.SETTLED
+
+
+def test_records_with_something_at_stake_reach_the_disk_before_the_step(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from chefsplan_agents.identity import Identity
+    from chefsplan_agents.market import TaskParams
+    from chefsplan_agents.node import NodeStateStore, TaskRecordState
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store = NodeStateStore(tmp_path / "state")
+    params = TaskParams(Identity.generate().address, b"\x02" * 32, 1, 1, 5, 6, 7, 8, 20, 0, 9)
+    record = TaskRecordState("0xab", params, "bafyx", TaskStage.REFUSED)
+    flushed = {}
+    for stage in TaskStage:
+        before = len(synced)
+        store.save(record.advance(stage))
+        flushed[stage] = len(synced) > before
+    # A salt or a claim at stake, or a result about to be settled: flushed. Nothing at stake
+    # (final records, an assigned task still running): not.
+    assert {s for s, f in flushed.items() if f} == {
+        TaskStage.CLAIMING,
+        TaskStage.CLAIMED,
+        TaskStage.COMMITTING,
+        TaskStage.COMMITTED,
+        TaskStage.REVEALING,
+        TaskStage.REVEALED,
+        TaskStage.SETTLING,
+    }
