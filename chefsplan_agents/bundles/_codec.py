@@ -9,6 +9,8 @@ error with a one-line message at the first failure.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -52,12 +54,62 @@ def encode_bundle(bundle: Bundle) -> bytes:
 
     The same bundle always gives the same bytes, and so the same CID.
     """
-    return canonical_json(_json_value(bundle, without_signature=False))
+    return _canonical_bundle(_json_value(bundle, without_signature=False))
 
 
 def signing_payload(bundle: Bundle) -> bytes:
     """The bytes a bundle's signature covers: its canonical JSON without ``signature``."""
-    return canonical_json(_json_value(bundle, without_signature=True))
+    return _canonical_bundle(_json_value(bundle, without_signature=True))
+
+
+def _canonical_bundle(value: dict[str, Any]) -> bytes:
+    """:func:`canonical_json` of a bundle, with its lists of numbers encoded on a fast path.
+
+    A result's fingerprint (per token, the top-k ``[token_id, logprob]`` pairs) and token ids
+    are most of its bytes, and the general encoder walks them value by value (~2 ms for 128
+    tokens, three times per delegated task: signing, storing, verifying). Top-level lists of
+    numbers are encoded here directly instead, each number spelled as the general encoder
+    spells it, and spliced in where unique placeholders stood. Anything else takes the general
+    encoder.
+    """
+    fast: dict[str, bytes] = {}
+    for key, item in value.items():
+        if isinstance(item, list) and item:
+            encoded = _numbers_json(item)
+            if encoded is not None:
+                fast[key] = encoded
+    if not fast:
+        return canonical_json(value)
+    tag = secrets.token_hex(16)
+    text = canonical_json({**value, **{key: f"{tag}-{key}" for key in fast}})
+    for key, encoded in fast.items():
+        quoted = f'"{tag}-{key}"'.encode()
+        if text.count(quoted) != 1:  # pragma: no cover - 128 random bits do not collide
+            return canonical_json(value)
+        text = text.replace(quoted, encoded)
+    return text
+
+
+# In the C encoder's output of numbers only: a float it spells differently from ECMAScript
+# (integral, ``-5.0``; or with an exponent, ``1e-07``), and an integer beyond 2**53.
+_RESPELL = re.compile(r"(?<![0-9.])-?[0-9]++(?:\.0(?![0-9])|(?:\.[0-9]++)?+e[+-][0-9]++)")
+_BIG_INT = re.compile(r"(?<![0-9.])[0-9]{16,}(?![0-9.e])")
+
+
+def _numbers_json(numbers: list[Any]) -> bytes | None:
+    """RFC 8785 bytes of nested lists of numbers; ``None`` for anything else.
+
+    The C encoder writes lists of ints and floats as RFC 8785 does, but for the float
+    spellings ``_RESPELL`` finds, which the general encoder spells instead (it also refuses
+    NaN and infinities, which the C encoder refuses here first).
+    """
+    try:
+        text = json.dumps(numbers, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    if '"' in text or "{" in text or _BIG_INT.search(text):
+        return None  # strings or objects (escaping, key order), or an unsafe integer
+    return _RESPELL.sub(lambda m: canonical_json(float(m.group(0))).decode(), text).encode()
 
 
 def sign_bundle(bundle: B, identity: Identity) -> B:

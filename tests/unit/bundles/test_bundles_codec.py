@@ -385,3 +385,38 @@ def test_decode_then_encode_is_stable(
     decoded = decode_task_bundle(data)
     assert decoded == task
     assert encode_bundle(decoded) == data
+
+
+# --- the fingerprint's fast path ----------------------------------------------------------
+
+_logprobs = st.floats(max_value=0.0, allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, -1.0, -5.0, -1e-7, -1.5e-5, -3e-6, -1e-4, -123.0, -5e-324, -1e16]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 2**53 - 1), _logprobs), min_size=1, max_size=4),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_result_encoding_is_the_reference_encoders(node: Identity, fingerprint: Any) -> None:
+    import rfc8785
+
+    ids = [position[0][0] for position in fingerprint]
+    result = sign_bundle(make_result(node, token_ids=ids, fingerprint=fingerprint), node)
+    dumped = result.model_dump(mode="json")
+    assert encode_bundle(result) == rfc8785.dumps(dumped)
+    dumped.pop("signature")
+    assert signing_payload(result) == rfc8785.dumps(dumped)
+    assert decode_result_bundle(encode_bundle(result)) == result
+
+
+def test_fingerprint_numbers_are_spelled_as_ecmascript(node: Identity) -> None:
+    fingerprint = [[[1, -0.0], [2, -5.0]], [[3, -1.5e-05], [4, -1e-07]], [[5, -0.25], [6, -1e21]]]
+    data = encode_bundle(make_result(node, token_ids=[1, 3, 5], fingerprint=fingerprint))
+    assert (
+        b'"fingerprint":[[[1,0],[2,-5]],[[3,-0.000015],[4,-1e-7]],[[5,-0.25],[6,-1e+21]]]' in data
+    )
