@@ -46,7 +46,7 @@ from chefsplan_agents.devnet import Devnet  # noqa: E402
 from chefsplan_agents.errors import ModelNotFound  # noqa: E402
 
 N_TOKENS = 128
-ROUNDS = 10
+ROUNDS = 16
 THREADS = 2
 QUESTION = "Write a short recipe for a tomato soup, step by step, with quantities."
 
