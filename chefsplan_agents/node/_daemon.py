@@ -750,13 +750,7 @@ class ProviderNode:
             self.state.save(record.advance(TaskStage.FAILED, reason=str(err)))
             log.error("node %s cannot run task %s: %s", self.address, record.task_id, err)
             return 1
-        data = encode_bundle(result)
-        result_cid = self.retry.run("store result", lambda: self.store.put(data))
-        record = record.advance(
-            TaskStage.SETTLING, result_cid=result_cid, output_hash=result.output_hash
-        )
-        self.state.save(record)
-        return self._claim_and_finalize(record)
+        return self._claim_and_finalize(self._store_result(record, result, TaskStage.SETTLING))
 
     def _claim_and_finalize(self, record: TaskRecordState) -> int:
         p = record.params
@@ -786,12 +780,8 @@ class ProviderNode:
         if state.open:
             if record.stage is TaskStage.SETTLING:
                 return self._claim_and_finalize(record)
-            try:
-                bundle = self._vet(record.task_id, record.params, record.bundle_cid)
-            except TaskRefused as refusal:
-                self.state.save(record.advance(TaskStage.LOST, reason=refusal.reason))
-                return 1
-            return self._run_assigned(record, bundle)
+            bundle = self._vet_again(record)
+            return 1 if bundle is None else self._run_assigned(record, bundle)
         # Closed: settled by this node's own transaction just before a crash, or cancelled.
         claims = self.retry.run(
             "read claim events",
@@ -809,13 +799,17 @@ class ProviderNode:
         return 1
 
     def _store_and_commit(self, record: TaskRecordState, result: ResultBundle) -> int:
+        return self._commit_or_reveal(self._store_result(record, result, TaskStage.COMMITTING))
+
+    def _store_result(
+        self, record: TaskRecordState, result: ResultBundle, stage: TaskStage
+    ) -> TaskRecordState:
+        """Put the ResultBundle in the store; save the record at ``stage`` with its CID."""
         data = encode_bundle(result)
         result_cid = self.retry.run("store result", lambda: self.store.put(data))
-        record = record.advance(
-            TaskStage.COMMITTING, result_cid=result_cid, output_hash=result.output_hash
-        )
+        record = record.advance(stage, result_cid=result_cid, output_hash=result.output_hash)
         self.state.save(record)
-        return self._commit_or_reveal(record)
+        return record
 
     def _commit_or_reveal(self, record: TaskRecordState) -> int:
         """Commit the stored result, or, as the last replica to commit, reveal it at once.
@@ -979,12 +973,8 @@ class ProviderNode:
         if stage is TaskStage.CLAIMING:
             if replica.state is ReplicaState.NONE:
                 # The claim never landed: start over if the task still takes claims.
-                try:
-                    bundle = self._vet(record.task_id, record.params, record.bundle_cid)
-                except TaskRefused as refusal:
-                    self.state.save(record.advance(TaskStage.LOST, reason=refusal.reason))
-                    return 1
-                return self._claim_and_run(record, bundle)
+                bundle = self._vet_again(record)
+                return 1 if bundle is None else self._claim_and_run(record, bundle)
             record = record.advance(TaskStage.CLAIMED)
             self.state.save(record)
             stage = record.stage
@@ -1024,6 +1014,14 @@ class ProviderNode:
             )
             return 1
         return 0
+
+    def _vet_again(self, record: TaskRecordState) -> TaskBundle | None:
+        """Vet a task again after a restart; a refusal now records it LOST (``None``)."""
+        try:
+            return self._vet(record.task_id, record.params, record.bundle_cid)
+        except TaskRefused as refusal:
+            self.state.save(record.advance(TaskStage.LOST, reason=refusal.reason))
+            return None
 
     def _vet_claimed(self, record: TaskRecordState) -> TaskBundle:
         data = self.retry.run(

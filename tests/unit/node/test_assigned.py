@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _outages import FailingPuts
 
 from chefsplan_agents.devnet import Devnet
 from chefsplan_agents.errors import ChainUnavailable, MarketError, StoreUnavailable
 from chefsplan_agents.llm import SCRIPTED_OUTPUT
 from chefsplan_agents.market._requester import Timeouts
 from chefsplan_agents.node import NodePolicy, RetryPolicy, TaskStage
-from chefsplan_agents.storage import ContentStore, compute_cid
+from chefsplan_agents.storage import compute_cid
 
 BOUNTY = 10**15
 BOND = 2 * 10**15
@@ -140,22 +141,9 @@ def test_crash_around_claim_and_finalize_settles_once_after_restart(
     assert done is not None and done.stage is TaskStage.SETTLED
 
 
-class _FailingPuts:
-    """A store whose puts fail as if the IPFS daemon were down; reads pass through."""
-
-    def __init__(self, inner: ContentStore) -> None:
-        self._inner = inner
-
-    def put(self, data: bytes, *, pin: bool = True) -> str:
-        raise StoreUnavailable("IPFS daemon at /ip4/127.0.0.1/tcp/5001 is not answering")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def test_crash_mid_run_runs_again_after_restart(net: Devnet) -> None:
     node = net.nodes[0]
-    node.store = _FailingPuts(net.store)  # type: ignore[assignment]
+    node.store = FailingPuts(net.store)  # type: ignore[assignment]
     node.retry = RetryPolicy(attempts=1)
     handle = net.delegate("Run me again", assignee=node.address)
     with pytest.raises(StoreUnavailable):

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _outages import FailingPuts
 
 from chefsplan_agents.bundles import (
     GenerationParams,
@@ -330,22 +331,9 @@ def test_refuses_a_bounty_below_its_minimum(net: Devnet, caplog: pytest.LogCaptu
 # ---------------------------------------------------------------------------- restarts
 
 
-class _FailingPuts:
-    """A store whose puts fail as if the IPFS daemon were down; reads pass through."""
-
-    def __init__(self, inner: ContentStore) -> None:
-        self._inner = inner
-
-    def put(self, data: bytes, *, pin: bool = True) -> str:
-        raise StoreUnavailable("IPFS daemon at /ip4/127.0.0.1/tcp/5001 is not answering")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def test_restarted_node_resumes_its_claimed_task(net: Devnet) -> None:
     node = net.nodes[0]
-    node.store = _FailingPuts(net.store)  # type: ignore[assignment]
+    node.store = FailingPuts(net.store)  # type: ignore[assignment]
     node.retry = RetryPolicy(attempts=1)
     handle = net.delegate("Survive a crash", replicas=1)
     net.step()  # node 0 claims, runs the model, then cannot store the result
@@ -368,7 +356,7 @@ def test_restarted_node_resumes_its_claimed_task(net: Devnet) -> None:
 
 def test_a_reopened_replica_is_picked_up_by_another_node(net: Devnet) -> None:
     stuck = net.nodes[0]
-    stuck.store = _FailingPuts(net.store)  # type: ignore[assignment]
+    stuck.store = FailingPuts(net.store)  # type: ignore[assignment]
     stuck.retry = RetryPolicy(attempts=1)
     try:
         timeouts = Timeouts(commit_timeout=30)
