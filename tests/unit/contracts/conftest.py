@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from eth_abi import decode as abi_decode
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import function_signature_to_4byte_selector
 from web3 import EthereumTesterProvider, Web3
@@ -126,15 +127,22 @@ def _revert_data(exc: BaseException) -> bytes:
 
 
 @contextmanager
-def _reverts(contract: Any, error: str) -> Iterator[None]:
-    """Expect a revert with the custom error ``error`` declared in ``contract``'s ABI."""
+def _reverts(contract: Any, error: str, *args: Any) -> Iterator[None]:
+    """Expect a revert with the custom error ``error`` declared in ``contract``'s ABI; with
+    ``args``, exactly those arguments (addresses checksummed, ``bytes32`` as bytes)."""
     (entry,) = [e for e in contract.abi if e["type"] == "error" and e["name"] == error]
-    signature = f"{error}({','.join(i['type'] for i in entry['inputs'])})"
-    selector = function_signature_to_4byte_selector(signature)
+    types = [i["type"] for i in entry["inputs"]]
+    selector = function_signature_to_4byte_selector(f"{error}({','.join(types)})")
     with pytest.raises((ContractCustomError, TransactionFailed)) as info:
         yield
     data = _revert_data(info.value)
     assert data[:4] == selector, f"expected {error}, got {data.hex() or info.value}"
+    if args:
+        decoded = tuple(
+            Web3.to_checksum_address(v) if t == "address" else bytes(v) if t == "bytes32" else v
+            for t, v in zip(types, abi_decode(types, data[4:]), strict=True)
+        )
+        assert decoded == args, f"{error}{decoded} != {error}{args}"
 
 
 @pytest.fixture(scope="module")
@@ -154,5 +162,6 @@ def fresh(chain: Chain) -> Iterator[Chain]:
 
 @pytest.fixture(scope="session")
 def reverts() -> Any:
-    """``with reverts(contract, "ErrorName"): ...`` expects that custom error."""
+    """``with reverts(contract, "ErrorName", *args): ...`` expects that custom error (and,
+    when given, exactly those arguments)."""
     return _reverts

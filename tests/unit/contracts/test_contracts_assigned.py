@@ -3,17 +3,10 @@ settle a one-replica task in one transaction), on the in-process EVM."""
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import pytest
-from eth_abi import decode
-from eth_tester.exceptions import TransactionFailed
-from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector
+from eth_utils import event_abi_to_log_topic
 from web3 import Web3
-from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 BOUNTY = 10**18 // 100  # as in conftest
@@ -23,33 +16,6 @@ CID = "bafkreidon73zkcrwdb5iafqtijxildoonbwnpv7dyd6ef3qdgads2jc4su"
 CID_HASH = Web3.keccak(text=CID)
 ZERO32 = b"\0" * 32
 RESULT_ACCEPTED = 1
-
-
-def _revert_bytes(exc: BaseException) -> bytes:
-    if isinstance(exc, ContractCustomError):
-        data = exc.data if isinstance(exc.data, str) else exc.args[0]
-        return bytes.fromhex(str(data).removeprefix("0x"))
-    raw = str(exc.args[0]).removeprefix("execution reverted: ") if exc.args else ""
-    value = ast.literal_eval(raw) if raw.startswith(("b'", 'b"')) else b""
-    return value if isinstance(value, bytes) else b""
-
-
-@contextmanager
-def reverts_with(contract: Any, error: str, *args: Any) -> Iterator[None]:
-    """Expect the custom error ``error`` with exactly the arguments ``args``."""
-    (entry,) = [e for e in contract.abi if e["type"] == "error" and e["name"] == error]
-    types = [i["type"] for i in entry["inputs"]]
-    selector = function_signature_to_4byte_selector(f"{error}({','.join(types)})")
-    with pytest.raises((ContractCustomError, TransactionFailed)) as info:
-        yield
-    data = _revert_bytes(info.value)
-    assert data[:4] == selector, f"expected {error}, got {data.hex() or info.value}"
-    decoded = decode(types, data[4:])
-    normalized = tuple(
-        Web3.to_checksum_address(v) if t == "address" else bytes(v) if t == "bytes32" else v
-        for t, v in zip(types, decoded, strict=True)
-    )
-    assert normalized == args, f"{error}{normalized} != {error}{args}"
 
 
 def task_id_of(chain: Any, p: tuple[Any, ...]) -> bytes:
@@ -81,17 +47,17 @@ def claim_and_finalize(chain: Any, p: tuple[Any, ...], sender: str, **tx: Any) -
 # ------------------------------------------------------------------ assigned tasks
 
 
-def test_only_the_assignee_may_claim_an_assigned_task(fresh: Any) -> None:
+def test_only_the_assignee_may_claim_an_assigned_task(fresh: Any, reverts: Any) -> None:
     assignee, other = fresh.providers[1], fresh.providers[0]
     p = fresh.params(assignee=assignee)
     fresh.post(p)
     fn = fresh.market.functions
-    with reverts_with(fresh.market, "NotAssignee", other, assignee):
+    with reverts(fresh.market, "NotAssignee", other, assignee):
         fn.claim(p, ZERO32).transact({"from": other, "value": BOND})
-    with reverts_with(fresh.market, "NotAssignee", other, assignee):
+    with reverts(fresh.market, "NotAssignee", other, assignee):
         claim_and_finalize(fresh, p, other)
     # Nobody else gets further either: an outsider hits the assignee check first.
-    with reverts_with(fresh.market, "NotAssignee", fresh.outsider, assignee):
+    with reverts(fresh.market, "NotAssignee", fresh.outsider, assignee):
         fn.claim(p, ZERO32).transact({"from": fresh.outsider, "value": BOND})
     fresh.send(fn.claim(p, ZERO32), assignee, value=BOND)
     state = fn.taskState(task_id_of(fresh, p)).call()
@@ -117,28 +83,28 @@ def test_assigned_task_settles_through_claim_and_reveal_from_the_claim(fresh: An
     assert fresh.w3.eth.get_balance(fresh.market.address) == 0
 
 
-def test_an_assigned_task_has_one_replica(fresh: Any) -> None:
+def test_an_assigned_task_has_one_replica(fresh: Any, reverts: Any) -> None:
     fn = fresh.market.functions
     for replicas, quorum in ((3, 2), (2, 2)):
         p = fresh.params(replicas=replicas, quorum=quorum, assignee=fresh.providers[0])
-        with reverts_with(fresh.market, "InvalidReplicas", replicas, 1):
+        with reverts(fresh.market, "InvalidReplicas", replicas, 1):
             fn.postTask(p, "bafybundle").transact(
                 {"from": fresh.requester, "value": replicas * BOUNTY}
             )
     # The general bound still comes first.
     p = fresh.params(replicas=17, quorum=9, assignee=fresh.providers[0])
-    with reverts_with(fresh.market, "InvalidReplicas", 17, 16):
+    with reverts(fresh.market, "InvalidReplicas", 17, 16):
         fn.postTask(p, "bafybundle").transact({"from": fresh.requester, "value": 17 * BOUNTY})
     assert fresh.w3.eth.get_balance(fresh.market.address) == 0
 
 
-def test_assigned_task_to_an_inactive_provider_cannot_be_claimed(fresh: Any) -> None:
+def test_assigned_task_to_an_inactive_provider_cannot_be_claimed(fresh: Any, reverts: Any) -> None:
     inactive = fresh.providers[3]  # never registered
     p = fresh.params(assignee=inactive)
     fresh.post(p)
-    with reverts_with(fresh.market, "NotActiveProvider", inactive):
+    with reverts(fresh.market, "NotActiveProvider", inactive):
         fresh.market.functions.claim(p, ZERO32).transact({"from": inactive, "value": BOND})
-    with reverts_with(fresh.market, "NotActiveProvider", inactive):
+    with reverts(fresh.market, "NotActiveProvider", inactive):
         claim_and_finalize(fresh, p, inactive)
     # The requester can still take the bounty back: the task was never claimed.
     fresh.send(fresh.market.functions.cancel(p), fresh.requester)
@@ -148,7 +114,7 @@ def test_assigned_task_to_an_inactive_provider_cannot_be_claimed(fresh: Any) -> 
 # ------------------------------------------------------------------ claimAndFinalize
 
 
-def test_claim_and_finalize_pays_the_assignee_in_one_transaction(fresh: Any) -> None:
+def test_claim_and_finalize_pays_the_assignee_in_one_transaction(fresh: Any, reverts: Any) -> None:
     assignee = fresh.providers[1]
     p = fresh.params(assignee=assignee)
     task_id = fresh.post(p)
@@ -210,64 +176,66 @@ def test_claim_and_finalize_pays_the_assignee_in_one_transaction(fresh: Any) -> 
     # The task is gone; no replica was stored.
     assert tuple(fn.taskState(task_id).call()) == (0, 0, 0, 0, 0, False, 0)
     assert fn.replicaOf(task_id, assignee).call()[0] == 0
-    with reverts_with(fresh.market, "UnknownTask", task_id):
+    with reverts(fresh.market, "UnknownTask", task_id):
         claim_and_finalize(fresh, p, assignee)
-    with reverts_with(fresh.market, "UnknownTask", task_id):
+    with reverts(fresh.market, "UnknownTask", task_id):
         fn.claim(p, ZERO32).transact({"from": assignee, "value": BOND})
-    with reverts_with(fresh.market, "UnknownTask", task_id):
+    with reverts(fresh.market, "UnknownTask", task_id):
         fn.cancel(p).transact({"from": fresh.requester})
 
 
-def test_claim_and_finalize_on_an_open_task_is_a_race_the_first_wins(fresh: Any) -> None:
+def test_claim_and_finalize_on_an_open_task_is_a_race_the_first_wins(
+    fresh: Any, reverts: Any
+) -> None:
     first, second = fresh.providers[:2]
     p = fresh.params()  # no assignee: any active provider
     task_id = fresh.post(p)
     wins = won(fresh, first)
     fresh.send(fresh.market.functions.claimAndFinalize(p, OUTPUT, CID), first, value=BOND)
     assert won(fresh, first) == wins + 1
-    with reverts_with(fresh.market, "UnknownTask", task_id):
+    with reverts(fresh.market, "UnknownTask", task_id):
         claim_and_finalize(fresh, p, second)
     assert fresh.w3.eth.get_balance(fresh.market.address) == 0
 
 
-def test_claim_and_finalize_needs_a_single_shot_task(fresh: Any) -> None:
+def test_claim_and_finalize_needs_a_single_shot_task(fresh: Any, reverts: Any) -> None:
     provider = fresh.providers[0]
     wide = fresh.params(replicas=3, quorum=2)
     wide_id = fresh.post(wide)
-    with reverts_with(fresh.market, "NotSingleShot", wide_id):
+    with reverts(fresh.market, "NotSingleShot", wide_id):
         claim_and_finalize(fresh, wide, provider)
     windowed = fresh.params(window=60, assignee=provider)
     windowed_id = fresh.post(windowed)
-    with reverts_with(fresh.market, "NotSingleShot", windowed_id):
+    with reverts(fresh.market, "NotSingleShot", windowed_id):
         claim_and_finalize(fresh, windowed, provider)
     # Checked before the value and the caller.
-    with reverts_with(fresh.market, "NotSingleShot", windowed_id):
+    with reverts(fresh.market, "NotSingleShot", windowed_id):
         claim_and_finalize(fresh, windowed, fresh.outsider, value=0)
     # Both stay claimable the ordinary way.
     fresh.send(fresh.market.functions.claim(windowed, ZERO32), provider, value=BOND)
     fresh.send(fresh.market.functions.claim(wide, ZERO32), provider, value=BOND)
 
 
-def test_claim_and_finalize_checks_in_the_contracts_order(fresh: Any) -> None:
+def test_claim_and_finalize_checks_in_the_contracts_order(fresh: Any, reverts: Any) -> None:
     assignee, other = fresh.providers[0], fresh.providers[1]
     p = fresh.params(assignee=assignee)
     task_id = fresh.post(p)
     unknown = fresh.params(assignee=assignee)
-    with reverts_with(fresh.market, "UnknownTask", task_id_of(fresh, unknown)):
+    with reverts(fresh.market, "UnknownTask", task_id_of(fresh, unknown)):
         claim_and_finalize(fresh, unknown, assignee)
     # The value comes before the caller; the caller before the CID.
-    with reverts_with(fresh.market, "WrongValue", BOND - 1, BOND):
+    with reverts(fresh.market, "WrongValue", BOND - 1, BOND):
         claim_and_finalize(fresh, p, other, value=BOND - 1)
-    with reverts_with(fresh.market, "WrongValue", BOND + 1, BOND):
+    with reverts(fresh.market, "WrongValue", BOND + 1, BOND):
         claim_and_finalize(fresh, p, assignee, value=BOND + 1)
-    with reverts_with(fresh.market, "NotAssignee", other, assignee):
+    with reverts(fresh.market, "NotAssignee", other, assignee):
         claim_and_finalize(fresh, p, other, cid="")
-    with reverts_with(fresh.market, "EmptyCid"):
+    with reverts(fresh.market, "EmptyCid"):
         claim_and_finalize(fresh, p, assignee, cid="")
     # The claim deadline is inclusive: one second after it, the task is closed.
     claim_deadline = p[7]
     fresh.travel(claim_deadline + 1)
-    with reverts_with(fresh.market, "ClaimClosed", claim_deadline):
+    with reverts(fresh.market, "ClaimClosed", claim_deadline):
         claim_and_finalize(fresh, p, assignee)
     assert fresh.w3.eth.get_balance(fresh.market.address) == BOUNTY
     assert fresh.market.functions.taskState(task_id).call()[0] == 1  # still open
@@ -282,20 +250,20 @@ def test_claim_and_finalize_at_the_claim_deadline_itself(fresh: Any) -> None:
     assert fresh.w3.eth.get_block(receipt["blockNumber"])["timestamp"] == p[7]
 
 
-def test_a_claimed_task_cannot_be_claimed_and_finalized(fresh: Any) -> None:
+def test_a_claimed_task_cannot_be_claimed_and_finalized(fresh: Any, reverts: Any) -> None:
     a, b = fresh.providers[:2]
     p = fresh.params()
     task_id = fresh.post(p)
     fn = fresh.market.functions
     fresh.send(fn.claim(p, ZERO32), a, value=BOND)
-    with reverts_with(fresh.market, "TaskFull", task_id):
+    with reverts(fresh.market, "TaskFull", task_id):
         claim_and_finalize(fresh, p, b)
-    with reverts_with(fresh.market, "TaskFull", task_id):
+    with reverts(fresh.market, "TaskFull", task_id):
         claim_and_finalize(fresh, p, a)
     # Once reopened (a missed its commit deadline), a is locked out; b may take it.
     fresh.travel(fresh.now() + 301)
     fresh.send(fn.reopen(p, a), fresh.outsider)
-    with reverts_with(fresh.market, "AlreadyClaimed", task_id, a):
+    with reverts(fresh.market, "AlreadyClaimed", task_id, a):
         claim_and_finalize(fresh, p, a)
     wins = won(fresh, b)
     fresh.send(fn.claimAndFinalize(p, OUTPUT, CID), b, value=BOND)
@@ -305,14 +273,14 @@ def test_a_claimed_task_cannot_be_claimed_and_finalized(fresh: Any) -> None:
     assert fresh.w3.eth.get_balance(fresh.market.address) == BOND
 
 
-def test_claim_and_finalize_needs_an_active_provider(fresh: Any) -> None:
+def test_claim_and_finalize_needs_an_active_provider(fresh: Any, reverts: Any) -> None:
     p = fresh.params()
     fresh.post(p)
     for who in (fresh.outsider, fresh.providers[3]):
-        with reverts_with(fresh.market, "NotActiveProvider", who):
+        with reverts(fresh.market, "NotActiveProvider", who):
             claim_and_finalize(fresh, p, who)
     # A provider that asked to unstake is no longer active.
     leaving = fresh.providers[2]
     fresh.send(fresh.registry.functions.requestUnstake(), leaving)
-    with reverts_with(fresh.market, "NotActiveProvider", leaving):
+    with reverts(fresh.market, "NotActiveProvider", leaving):
         claim_and_finalize(fresh, p, leaving)
