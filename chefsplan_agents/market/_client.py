@@ -24,6 +24,14 @@ __all__ = ["MarketClient", "PostedTask"]
 _ZERO32 = b"\x00" * 32
 
 
+def check_assignment(assignee: str | None, replicas: int) -> None:
+    """Raise :class:`MarketError` for an assigned task with more than one replica."""
+    if assignee is not None and replicas != 1:
+        raise MarketError(
+            f"a task assigned to one provider has one replica (got replicas={replicas})"
+        )
+
+
 @dataclass(frozen=True)
 class PostedTask:
     """A task just posted: its id, its terms and the receipt of ``postTask``."""
@@ -111,10 +119,7 @@ class MarketClient:
         """
         if replicas < 1:
             raise MarketError(f"replicas must be at least 1 (got {replicas})")
-        if assignee is not None and replicas != 1:
-            raise MarketError(
-                f"a task assigned to one provider has one replica (got replicas={replicas})"
-            )
+        check_assignment(assignee, replicas)
         quorum = replicas // 2 + 1 if quorum is None else quorum
         for name, value in (
             ("claim_window", claim_window),

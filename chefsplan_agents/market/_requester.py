@@ -39,7 +39,7 @@ from chefsplan_agents.errors import (
     VerificationError,
 )
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.market._client import MarketClient
+from chefsplan_agents.market._client import MarketClient, check_assignment
 from chefsplan_agents.market._records import (
     ReplicaState,
     Settlement,
@@ -322,10 +322,7 @@ class Requester:
             )
         if bounty_per_replica <= 0 or bond <= 0:
             raise MarketError("bounty_per_replica and bond must be positive wei amounts")
-        if assignee is not None and replicas != 1:
-            raise MarketError(
-                f"a task assigned to one provider has one replica (got replicas={replicas})"
-            )
+        check_assignment(assignee, replicas)  # before the bundle is stored
         if isinstance(bundle_or_prompt, str):
             if model is None:
                 raise MarketError("a prompt needs a model: pass model=<sha256 or name>")

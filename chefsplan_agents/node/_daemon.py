@@ -783,16 +783,13 @@ class ProviderNode:
             bundle = self._vet_again(record)
             return 1 if bundle is None else self._run_assigned(record, bundle)
         # Closed: settled by this node's own transaction just before a crash, or cancelled.
-        claims = self.retry.run(
+        mine = self.retry.run(
             "read claim events",
-            functools.partial(
-                self.market.contract.get_logs,
-                "ReplicaClaimed",
-                from_block=record.posted_block,
-                filters={"taskId": bytes.fromhex(record.task_id[2:])},
+            lambda: self._task_market(record).events(
+                "ReplicaClaimed", task_id=record.task_id, provider=self.address
             ),
         )
-        if any(str(e.args["provider"]) == self.address for e in claims):
+        if mine:
             self.state.save(record.advance(TaskStage.SETTLED))
         else:
             self.state.save(record.advance(TaskStage.LOST, reason="the task was cancelled"))
