@@ -58,6 +58,10 @@ _ACTIVE = frozenset(
 )
 
 
+# An assigned task's stages: the node has nothing at stake in them (see NodeStateStore.save).
+_SINGLE_SHOT = frozenset({TaskStage.RUNNING, TaskStage.SETTLING})
+
+
 def _params_to_json(params: TaskParams) -> dict[str, Any]:
     raw = asdict(params)
     raw["bundle_hash"] = "0x" + params.bundle_hash.hex()
@@ -161,11 +165,12 @@ class NodeStateStore:
 
         Records of tasks the node still has work on (a salt, a bond at stake) reach the disk
         before this returns, power failures included. Final records (refused, lost, settled,
-        failed) skip the flush: losing one costs at most a second look at the task. So does a
-        RUNNING one (an assigned task before any transaction): nothing is at stake yet, and a
-        lost record costs the requester a repost.
+        failed) skip the flush: losing one costs at most a second look at the task. So do the
+        two of an assigned task (RUNNING, SETTLING): nothing is at stake in them, since its one
+        transaction puts up the bond and pays it back. After a power failure the node finds its
+        own settlement among the task's events, or runs the task again while it is open.
         """
-        durable = record.stage.active and record.stage is not TaskStage.RUNNING
+        durable = record.stage.active and record.stage not in _SINGLE_SHOT
         self._write(self._tasks / f"{record.task_id}.json", record.to_json(), durable=durable)
         if self._active is not None:
             if record.stage.active:
