@@ -185,8 +185,9 @@ def top_k_of(logprobs: npt.NDArray[np.floating[Any]], k: int) -> TopK:
 
 
 # Top-k candidates are looked for among the values this close to the best one (nats): next-token
-# distributions are peaked, so a handful qualify and one pass plus a tiny sort finds them.
-_TOP_MARGIN = 8.0
+# distributions are peaked, so a handful qualify and one pass plus a tiny sort finds them. When
+# fewer than k do, wider margins are tried; when many do, a partial sort keeps the top k.
+_TOP_MARGINS = (8.0, 12.0, 16.0)
 _TOP_MAX_CANDIDATES = 256
 
 
@@ -198,20 +199,28 @@ def _top_ids(values: npt.NDArray[np.floating[Any]], k: int) -> list[int]:
     best = int(np.argmax(values))  # the lowest id among equal maxima
     if k == 1:
         return [best]
-    candidates = np.flatnonzero(values >= values[best] - _TOP_MARGIN)
-    if k <= candidates.size <= _TOP_MAX_CANDIDATES:
-        # Every one of the top k is within the margin once k values are: sort just those.
-        order = np.lexsort((candidates, -values[candidates]))
-        return [int(i) for i in candidates[order[:k]]]
-    # A flat distribution (or fewer than k within the margin): k argmax passes, which return
-    # the lowest id among equals too.
-    work = np.array(values, dtype=values.dtype, copy=True)
-    ids = []
-    for _ in range(k):
-        i = int(np.argmax(work))
-        ids.append(i)
-        work[i] = -np.inf
-    return ids
+    for margin in _TOP_MARGINS:
+        candidates = np.flatnonzero(values >= values[best] - margin)
+        if candidates.size >= k:
+            break
+    else:
+        # Fewer than k values within reach of the best (or NaNs): k argmax passes, which
+        # return the lowest id among equals too.
+        work = np.array(values, dtype=values.dtype, copy=True)
+        ids = []
+        for _ in range(k):
+            i = int(np.argmax(work))
+            ids.append(i)
+            work[i] = -np.inf
+        return ids
+    scores = values[candidates]
+    if candidates.size > _TOP_MAX_CANDIDATES:
+        # Keep the values at least as large as the k-th largest: the top k and their ties.
+        kth = np.partition(scores, scores.size - k)[scores.size - k]
+        keep = scores >= kth
+        candidates, scores = candidates[keep], scores[keep]
+    order = np.lexsort((candidates, -scores))
+    return [int(i) for i in candidates[order[:k]]]
 
 
 def position_logprobs(logits: npt.NDArray[np.float32], token: int, k: int) -> tuple[float, TopK]:

@@ -210,7 +210,15 @@ def test_top_k_of_small_vocabulary_and_zero_k() -> None:
 
 @pytest.mark.parametrize(
     "shape",
-    ["peaked", "ties-in-margin", "flat", "one-spike", "few-in-margin"],
+    [
+        "peaked",
+        "ties-in-margin",
+        "flat",
+        "one-spike",
+        "few-in-margin",
+        "wider-margin",
+        "many-tied-at-k",
+    ],
 )
 def test_top_ids_match_a_full_sort_on_every_path(shape: str) -> None:
     import numpy as np
@@ -224,11 +232,19 @@ def test_top_ids_match_a_full_sort_on_every_path(shape: str) -> None:
     elif shape == "ties-in-margin":
         values[[300, 20, 7000]] = values.max() + 1.0
         values[[5, 6000]] = values.max() - 0.5
-    elif shape == "flat":  # thousands within the margin: the argmax passes
+    elif shape == "flat":  # thousands within the margin, all tied: the partial sort
         values = np.zeros(8192, dtype=np.float32)
-    elif shape == "one-spike":  # fewer than k within the margin: the argmax passes
+    elif shape == "one-spike":  # fewer than k within every margin: the argmax passes
         values = np.zeros(8192, dtype=np.float32)
         values[4242] = 50.0
+    elif shape == "wider-margin":  # fewer than k within 8 nats, enough within 12
+        values = np.zeros(8192, dtype=np.float32)
+        values[[4242, 17, 8000]] = [50.0, 45.0, 41.0]
+        values[[600, 3, 7001]] = 40.0
+    elif shape == "many-tied-at-k":  # thousands within the margin, ties at the k-th place
+        values = (rng.standard_normal(8192) * 0.5).astype(np.float32)
+        values[[100, 50, 3000, 70]] = [10.0, 9.9, 9.8, 9.7]
+        values[[900, 40, 8100]] = 9.0
     else:
         values[[10, 11]] += 30.0
     expected = [int(i) for i in np.lexsort((np.arange(values.size), -values))[:5]]
