@@ -7,11 +7,15 @@ million ether each. Blocks are mined on every transaction; snapshots and time tr
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from eth.exceptions import TransactionNotFound as EVMTransactionNotFound
 from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import BlockNotFound, TransactionNotFound
+from eth_tester.backends.pyevm.serializers import serialize_transaction_receipt
+from eth_tester.exceptions import BlockNotFound
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
@@ -24,6 +28,14 @@ __all__ = ["EmbeddedChain"]
 
 # Generous for any one call of this package's contracts, far below the block gas limit.
 EMBEDDED_GAS_LIMIT = 10_000_000
+# Mined blocks whose shaped receipts and logs are kept (a few KB each).
+_MINED_CACHE = 4096
+
+
+@dataclass(frozen=True)
+class _MinedBlock:
+    receipts: dict[bytes, dict[str, Any]]  # by transaction hash, in Chain._raw_receipt's shape
+    logs: list[dict[str, Any]]  # in block order, in Chain._raw_logs's shape
 
 
 class _LockedTesterProvider(EthereumTesterProvider):
@@ -52,6 +64,7 @@ class EmbeddedChain(Chain):
         self._lock = threading.RLock()
         self._backend = PyEVMBackend()
         self._tester = EthereumTester(self._backend)
+        self._mined: OrderedDict[bytes, _MinedBlock] = OrderedDict()
         w3 = Web3(_LockedTesterProvider(self._tester, self._lock))
         keys = [key.to_bytes() for key in self._backend.account_keys[:accounts]]
         super().__init__(w3, keys, timeout_s=timeout_s)
@@ -134,16 +147,21 @@ class EmbeddedChain(Chain):
             raise TransactionFailed(_not_mined(tx_hash)) from err
         with self._lock:
             try:
-                receipt = self._backend.get_transaction_receipt(raw)
-            except TransactionNotFound as err:
+                number, _ = self._backend.chain.chaindb.get_transaction_index(raw)
+            except (EVMTransactionNotFound, ValueError) as err:
                 raise TransactionFailed(_not_mined(tx_hash)) from err
-        return _shape_receipt(receipt)
+            mined = self._mined_block(number)
+        # The index may name a block a snapshot revert has since replaced.
+        receipt = None if mined is None else mined.receipts.get(raw)
+        if receipt is None:
+            raise TransactionFailed(_not_mined(tx_hash))
+        return receipt
 
     def _mined_receipt(self, tx_hash: str, label: str) -> Mapping[str, Any]:
         return self._raw_receipt(tx_hash)
 
     def _raw_logs(self, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        address = bytes.fromhex(str(params["address"])[2:])
+        address = "0x" + str(params["address"])[2:].lower()
         wanted = [_topic_set(t) for t in params.get("topics", [])]
         out: list[Mapping[str, Any]] = []
         with self._lock:
@@ -151,15 +169,44 @@ class EmbeddedChain(Chain):
             low = _block_number(params["fromBlock"], head)
             high = min(_block_number(params["toBlock"], head), head)
             for number in range(low, high + 1):
-                try:
-                    block = self._backend.get_block_by_number(number, full_transaction=False)
-                except BlockNotFound:
+                mined = self._mined_block(number)
+                if mined is None:
                     break
-                for tx_hash in block["transactions"]:
-                    for entry in self._backend.get_transaction_receipt(tx_hash)["logs"]:
-                        if entry["address"] == address and _topics_match(entry["topics"], wanted):
-                            out.append(_shape_log(entry))
+                out.extend(
+                    entry
+                    for entry in mined.logs
+                    if entry["address"] == address and _topics_match(entry["topics"], wanted)
+                )
         return out
+
+    def _mined_block(self, number: int) -> _MinedBlock | None:
+        """A mined block's receipts and logs, shaped once and kept by block hash.
+
+        A block's hash fixes its content, so an entry stays right across snapshot reverts: a
+        replaced block has another hash. Called with the lock held.
+        """
+        chain = self._backend.chain
+        if not 0 <= number < chain.get_block().number:  # py-evm's head block is the pending one
+            return None
+        header = chain.get_canonical_block_header_by_number(number)
+        mined = self._mined.get(header.hash)
+        if mined is not None:
+            self._mined.move_to_end(header.hash)
+            return mined
+        block = chain.get_canonical_block_by_number(number)
+        receipts = block.get_receipts(chain.chaindb)
+        vm = chain.get_vm()
+        shaped = {
+            bytes(tx.hash): _shape_receipt(
+                serialize_transaction_receipt(block, receipts, tx, i, False, vm)
+            )
+            for i, tx in enumerate(block.transactions)
+        }
+        mined = _MinedBlock(shaped, [log for r in shaped.values() for log in r["logs"]])
+        self._mined[header.hash] = mined
+        if len(self._mined) > _MINED_CACHE:
+            self._mined.popitem(last=False)
+        return mined
 
     def _revert_data(self, err: BaseException) -> bytes | None:
         data = super()._revert_data(err)

@@ -348,6 +348,23 @@ class ChainConformance:
         probe.transact("set", 98, "y")  # nonces are resynced after the revert
         assert probe.call("value") == 98
 
+    def test_logs_and_receipts_after_a_revert_are_the_replacing_blocks(
+        self, chain: Chain, probe: BoundContract
+    ) -> None:
+        start = chain.block_number() + 1
+        snap = chain.snapshot()
+        gone = probe.transact("set", 71, "gone", sender=chain.accounts[1])
+        assert [e.args["note"] for e in probe.get_logs("Set", from_block=start)] == ["gone"]
+        assert chain.receipt(gone.tx_hash).block_number == start  # read once: kept if cached
+        chain.revert(snap)
+        kept = probe.transact("set", 72, "kept", sender=chain.accounts[2])
+        assert kept.block_number == start  # the same height, another block
+        logs = probe.get_logs("Set", from_block=start)
+        assert [(e.args["note"], e.tx_hash) for e in logs] == [("kept", kept.tx_hash)]
+        assert chain.receipt(kept.tx_hash).event("Set").args["value"] == 72
+        with pytest.raises(TransactionFailed, match="no mined transaction"):
+            chain.receipt(gone.tx_hash)
+
     # ------------------------------------------------------------------ deployment
 
     def test_deployment_is_wired(
