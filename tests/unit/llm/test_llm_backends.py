@@ -12,6 +12,7 @@ import pytest
 from chefsplan_agents.config import LLMSettings
 from chefsplan_agents.errors import (
     GenerationError,
+    LLMError,
     LLMServerUnavailable,
     ModelHashMismatch,
     ModelLoadError,
@@ -267,3 +268,41 @@ def test_a_bad_template_fails_every_time_and_good_ones_compile_once() -> None:
     second = render_chat(template, [ChatMessage(role="user", content="b")])
     assert (first, second) == ("[a]", "[b]")  # one compiled template, rendered per call
     assert _compiled_template(template) is _compiled_template(template)
+
+
+def test_direct_calls_on_the_shared_llama_agree_with_the_backend(random_model: ModelFile) -> None:
+    llm = LlamaCppBackend(random_model, n_ctx=128, n_threads=1, n_batch=64)
+    with llm:
+        ours = llm.complete("hello", GenerationParams(max_tokens=6))
+        llama = llm.llama
+        assert llama.model_path == str(random_model.path)
+        direct = llama.create_completion(
+            "hello", max_tokens=6, temperature=0.0, repeat_penalty=1.0, seed=0
+        )
+        assert direct["choices"][0]["text"] == ours.text  # the same model, greedy
+        again = llm.complete("hello", GenerationParams(max_tokens=6))  # nothing left over
+        assert (again.token_ids, again.fingerprint) == (ours.token_ids, ours.fingerprint)
+    with pytest.raises(LLMError, match="closed"):
+        _ = llm.llama
+
+
+def test_fingerprints_are_per_position_across_batches(random_model: ModelFile) -> None:
+    # Positions are fingerprinted in batches of 16: 40 tokens span two whole batches and a
+    # partial one. Each position must carry its own logits' numbers, in order.
+    with LlamaCppBackend(random_model, n_ctx=256, n_threads=1, n_batch=64) as llm:
+        gen = llm.complete("Dinner for two", GenerationParams(max_tokens=40))
+        assert len(gen.token_ids) == len(gen.fingerprint) == len(gen.token_logprobs) == 40
+        scored = llm.rescore("Dinner for two", gen.token_ids, k=5)
+        for i, (chosen, top, pos) in enumerate(
+            zip(gen.token_logprobs, gen.fingerprint, scored.positions, strict=True)
+        ):
+            assert [t for t, _ in top] == [t for t, _ in pos.top], i
+            assert chosen == pytest.approx(pos.logprob, abs=1e-4), i
+            assert [lp for _, lp in top] == pytest.approx([lp for _, lp in pos.top], abs=1e-4)
+        # A stop string that cuts the text mid-batch keeps the three lists aligned.
+        cut = gen.text[: len(gen.text) // 2].rstrip()[-3:]
+        stopped = llm.complete("Dinner for two", GenerationParams(max_tokens=40, stop=(cut,)))
+        n = len(stopped.token_ids)
+        assert 0 < n < 40 and stopped.finish_reason == "stop"
+        assert stopped.fingerprint == gen.fingerprint[:n]
+        assert stopped.token_logprobs == gen.token_logprobs[:n]
