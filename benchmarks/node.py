@@ -6,6 +6,10 @@ Model: SmolLM2-135M Q4_1, 2 threads, greedy, 128 new tokens, one chat prompt.
   job: generation with a top-5 logprob fingerprint per token, ResultBundle built and signed)
   divided by tokens/s of llama-cpp-python's own ``create_completion`` on the same prompt
   (no logprobs). Goal ≥ 0.95.
+
+Both sides run on one ``llama_cpp.Llama``, the node's (:attr:`LlamaCppBackend.llama`): two
+instances of the same model in one process ran up to 5% apart here, each process its own way
+(buffer placement), which a baseline on a second instance would count as node overhead.
 * ``delegated_vs_direct_wall``: wall time from posting the task to holding the verified
   result, for a task assigned to the node (``TaskParams.assignee``, as a Matching agent that
   picked the node from the registry posts it) — bundle signed and stored, ``postTask``, the
@@ -44,9 +48,10 @@ from _report import parser, report  # noqa: E402
 from chefsplan_agents.bundles import GenerationParams, encode_bundle  # noqa: E402
 from chefsplan_agents.devnet import Devnet  # noqa: E402
 from chefsplan_agents.errors import ModelNotFound  # noqa: E402
+from chefsplan_agents.llm import LlamaCppBackend  # noqa: E402
 
 N_TOKENS = 128
-ROUNDS = 16
+ROUNDS = 24
 THREADS = 2
 QUESTION = "Write a short recipe for a tomato soup, step by step, with quantities."
 
@@ -55,7 +60,6 @@ def main() -> None:
     cli = parser(__doc__.splitlines()[0])
     cli.add_argument("--rounds", type=int, default=ROUNDS, help="timed rounds per path")
     args = cli.parse_args()
-    import llama_cpp
 
     try:
         net = Devnet.create(nodes=1, model="smollm2", n_threads=THREADS, n_ctx=2048)
@@ -64,15 +68,8 @@ def main() -> None:
     with net:
         node = net.nodes[0]
         info = node.llm.info
-        raw = llama_cpp.Llama(
-            model_path=str(info.path),
-            n_ctx=2048,
-            n_threads=THREADS,
-            n_threads_batch=THREADS,
-            n_batch=512,
-            seed=0,
-            verbose=False,
-        )
+        assert isinstance(node.llm, LlamaCppBackend)
+        raw = node.llm.llama
         params = GenerationParams(max_tokens=N_TOKENS)
         bundle = net.requester.bundle(QUESTION, model=net.model_sha256, params=params)
         bundle_cid = net.store.put(encode_bundle(bundle))
@@ -128,7 +125,6 @@ def main() -> None:
                 start = time.perf_counter()
                 tokens[name] = runs[name]()
                 times[name].append(time.perf_counter() - start)
-        raw.close()
 
     best = {name: min(ts) for name, ts in times.items()}
 
