@@ -1,11 +1,12 @@
 """Local LLM costs: tiny model build/load, SmolLM2 generation, server overhead, re-scoring.
 
 Baseline: llama-cpp-python's own ``create_completion`` (greedy, 64 tokens, no logprobs) on
-SmolLM2-135M Q4_1. Ours: ``LlamaCppBackend.complete`` (which also records a top-5 logprob
-fingerprint per token), ``LlamaServerBackend.complete`` through ``python -m llama_cpp.server``
-on loopback, and ``rescore`` of the same 64 tokens (one prefill pass) in process. Reported:
-the best of a few interleaved runs (the machine is shared, so the minimum is the steadiest
-estimate of the cost itself), tokens/s and ratios to the baseline.
+SmolLM2-135M Q4_1, run on the backend's own ``llama_cpp.Llama`` (``LlamaCppBackend.llama``).
+Ours: ``LlamaCppBackend.complete`` (which also records a top-5 logprob fingerprint per token),
+``LlamaServerBackend.complete`` through ``python -m llama_cpp.server`` on loopback, and
+``rescore`` of the same 64 tokens (one prefill pass) in process. Reported: the best of a few
+interleaved runs (the machine is shared, so the minimum is the steadiest estimate of the cost
+itself), tokens/s and ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -82,11 +83,8 @@ def main() -> None:
         llm = LlamaCppBackend(model, n_ctx=1024, n_threads=THREADS)
         smol_load_ms = (time.perf_counter() - start) * 1000
         prompt = llm.format_chat(messages)  # the same text every backend sees
-        import llama_cpp
-
-        raw = llama_cpp.Llama(
-            str(model.path), n_ctx=1024, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
-        )
+        # The backend's own llama_cpp.Llama: two instances of one model ran up to 5% apart here.
+        raw = llm.llama
 
         def baseline() -> None:
             raw.reset()  # type: ignore[no-untyped-call]
@@ -117,7 +115,6 @@ def main() -> None:
         agreement = fingerprint_agreement(gen.fingerprint, results[-1])
         top1 = results[-1].top1_fraction
         llm.close()
-        raw.close()
         rows.append(["SmolLM2 load (in process)", f"{smol_load_ms:.0f} ms", "", ""])
         rows.append(
             [
