@@ -6,10 +6,6 @@ Model: SmolLM2-135M Q4_1, 2 threads, greedy, 128 new tokens, one chat prompt.
   job: generation with a top-5 logprob fingerprint per token, ResultBundle built and signed)
   divided by tokens/s of llama-cpp-python's own ``create_completion`` on the same prompt
   (no logprobs). Goal ≥ 0.95.
-
-Both sides run on one ``llama_cpp.Llama``, the node's (:attr:`LlamaCppBackend.llama`): two
-instances of the same model in one process ran up to 5% apart here, each process its own way
-(buffer placement), which a baseline on a second instance would count as node overhead.
 * ``delegated_vs_direct_wall``: wall time from posting the task to holding the verified
   result, for a task assigned to the node (``TaskParams.assignee``, as a Matching agent that
   picked the node from the registry posts it) — bundle signed and stored, ``postTask``, the
@@ -21,6 +17,10 @@ instances of the same model in one process ran up to 5% apart here, each process
 * ``delegated_open_vs_direct_wall``: the same for an open task that any provider may take:
   the node claims first (given up to 50 ms before the model starts) and reveals and settles
   with ``revealAndFinalize`` after the run, one transaction more on the critical path.
+
+Both sides run on one ``llama_cpp.Llama``, the node's (:attr:`LlamaCppBackend.llama`): two
+instances of the same model in one process ran up to 5% apart here, each process its own way
+(buffer placement), which a baseline on a second instance would count as node overhead.
 
 OpenMP's wait policy is whatever the environment says (the package does not set it); both
 paths run in this one process under the same policy.
