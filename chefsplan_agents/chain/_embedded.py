@@ -127,7 +127,11 @@ class EmbeddedChain(Chain):
 
     def block_number(self) -> int:
         with self._lock:
-            return int(self._backend.get_block_by_number("latest")["number"])
+            return self._head()
+
+    def _head(self) -> int:
+        # py-evm's current block is the pending one; the latest mined is the one before it.
+        return max(int(self._backend.chain.get_block().number) - 1, 0)
 
     def block_timestamp(self, block: int | str = "latest") -> int:
         with self._lock:
@@ -165,7 +169,7 @@ class EmbeddedChain(Chain):
         wanted = [_topic_set(t) for t in params.get("topics", [])]
         out: list[Mapping[str, Any]] = []
         with self._lock:
-            head = int(self._backend.get_block_by_number("latest")["number"])
+            head = self._head()
             low = _block_number(params["fromBlock"], head)
             high = min(_block_number(params["toBlock"], head), head)
             for number in range(low, high + 1):
@@ -185,9 +189,9 @@ class EmbeddedChain(Chain):
         A block's hash fixes its content, so an entry stays right across snapshot reverts: a
         replaced block has another hash. Called with the lock held.
         """
-        chain = self._backend.chain
-        if not 0 <= number < chain.get_block().number:  # py-evm's head block is the pending one
+        if not 0 <= number <= self._head():
             return None
+        chain = self._backend.chain
         header = chain.get_canonical_block_header_by_number(number)
         mined = self._mined.get(header.hash)
         if mined is not None:
