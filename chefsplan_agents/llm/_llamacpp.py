@@ -121,8 +121,8 @@ class LlamaCppBackend(BackendBase):
 
     Args:
         model: A :class:`ModelFile`, a ``.gguf`` path or a known name (see ``resolve_model``).
-        n_ctx: Context length in tokens (llama.cpp may round it up; ``info.n_ctx`` is the
-            real one).
+        n_ctx: Context length in tokens (``info.n_ctx``; llama.cpp may reserve more, but
+            llama-cpp-python's buffers hold this many).
         n_threads: CPU threads for generation and prefill.
         n_batch: Prompt tokens evaluated per batch.
         sha256: Pin the model file's hash.
@@ -184,7 +184,10 @@ class LlamaCppBackend(BackendBase):
             name=meta.get("general.name") or self._file.name,
             path=str(self._file.path),
             sha256=self._file.sha256,
-            n_ctx=int(self._llm.n_ctx()),
+            # llama.cpp rounds the context up (to 256 at least) but llama-cpp-python sizes its
+            # token and logit buffers to the n_ctx asked for: a prompt between the two passes a
+            # check against the rounded size and then fails inside eval with a numpy error.
+            n_ctx=min(int(self._llm.n_ctx()), int(self._llm.context_params.n_ctx)),
             n_vocab=int(self._llm.n_vocab()),
             n_threads=n_threads,
             n_batch=n_batch,
