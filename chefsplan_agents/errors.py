@@ -45,6 +45,7 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── GenerationError
     │   ├── ModelLoadError        (the file exists but llama.cpp cannot load it)
     │   ├── InvalidGenerationParams (ValueError)
+    │   ├── UnsupportedMessage (ValueError)  (a chat message the local model cannot take)
     │   └── LLMServerUnavailable (ConnectionError)
     ├── NodeError
     │   ├── TaskRefused
@@ -103,6 +104,7 @@ __all__ = [
     "TransactionFailed",
     "TxReverted",
     "UnsupportedBundleVersion",
+    "UnsupportedMessage",
     "VerificationError",
 ]
 
@@ -281,6 +283,11 @@ class ModelLoadError(LLMError):
 
 class InvalidGenerationParams(LLMError, ValueError):
     """Generation parameters are out of range or contradictory."""
+
+
+class UnsupportedMessage(LLMError, ValueError):
+    """A chat message the local model cannot take (an image for a text-only model, an unknown
+    message type)."""
 
 
 class LLMServerUnavailable(LLMError, ConnectionError):
