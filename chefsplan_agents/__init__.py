@@ -5,9 +5,25 @@ Layers (imports point down only): ``errors``/``config`` → ``identity`` → ``b
 ``tools`` → ``agents`` → ``devnet`` → ``cli``.
 """
 
+from typing import TYPE_CHECKING
+
 from chefsplan_agents.config import Settings, load_settings
 from chefsplan_agents.errors import ChefsplanError
 
-__all__ = ["ChefsplanError", "Settings", "__version__", "load_settings"]
+if TYPE_CHECKING:
+    from chefsplan_agents.network import Network, connect
+
+__all__ = ["ChefsplanError", "Network", "Settings", "__version__", "connect", "load_settings"]
+
+
+def __getattr__(name: str) -> object:
+    # ``connect`` and ``Network`` pull in the chain, market and registry layers: imported on
+    # first use so that ``import chefsplan_agents`` (and the CLI's start) stays light.
+    if name in ("Network", "connect"):
+        from chefsplan_agents import network
+
+        return getattr(network, name)
+    raise AttributeError(f"module 'chefsplan_agents' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
