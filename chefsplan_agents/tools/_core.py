@@ -670,8 +670,8 @@ def split_text(text: str, max_chars: int) -> list[str]:
     chunks: list[str] = []
     current = ""
     for paragraph in paragraphs:
-        for piece in _pieces(paragraph, max_chars):
-            joiner = "\n\n" if piece is paragraph or not current else " "
+        for i, piece in enumerate(_pieces(paragraph, max_chars)):
+            joiner = " " if i else "\n\n"  # sentences of one paragraph rejoin with a space
             if current and len(current) + len(joiner) + len(piece) <= max_chars:
                 current += joiner + piece
             else:
