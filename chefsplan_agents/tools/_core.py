@@ -407,7 +407,9 @@ def delegate_task(
     """Delegate a task to remote model nodes and return the settled, verified answer.
 
     The bounty per replica meets the chosen providers' advertised price for ``max_tokens``;
-    the trust level picks replicas, quorum and checks (see the module docs).
+    the trust level picks replicas, quorum and checks (see the module docs). ``providers``
+    picks whom a one-replica task is assigned to; a three-replica task is open to any active
+    provider of the model, so there it only narrows the model and the price.
 
     Raises:
         ToolError: Bad arguments; NoProviderFound when no provider fits.
