@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from chefsplan_agents.bundles import ChatMessage, decode_task_bundle, output_hash
+from chefsplan_agents.bundles import (
+    ChatMessage,
+    ResultBundle,
+    decode_result_bundle,
+    decode_task_bundle,
+    encode_bundle,
+    output_hash,
+    sign_bundle,
+)
 from chefsplan_agents.config import PolicySettings
 from chefsplan_agents.devnet import Devnet
 from chefsplan_agents.errors import (
@@ -21,6 +29,7 @@ from chefsplan_agents.errors import (
     ToolError,
     VerificationError,
 )
+from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import SCRIPTED_OUTPUT, LlamaCppBackend
 from chefsplan_agents.network import Network
 from chefsplan_agents.storage import KuboStore
@@ -276,6 +285,34 @@ def test_second_opinion_rescore_and_peer(network: Network, verifier: LlamaCppBac
     assert local.rescore is not None and local.rescore.passed and local.peer is None
     both = second_opinion(network, receipt.result_cid, method="both")
     assert both.rescore is not None and both.peer is not None and both.verdict == "confirmed"
+
+
+def test_second_opinion_disputes_a_forged_result(
+    network: Network, verifier: LlamaCppBackend
+) -> None:
+    honest = delegate_task(network, "Hi", max_tokens=16, trust="low")
+    result = decode_result_bundle(network.store.get(honest.result_cid))
+    forger = Identity.generate()
+    text = "NOT THE ANSWER"
+    fields = {
+        **result.model_dump(),
+        "output": text,
+        "output_hash": output_hash(text),
+        "token_ids": tuple(verifier.tokenize(text)),
+        "fingerprint": (),
+        "node_did": forger.did,
+        "signature": None,
+    }
+    forged = sign_bundle(ResultBundle.model_validate(fields), forger)
+    cid = network.store.put(encode_bundle(forged))
+    peer = second_opinion(network, cid, method="peer")
+    assert peer.verdict == "disputed" and peer.peer_agrees is False
+    assert peer.peer is not None and peer.peer.output == SCRIPTED_OUTPUT
+    assert "disputed" in peer.text() and "another output 'CHEFSPLAN OK'" in peer.text()
+    network.verifier = verifier
+    local = second_opinion(network, cid)
+    assert local.verdict == "disputed" and local.rescore is not None
+    assert "FAILED" in local.text() and "do not rely" in local.text()
 
 
 def test_second_opinion_needs_another_provider() -> None:
