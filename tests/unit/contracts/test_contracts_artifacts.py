@@ -72,10 +72,15 @@ def test_abis_expose_the_documented_interface() -> None:
         "requestUnstake",
         "withdrawStake",
         "getProvider",
-        "providerOf",
         "isActive",
         "count",
     } <= names("AgentRegistry", "function")
+    # A DID -> address view could be squatted: readers resolve DIDs through verified offers.
+    assert "providerOf" not in names("AgentRegistry", "function")
+    assert "DidTaken" not in names("AgentRegistry", "error")
+    assert {"MAX_TASK_HORIZON", "MAX_COMMIT_TIMEOUT", "MAX_CHALLENGE_WINDOW"} <= names(
+        "TaskMarket", "function"
+    )
     assert names("OutputLog", "event") == {"OutputLogged"}
 
 
