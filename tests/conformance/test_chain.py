@@ -1226,6 +1226,40 @@ def _anvil_keys() -> list[bytes]:
     ]
 
 
+def anvil_required() -> bool:
+    """Whether a missing anvil fails the run instead of skipping it: in CI (``CI=true``) and
+    with ``CHEFSPLAN_REQUIRE_INTEGRATION=1``, as every integration test honors."""
+    ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+    return ci or os.environ.get("CHEFSPLAN_REQUIRE_INTEGRATION", "").strip() == "1"
+
+
+def need_anvil(path: Path) -> None:
+    """Skip unless anvil is at ``path``; fail instead when it is required."""
+    if path.exists():
+        return
+    reason = f"anvil is not installed at {path}: run `npm install` in the repo root"
+    if anvil_required():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def test_a_missing_anvil_fails_when_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "anvil"
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("CHEFSPLAN_REQUIRE_INTEGRATION", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="anvil is not installed"):
+        need_anvil(missing)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="anvil is not installed"):
+        need_anvil(missing)
+    monkeypatch.delenv("CI")
+    monkeypatch.setenv("CHEFSPLAN_REQUIRE_INTEGRATION", "1")
+    with pytest.raises(pytest.fail.Exception, match="anvil is not installed"):
+        need_anvil(missing)
+
+
 @pytest.mark.integration
 class TestAnvilChain(ChainConformance):
     """The same suite on a real EVM node (anvil)."""
@@ -1236,10 +1270,7 @@ class TestAnvilChain(ChainConformance):
         url = os.environ.get("CHEFSPLAN_TEST_RPC_URL", "").strip()
         process = None
         if not url:
-            if not ANVIL.exists():
-                pytest.skip(
-                    f"anvil is not installed at {ANVIL}: run `npm install` in the repo root"
-                )
+            need_anvil(ANVIL)
             port = _free_port()
             process = subprocess.Popen(
                 [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
