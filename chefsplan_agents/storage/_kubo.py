@@ -10,6 +10,7 @@ Works with Kubo (go-ipfs) and the JavaScript daemon, which speak the same RPC AP
 from __future__ import annotations
 
 import io
+import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,8 +20,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import ipfshttpclient
+import ipfshttpclient.encoding as ipfs_encoding
 import ipfshttpclient.exceptions as ipfs_errors
 
+from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, JsonTooDeep, nesting_depth
 from chefsplan_agents.errors import (
     CidMismatch,
     ContentNotFound,
@@ -45,6 +48,54 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # How long has() waits for a block the daemon may have to look for on the network.
 _PROBE_TIMEOUT_S = 2.0
+# The daemons refuse blocks over 2 MiB (bitswap's limit); twice that is the most block/get may
+# answer before the answer is refused unread.
+MAX_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+class _BoundedJsonDecoder(json.JSONDecoder):
+    """The client's JSON decoder, refusing a document nested deeper than our limit.
+
+    ipfshttpclient decodes every JSON answer, and every error body, with ``raw_decode`` on the
+    C scanner, which recurses once per nesting level: a daemon answering ~100 kB of ``[`` would
+    overflow the C stack (see :mod:`chefsplan_agents._json`). The refusal is a ``ValueError``,
+    which the client reports as a decoding error (an answer) or a bare status error (an error
+    body); both reach :meth:`KuboStore._call` and become a ``StorageError``.
+    """
+
+    def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+        depth = nesting_depth(s[idx:] if idx else s)
+        if depth > DEFAULT_MAX_JSON_DEPTH:
+            raise JsonTooDeep(
+                f"JSON nests {depth} levels deep, over the limit of {DEFAULT_MAX_JSON_DEPTH}"
+            )
+        return super().raw_decode(s, idx)
+
+
+class _BoundedJson(ipfs_encoding.Json):  # type: ignore[misc]
+    """ipfshttpclient's concatenated-JSON parser over :class:`_BoundedJsonDecoder`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._decoder2 = _BoundedJsonDecoder()
+
+
+def _bound_client_json() -> None:
+    """Make the client build :class:`_BoundedJson` wherever it asks for its JSON parser.
+
+    The client looks its parsers up by name in a module-level table, for answers and for error
+    bodies alike; replacing the entry is the one place that covers both.
+    """
+    table = vars(ipfs_encoding).get("__encodings")
+    if not isinstance(table, dict) or table.get("json") not in (ipfs_encoding.Json, _BoundedJson):
+        raise ImportError(
+            "this ipfshttpclient version keeps its JSON parser elsewhere; KuboStore cannot "
+            "bound the nesting of daemon answers (install ipfshttpclient 0.7 or 0.8)"
+        )
+    table["json"] = _BoundedJson
+
+
+_bound_client_json()
 
 
 class _TeeReader(io.RawIOBase):
@@ -246,16 +297,29 @@ class KuboStore:
             raise StorageError(f"KuboStore for {self._api} is closed; open a new store")
 
     def _fetch_block(self, cid: Cid) -> bytes:
-        block = self._call(
-            "block/get",
-            lambda: self._client.block.get(
-                str(cid), offline=self._offline, opts={"timeout": f"{self._timeout_s}s"}
-            ),
-            missing=cid,
-        )
-        if not isinstance(block, bytes):
-            raise StorageError(f"IPFS daemon at {self._api} answered block/get with no bytes")
-        return block
+        def read() -> bytes:
+            answer = self._client.block.get(
+                str(cid),
+                offline=self._offline,
+                opts={"timeout": f"{self._timeout_s}s"},
+                stream=True,
+            )
+            block = bytearray()
+            with answer:
+                for piece in answer:
+                    if not isinstance(piece, bytes | bytearray):
+                        raise StorageError(
+                            f"IPFS daemon at {self._api} answered block/get with no bytes"
+                        )
+                    block += piece
+                    if len(block) > MAX_BLOCK_BYTES:
+                        raise StorageError(
+                            f"IPFS daemon at {self._api} answered block/get for {cid} with over "
+                            f"{MAX_BLOCK_BYTES} bytes; no IPFS block is that large"
+                        )
+            return bytes(block)
+
+        return self._call("block/get", read, missing=cid)
 
     def _call(self, what: str, request: Callable[[], _T], *, missing: Cid | None = None) -> _T:
         """Run one daemon request, translating the client's errors into the storage tree."""
