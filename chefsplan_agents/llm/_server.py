@@ -18,12 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from chefsplan_agents import _json
 from chefsplan_agents.errors import (
     GenerationError,
     InvalidGenerationParams,
@@ -216,10 +217,10 @@ class LlamaServerBackend(BackendBase):
                 f"llama.cpp server at {self._url} answered {resp.status_code} to {path}: {detail}"
             )
         try:
-            return resp.json()
-        except ValueError as err:
+            return _json.loads(resp.content)
+        except ValueError as err:  # not UTF-8, not JSON, or nested too deep
             raise LLMServerUnavailable(
-                f"llama.cpp server at {self._url} sent a non-JSON answer to {path}"
+                f"llama.cpp server at {self._url} sent a non-JSON answer to {path}: {err}"
             ) from err
 
     # --- tokens ---------------------------------------------------------------------------
@@ -414,6 +415,43 @@ class LlamaServerBackend(BackendBase):
         )
 
 
+# What the server child may see of this process's environment: where programs, the home folder,
+# locale and temporary files are, the Python that runs it, and the knobs of llama.cpp and its
+# threading and accelerator runtimes. Everything else stays behind (keystore passphrases,
+# private keys, RPC credentials, cloud tokens): the child runs a model, it needs no secret.
+_CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LANGUAGE",
+        "TMPDIR", "TEMP", "TMP", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+        "DYLD_LIBRARY_PATH", "SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT",
+        "CUDA_VISIBLE_DEVICES", "CUDA_PATH", "CUDA_HOME", "HIP_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+    }
+)  # fmt: skip
+_CHILD_ENV_PREFIXES = ("LC_", "OMP_", "KMP_", "GOMP_", "GGML_", "LLAMA_", "OPENBLAS_", "MKL_")
+
+
+def _server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the llama.cpp server child gets: an allow-list of ``environ``.
+
+    Args:
+        environ: The parent's environment (default ``os.environ``).
+
+    Returns:
+        Only the variables a model server needs (paths, locale, temporary folder, Python,
+        ``OMP_*``/``GGML_*``/``LLAMA_*`` and accelerator settings), plus
+        ``PYTHONUNBUFFERED=1``; secrets such as ``CHEFSPLAN_KEYSTORE_PASSPHRASE`` are left out.
+    """
+    source = os.environ if environ is None else environ
+    kept = {
+        name: value
+        for name, value in source.items()
+        if name in _CHILD_ENV_NAMES or name.startswith(_CHILD_ENV_PREFIXES)
+    }
+    kept["PYTHONUNBUFFERED"] = "1"
+    return kept
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -462,7 +500,7 @@ def serve_model(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=_server_environment(),
     )
     try:
         deadline = time.monotonic() + startup_timeout_s
