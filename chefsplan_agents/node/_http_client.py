@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
+from pydantic import ValidationError
+
 from chefsplan_agents import _json
 from chefsplan_agents.bundles import (
     OfferedModel,
@@ -359,8 +361,14 @@ class NodeHttpClient:
         )
 
     def _malformed(self, endpoint: str, err: Exception) -> NodeError:
+        if isinstance(err, ValidationError):  # its text spans lines; keep the first error
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "value"
+            detail = f"{where}: {first['msg']}"
+        else:
+            detail = " ".join(str(err).split())
         return NodeError(
-            f"node {self._base_url} sent a malformed {endpoint} answer ({err}); "
+            f"node {self._base_url} sent a malformed {endpoint} answer ({detail[:300]}); "
             "it may run an incompatible version"
         )
 
