@@ -273,12 +273,15 @@ class LlamaServerBackend(BackendBase):
         try:
             choice = data["choices"][0]
             lp = choice["logprobs"] or {"tokens": [], "token_logprobs": [], "top_logprobs": []}
-            pieces: list[str] = list(lp["tokens"])
-            chosen = [float(x) for x in lp["token_logprobs"]]
-            tops: list[dict[str, float] | None] = list(lp["top_logprobs"])
+            pieces = _pieces(lp["tokens"])
+            chosen = [_number(x) for x in lp["token_logprobs"]]
+            tops = _top_logprobs(lp["top_logprobs"])
             reason = str(choice.get("finish_reason") or "length")
-            usage_prompt = int(data.get("usage", {}).get("prompt_tokens", n_prompt))
-        except (KeyError, IndexError, TypeError, ValueError) as err:
+            usage = data.get("usage") or {}
+            if not isinstance(usage, dict):
+                raise TypeError(f"usage is {type(usage).__name__}, not an object")
+            usage_prompt = int(usage.get("prompt_tokens", n_prompt))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise GenerationError(
                 f"llama.cpp server at {self._url} sent an unexpected completion: {err!r}"
             ) from err
@@ -371,10 +374,8 @@ class LlamaServerBackend(BackendBase):
         }
         data = self._request("POST", "/v1/completions", body)
         try:
-            tops: list[dict[str, float] | None] = list(
-                data["choices"][0]["logprobs"]["top_logprobs"]
-            )
-        except (KeyError, IndexError, TypeError) as err:
+            tops = _top_logprobs(data["choices"][0]["logprobs"]["top_logprobs"])
+        except (KeyError, IndexError, TypeError, ValueError) as err:
             raise GenerationError(
                 f"llama.cpp server at {self._url} sent no prompt logprobs; start it with "
                 "--logits_all true"
@@ -450,6 +451,34 @@ def _server_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     }
     kept["PYTHONUNBUFFERED"] = "1"
     return kept
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _pieces(value: Any) -> list[str]:
+    """The server's token pieces: a list of strings."""
+    if not isinstance(value, list) or not all(isinstance(piece, str) for piece in value):
+        raise TypeError("logprobs.tokens must be a list of strings")
+    return value
+
+
+def _top_logprobs(value: Any) -> list[dict[str, float] | None]:
+    """The server's per-position alternatives: a list of ``{piece: logprob}`` or null."""
+    if not isinstance(value, list):
+        raise TypeError("logprobs.top_logprobs must be a list")
+    tops: list[dict[str, float] | None] = []
+    for entry in value:
+        if entry is None:
+            tops.append(None)
+        elif isinstance(entry, dict) and all(isinstance(piece, str) for piece in entry):
+            tops.append({piece: _number(lp) for piece, lp in entry.items()})
+        else:
+            raise TypeError("logprobs.top_logprobs entries must map pieces to numbers")
+    return tops
 
 
 def _free_port() -> int:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import httpx
 import psutil
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from chefsplan_agents.errors import LLMServerUnavailable
-from chefsplan_agents.llm import LlamaServerBackend, ModelFile, resolve_model, serve_model
+from chefsplan_agents.errors import LLMError, LLMServerUnavailable
+from chefsplan_agents.llm import (
+    GenerationParams,
+    LlamaServerBackend,
+    ModelFile,
+    resolve_model,
+    serve_model,
+)
 from chefsplan_agents.llm._server import _server_environment
 
 DEEP = b"[" * 200_000
@@ -104,3 +114,81 @@ def test_the_server_child_does_not_see_the_parents_secrets(
     assert not set(SECRETS) & set(seen), sorted(set(SECRETS) & set(seen))
     assert all(value not in seen.values() for value in SECRETS.values())
     assert seen["OMP_NUM_THREADS"] == "1" and seen["PATH"] == os.environ["PATH"]
+
+
+_answer: list[bytes] = [b'{"data": []}']
+
+
+@pytest.fixture(scope="module")
+def scripted(random_model: ModelFile) -> Iterator[LlamaServerBackend]:
+    """A backend whose server answers every request with ``_answer[0]``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=_answer[0])
+
+    with LlamaServerBackend(
+        "http://fake", random_model, transport=httpx.MockTransport(handler)
+    ) as backend:
+        yield backend
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.sampled_from([float("inf"), 2**64, "a", "<|im_start|>"])
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_completion = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "text": _json_values,
+                    "finish_reason": _json_values,
+                    "logprobs": st.one_of(
+                        _json_values,
+                        st.fixed_dictionaries(
+                            {
+                                "tokens": st.one_of(_json_values, st.lists(_json_values)),
+                                "token_logprobs": st.one_of(_json_values, st.lists(_json_values)),
+                                "top_logprobs": st.one_of(
+                                    _json_values,
+                                    st.lists(
+                                        st.one_of(
+                                            _json_values,
+                                            st.dictionaries(st.text(max_size=4), _json_values),
+                                        )
+                                    ),
+                                ),
+                            }
+                        ),
+                    ),
+                }
+            ),
+            max_size=2,
+        ),
+        "usage": _json_values,
+    }
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_json_values, _completion).map(lambda value: json.dumps(value).encode()))
+def test_any_server_answer_is_an_llm_error_or_a_result(
+    scripted: LlamaServerBackend, answer: bytes
+) -> None:
+    _answer[0] = answer
+    for call in (
+        lambda: scripted.complete("Hi", GenerationParams(max_tokens=4, logprobs=2)),
+        lambda: scripted.rescore("Hi", [scripted.tokenize("a")[-1]], k=2),
+    ):
+        try:
+            call()
+        except LLMError as err:
+            assert "\n" not in str(err)
