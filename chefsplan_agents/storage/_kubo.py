@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,31 +54,67 @@ _PROBE_TIMEOUT_S = 2.0
 MAX_BLOCK_BYTES = 4 * 1024 * 1024
 
 
-class _BoundedJsonDecoder(json.JSONDecoder):
-    """The client's JSON decoder, refusing a document nested deeper than our limit.
-
-    ipfshttpclient decodes every JSON answer, and every error body, with ``raw_decode`` on the
-    C scanner, which recurses once per nesting level: a daemon answering ~100 kB of ``[`` would
-    overflow the C stack (see :mod:`chefsplan_agents._json`). The refusal is a ``ValueError``,
-    which the client reports as a decoding error (an answer) or a bare status error (an error
-    body); both reach :meth:`KuboStore._call` and become a ``StorageError``.
-    """
-
-    def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
-        depth = nesting_depth(s[idx:] if idx else s)
-        if depth > DEFAULT_MAX_JSON_DEPTH:
-            raise JsonTooDeep(
-                f"JSON nests {depth} levels deep, over the limit of {DEFAULT_MAX_JSON_DEPTH}"
-            )
-        return super().raw_decode(s, idx)
+# A JSON answer (add, block/stat, pin/*) or error body is a few hundred bytes per object.
+MAX_JSON_ANSWER_BYTES = 4 * 1024 * 1024
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 class _BoundedJson(ipfs_encoding.Json):  # type: ignore[misc]
-    """ipfshttpclient's concatenated-JSON parser over :class:`_BoundedJsonDecoder`."""
+    """ipfshttpclient's JSON parser, bounded in size, nesting and time.
+
+    The client decodes every JSON answer, and every error body, with this class. Its own parser
+    runs the C scanner, which recurses once per nesting level (a daemon answering ~100 kB of
+    ``[`` overflowed the C stack, see :mod:`chefsplan_agents._json`), holds answers of any size,
+    and re-parses its growing buffer once per line (quadratic in the number of lines). This one
+    collects at most :data:`MAX_JSON_ANSWER_BYTES`, checks the nesting of the whole answer once,
+    and then reads its concatenated documents in one pass. Every refusal is the client's
+    ``DecodingError``: an answer's reaches :meth:`KuboStore._call`, an error body's becomes a
+    bare status error; both end as a ``StorageError``.
+
+    Documents come out when the answer ends rather than as they arrive, which is how
+    ``KuboStore`` reads every JSON answer anyway.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self._decoder2 = _BoundedJsonDecoder()
+        self._raw = bytearray()
+
+    def parse_partial(self, data: bytes) -> Iterator[Any]:
+        self._raw += data
+        if len(self._raw) > MAX_JSON_ANSWER_BYTES:
+            self._raw.clear()
+            refusal = ValueError(f"answer is over {MAX_JSON_ANSWER_BYTES} bytes of JSON")
+            raise ipfs_errors.DecodingError("json", refusal)
+        return iter(())
+
+    def parse_finalize(self) -> Iterator[Any]:
+        raw, self._raw = bytes(self._raw), bytearray()
+        try:
+            return iter(_json_documents(raw.decode("utf-8")))
+        except ValueError as err:  # not UTF-8, not JSON, or nested too deep
+            raise ipfs_errors.DecodingError("json", err) from err
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON documents of ``text``, one after another (newline-separated or not)."""
+    depth = nesting_depth(text)  # documents side by side: the deepest of them
+    if depth > DEFAULT_MAX_JSON_DEPTH:
+        raise JsonTooDeep(
+            f"JSON nests {depth} levels deep, over the limit of {DEFAULT_MAX_JSON_DEPTH}"
+        )
+    decoder = json.JSONDecoder()
+    documents: list[Any] = []
+    at = _skip_space(text, 0)
+    while at < len(text):
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+        at = _skip_space(text, at)
+    return documents
+
+
+def _skip_space(text: str, at: int) -> int:
+    space = _SPACE.match(text, at)
+    return at if space is None else space.end()
 
 
 def _bound_client_json() -> None:

@@ -21,7 +21,11 @@ import pytest
 
 from chefsplan_agents.errors import CidMismatch, ContentNotFound, StorageError, StoreUnavailable
 from chefsplan_agents.storage import CHUNK_SIZE, Cid, FileImporter, KuboStore, parse_cid
-from chefsplan_agents.storage._kubo import MAX_BLOCK_BYTES
+from chefsplan_agents.storage._kubo import (
+    MAX_BLOCK_BYTES,
+    MAX_JSON_ANSWER_BYTES,
+    _json_documents,
+)
 
 
 class _Daemon(BaseHTTPRequestHandler):
@@ -64,6 +68,18 @@ class _Daemon(BaseHTTPRequestHandler):
             self._reply(500, b"[" * 200_000)
         elif self.hostile == "deep-answer" and url.path == "/api/v0/add":
             self._reply(200, b"[" * 200_000)
+        elif self.hostile == "huge-answer" and url.path == "/api/v0/add":
+            self._reply(200, b"[" + b"0," * (MAX_JSON_ANSWER_BYTES // 2) + b"0]")
+        elif self.hostile == "many-lines" and url.path == "/api/v0/add":
+            # Each line opens a string that never closes: the client's own parser retried the
+            # growing rest of the answer once per line (quadratic: minutes for this).
+            self._reply(200, b'"x\n' * 300_000)
+        elif self.hostile == "pretty" and url.path == "/api/v0/add":
+            answer = {"Name": "f", "Hash": self.add_answer, "Size": "1"}
+            self._reply(200, json.dumps(answer, indent=2).encode())
+        elif self.hostile == "pretty" and url.path == "/api/v0/block/get":
+            error = {"Message": "block not found", "Code": 0, "Type": "error"}
+            self._reply(500, json.dumps(error, indent=2).encode())
         elif self.hostile == "huge-block" and url.path == "/api/v0/block/get":
             self._reply(200, b"\0" * (MAX_BLOCK_BYTES + 1), "application/octet-stream")
         elif url.path == "/api/v0/add":
@@ -243,3 +259,36 @@ def test_an_oversized_block_is_refused(daemon: tuple[type[_Daemon], str]) -> Non
     cid, _ = _dag(b"x")
     with KuboStore(api, timeout_s=5) as store, pytest.raises(StorageError, match="over 4194304"):
         store.get(cid)
+
+
+@pytest.mark.parametrize("mode", ["huge-answer", "many-lines"])
+def test_oversized_and_unparseable_answers_are_storage_errors(
+    daemon: tuple[type[_Daemon], str], mode: str
+) -> None:
+    handler, api = daemon
+    handler.hostile = mode
+    with KuboStore(api, timeout_s=20) as store, pytest.raises(StorageError, match="failed add"):
+        store.put(b"x")
+
+
+def test_pretty_printed_answers_still_parse(
+    daemon: tuple[type[_Daemon], str],
+) -> None:
+    handler, api = daemon
+    handler.hostile = "pretty"
+    cid, _ = _dag(b"x")
+    handler.add_answer = cid
+    with KuboStore(api, timeout_s=5) as store:
+        assert store.put(b"x") == cid
+        with pytest.raises(ContentNotFound, match="block not found"):
+            store.get(cid)
+
+
+def test_concatenated_documents_are_read_in_one_pass() -> None:
+    text = '{"Name": "a"}{"Name":\n "b"}\n\n[1, 2]\n'
+    assert _json_documents(text) == [{"Name": "a"}, {"Name": "b"}, [1, 2]]
+    assert _json_documents(" \n") == []
+    with pytest.raises(ValueError):
+        _json_documents('{"Name": "a"} garbage')
+    with pytest.raises(ValueError, match="65 levels deep"):
+        _json_documents("{}" + "[" * 65 + "]" * 65)
