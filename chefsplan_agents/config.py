@@ -26,7 +26,6 @@ Environment variables use ``__`` between levels: ``CHEFSPLAN_STORAGE__BACKEND=ku
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chefsplan_agents import _json
 from chefsplan_agents.errors import ConfigError
 
 __all__ = [
@@ -194,8 +194,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         # Structured values (the contracts table) may be given as JSON.
         if raw[:1] in "{[":
             try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
+                value = _json.loads(raw)
+            except _json.JsonTooDeep as err:
+                raise ConfigError(f"${name} is refused: {err}") from err
+            except ValueError:
                 value = raw
         node = out
         for part in path[:-1]:
@@ -236,6 +238,8 @@ def load_settings(
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {file} is not valid TOML: {err}") from err
+        except RecursionError as err:  # tomllib recurses once per nested array or table
+            raise ConfigError(f"config file {file} nests too deeply to read") from err
     elif explicit:
         raise ConfigError(f"config file {file} does not exist")
 

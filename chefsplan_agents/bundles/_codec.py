@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from chefsplan_agents import _json
 from chefsplan_agents.bundles._canonical import canonical_json
 from chefsplan_agents.bundles._models import SCHEMA_VERSION, ResultBundle, TaskBundle
 from chefsplan_agents.errors import (
@@ -169,8 +170,10 @@ def _decode(data: bytes, model: type[B], *, max_bytes: int, verify: bool) -> B:
             "only for trusted sources"
         )
     try:
-        value = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        value = _json.loads(data)
+    except _json.JsonTooDeep as err:
+        raise BundleSchemaError(f"{name} is refused: {err}") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         raise BundleSchemaError(f"{name} is not valid UTF-8 JSON: {err}") from err
     if not isinstance(value, dict):
         raise BundleSchemaError(f"{name} must be a JSON object, got {type(value).__name__}")

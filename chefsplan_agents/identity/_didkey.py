@@ -27,6 +27,7 @@ __all__ = [
 _DID_KEY_PREFIX = "did:key:"
 _ED25519_PUB_CODEC = b"\xed\x01"
 _ED25519_KEY_LEN = 32
+_MAX_MULTIKEY_CHARS = 128
 
 
 def did_from_public_key(public_key: Ed25519PublicKey | bytes) -> str:
@@ -78,6 +79,12 @@ def _resolve_did_key(did: str) -> Ed25519PublicKey:
     if not base.startswith(_DID_KEY_PREFIX):
         raise InvalidDid(f"{did!r} is not a did:key; only did:key DIDs resolve offline")
     multikey = base[len(_DID_KEY_PREFIX) :]
+    # base58 decoding takes quadratic time; an Ed25519 did:key has 48 characters after the
+    # prefix, so anything far longer is refused before it is decoded.
+    if len(multikey) > _MAX_MULTIKEY_CHARS or len(fragment) > _MAX_MULTIKEY_CHARS:
+        raise InvalidDid(
+            f"did:key of {len(did)} characters is too long for an Ed25519 key (48 after 'did:key:')"
+        )
     if not multikey.startswith("z"):
         raise InvalidDid(f"{did!r} is not base58btc-encoded (a did:key starts 'did:key:z')")
     try:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chefsplan_agents import _json
 from chefsplan_agents.errors import DidBackendError, InvalidCredential
 from chefsplan_agents.identity._didkey import key_id
 from chefsplan_agents.identity._identity import Identity
@@ -77,9 +78,9 @@ class DidkitBackend:
                 f"didkit worker exited with status {proc.returncode} during {op}: {tail}"
             )
         try:
-            reply = json.loads(proc.stdout)
-        except json.JSONDecodeError as err:
-            raise DidBackendError(f"didkit worker gave no JSON reply to {op}") from err
+            reply = _json.loads(proc.stdout)
+        except ValueError as err:  # not JSON, or nested deeper than any reply the worker writes
+            raise DidBackendError(f"didkit worker gave no JSON reply to {op}: {err}") from err
         if not isinstance(reply, dict):
             raise DidBackendError(f"didkit worker gave a malformed reply to {op}")
         if not reply.get("ok"):

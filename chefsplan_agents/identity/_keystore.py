@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from chefsplan_agents import _json
 from chefsplan_agents.errors import IdentityError, KeystoreError
 from chefsplan_agents.identity._identity import Identity
 
@@ -42,9 +43,17 @@ __all__ = [
 PASSPHRASE_ENV = "CHEFSPLAN_KEYSTORE_PASSPHRASE"
 _KIND = "chefsplan-keystore"
 _VERSION = 1
+_SCRYPT_R = 8
+_SCRYPT_P = 1
 _DEFAULT_SCRYPT_N = 2**17
-# A hostile file must not make us allocate gigabytes: 2**20 * 128 * r(8) = 1 GiB is the cap.
-_MAX_SCRYPT_N = 2**20
+# scrypt works on 128·r·n bytes per lane, p lanes: what save_keystore writes costs
+# 128·8·2**17·1 = 128 MiB. A file may ask for twice that (one doubling of n, for files written
+# with a stronger setting) and no more, so a hostile or corrupt keystore cannot make loading
+# allocate gigabytes or run for minutes. The cap is checked before scrypt runs.
+_MAX_SCRYPT_COST = 256 * 1024 * 1024
+_MAX_SCRYPT_N = _MAX_SCRYPT_COST // (128 * _SCRYPT_R * _SCRYPT_P)
+# A keystore is well under a kilobyte; read no more than this from the file.
+_MAX_KEYSTORE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,14 @@ def _passphrase(passphrase: str | None) -> bytes:
     if not value:
         raise KeystoreError(f"no keystore passphrase: pass one or set ${PASSPHRASE_ENV}")
     return value.encode("utf-8")
+
+
+def _kdf_int(params: Any, name: str) -> int:
+    value = params[name]
+    # Only whole JSON numbers: int() of a float, a string or a bool would accept look-alikes.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"kdfparams.{name} is {type(value).__name__}, not an integer")
+    return value
 
 
 def _derive(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -102,7 +119,7 @@ def save_keystore(
         raise KeystoreError(f"keystore {file} already exists; use --force to replace it")
     salt = secrets.token_bytes(16)
     nonce = secrets.token_bytes(12)
-    key = _derive(secret, salt, scrypt_n, 8, 1)
+    key = _derive(secret, salt, scrypt_n, _SCRYPT_R, _SCRYPT_P)
     seed, evm_key = identity.export_secrets()
     plaintext = json.dumps({"ed25519_seed": seed.hex(), "evm_private_key": evm_key.hex()})
     ciphertext = AESGCM(key).encrypt(
@@ -114,7 +131,7 @@ def save_keystore(
         "did": identity.did,
         "address": identity.address,
         "kdf": "scrypt",
-        "kdfparams": {"n": scrypt_n, "r": 8, "p": 1, "salt": salt.hex()},
+        "kdfparams": {"n": scrypt_n, "r": _SCRYPT_R, "p": _SCRYPT_P, "salt": salt.hex()},
         "cipher": "aes-256-gcm",
         "nonce": nonce.hex(),
         "ciphertext": ciphertext.hex(),
@@ -141,14 +158,23 @@ def save_keystore(
 
 def _read_document(file: Path) -> dict[str, Any]:
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(_MAX_KEYSTORE_BYTES + 1)
     except FileNotFoundError as err:
         raise KeystoreError(f"no keystore at {file}; create one with `chefsplan id new`") from err
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise KeystoreError(f"cannot read keystore {file}: {err}") from err
+    if len(raw) > _MAX_KEYSTORE_BYTES:
+        raise KeystoreError(
+            f"{file} is over {_MAX_KEYSTORE_BYTES} bytes; it is not a chefsplan keystore"
+        )
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
+        document = _json.loads(raw)
+    except _json.JsonTooDeep as err:
+        raise KeystoreError(f"keystore {file} is corrupt: {err}") from err
+    except UnicodeDecodeError as err:
+        raise KeystoreError(f"cannot read keystore {file}: {err}") from err
+    except ValueError as err:
         raise KeystoreError(f"keystore {file} is corrupt: not JSON") from err
     if not isinstance(document, dict) or document.get("kind") != _KIND:
         raise KeystoreError(f"{file} is not a chefsplan keystore")
@@ -196,9 +222,16 @@ def load_keystore(path: str | Path, passphrase: str | None = None) -> Identity:
                 "only scrypt/aes-256-gcm is supported"
             )
         params = document["kdfparams"]
-        n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
-        if not (1 < n <= _MAX_SCRYPT_N) or not (0 < r <= 32) or not (0 < p <= 16):
+        n, r, p = (_kdf_int(params, name) for name in ("n", "r", "p"))
+        if n < 2 or n & (n - 1) or r < 1 or p < 1:
             raise KeystoreError(f"keystore {file} is corrupt: scrypt parameters out of range")
+        cost = 128 * r * n * p
+        if cost > _MAX_SCRYPT_COST:
+            raise KeystoreError(
+                f"keystore {file} asks scrypt for {cost // 2**20} MiB (n={n}, r={r}, p={p}), "
+                f"over the {_MAX_SCRYPT_COST // 2**20} MiB limit; re-create it with "
+                "`chefsplan id new`"
+            )
         salt = bytes.fromhex(params["salt"])
         nonce = bytes.fromhex(document["nonce"])
         ciphertext = bytes.fromhex(document["ciphertext"])
@@ -216,7 +249,7 @@ def load_keystore(path: str | Path, passphrase: str | None = None) -> Identity:
             f"cannot decrypt keystore {file}: wrong passphrase or the file was modified"
         ) from err
     try:
-        secrets_ = json.loads(plaintext)
+        secrets_ = _json.loads(plaintext)
         identity = Identity(
             bytes.fromhex(secrets_["ed25519_seed"]), bytes.fromhex(secrets_["evm_private_key"])
         )

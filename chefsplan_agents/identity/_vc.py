@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from chefsplan_agents import _json
 from chefsplan_agents.errors import InvalidCredential, InvalidDid, InvalidSignature
 from chefsplan_agents.identity._didkey import (
     did_from_public_key,
@@ -153,7 +154,10 @@ def _issuer_of(value: Any) -> str:
 
 def _parse_time(value: Any, name: str) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            pass  # out of datetime's range, or NaN
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -170,9 +174,11 @@ def _split_token(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         raise InvalidCredential("credential is not a compact JWS (header.payload.signature)")
     head, body, signature = token.split(".")
     try:
-        header = json.loads(_b64url_decode(head))
-        claims = json.loads(_b64url_decode(body))
-    except (ValueError, UnicodeDecodeError) as err:
+        header = _json.loads(_b64url_decode(head))
+        claims = _json.loads(_b64url_decode(body))
+    except _json.JsonTooDeep as err:
+        raise InvalidCredential(f"credential JWS header or payload is refused: {err}") from err
+    except ValueError as err:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
         raise InvalidCredential("credential JWS header or payload is not base64url JSON") from err
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise InvalidCredential("credential JWS header and payload must be JSON objects")

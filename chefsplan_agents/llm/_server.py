@@ -18,12 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from chefsplan_agents import _json
 from chefsplan_agents.errors import (
     GenerationError,
     InvalidGenerationParams,
@@ -216,10 +217,10 @@ class LlamaServerBackend(BackendBase):
                 f"llama.cpp server at {self._url} answered {resp.status_code} to {path}: {detail}"
             )
         try:
-            return resp.json()
-        except ValueError as err:
+            return _json.loads(resp.content)
+        except ValueError as err:  # not UTF-8, not JSON, or nested too deep
             raise LLMServerUnavailable(
-                f"llama.cpp server at {self._url} sent a non-JSON answer to {path}"
+                f"llama.cpp server at {self._url} sent a non-JSON answer to {path}: {err}"
             ) from err
 
     # --- tokens ---------------------------------------------------------------------------
@@ -272,12 +273,15 @@ class LlamaServerBackend(BackendBase):
         try:
             choice = data["choices"][0]
             lp = choice["logprobs"] or {"tokens": [], "token_logprobs": [], "top_logprobs": []}
-            pieces: list[str] = list(lp["tokens"])
-            chosen = [float(x) for x in lp["token_logprobs"]]
-            tops: list[dict[str, float] | None] = list(lp["top_logprobs"])
+            pieces = _pieces(lp["tokens"])
+            chosen = [_number(x) for x in lp["token_logprobs"]]
+            tops = _top_logprobs(lp["top_logprobs"])
             reason = str(choice.get("finish_reason") or "length")
-            usage_prompt = int(data.get("usage", {}).get("prompt_tokens", n_prompt))
-        except (KeyError, IndexError, TypeError, ValueError) as err:
+            usage = data.get("usage") or {}
+            if not isinstance(usage, dict):
+                raise TypeError(f"usage is {type(usage).__name__}, not an object")
+            usage_prompt = int(usage.get("prompt_tokens", n_prompt))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise GenerationError(
                 f"llama.cpp server at {self._url} sent an unexpected completion: {err!r}"
             ) from err
@@ -370,10 +374,8 @@ class LlamaServerBackend(BackendBase):
         }
         data = self._request("POST", "/v1/completions", body)
         try:
-            tops: list[dict[str, float] | None] = list(
-                data["choices"][0]["logprobs"]["top_logprobs"]
-            )
-        except (KeyError, IndexError, TypeError) as err:
+            tops = _top_logprobs(data["choices"][0]["logprobs"]["top_logprobs"])
+        except (KeyError, IndexError, TypeError, ValueError) as err:
             raise GenerationError(
                 f"llama.cpp server at {self._url} sent no prompt logprobs; start it with "
                 "--logits_all true"
@@ -412,6 +414,71 @@ class LlamaServerBackend(BackendBase):
             elapsed_ms=(time.perf_counter() - start) * 1000,
             model_sha256=self._info.sha256,
         )
+
+
+# What the server child may see of this process's environment: where programs, the home folder,
+# locale and temporary files are, the Python that runs it, and the knobs of llama.cpp and its
+# threading and accelerator runtimes. Everything else stays behind (keystore passphrases,
+# private keys, RPC credentials, cloud tokens): the child runs a model, it needs no secret.
+_CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LANGUAGE",
+        "TMPDIR", "TEMP", "TMP", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+        "DYLD_LIBRARY_PATH", "SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT",
+        "CUDA_VISIBLE_DEVICES", "CUDA_PATH", "CUDA_HOME", "HIP_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+    }
+)  # fmt: skip
+_CHILD_ENV_PREFIXES = ("LC_", "OMP_", "KMP_", "GOMP_", "GGML_", "LLAMA_", "OPENBLAS_", "MKL_")
+
+
+def _server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the llama.cpp server child gets: an allow-list of ``environ``.
+
+    Args:
+        environ: The parent's environment (default ``os.environ``).
+
+    Returns:
+        Only the variables a model server needs (paths, locale, temporary folder, Python,
+        ``OMP_*``/``GGML_*``/``LLAMA_*`` and accelerator settings), plus
+        ``PYTHONUNBUFFERED=1``; secrets such as ``CHEFSPLAN_KEYSTORE_PASSPHRASE`` are left out.
+    """
+    source = os.environ if environ is None else environ
+    kept = {
+        name: value
+        for name, value in source.items()
+        if name in _CHILD_ENV_NAMES or name.startswith(_CHILD_ENV_PREFIXES)
+    }
+    kept["PYTHONUNBUFFERED"] = "1"
+    return kept
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _pieces(value: Any) -> list[str]:
+    """The server's token pieces: a list of strings."""
+    if not isinstance(value, list) or not all(isinstance(piece, str) for piece in value):
+        raise TypeError("logprobs.tokens must be a list of strings")
+    return value
+
+
+def _top_logprobs(value: Any) -> list[dict[str, float] | None]:
+    """The server's per-position alternatives: a list of ``{piece: logprob}`` or null."""
+    if not isinstance(value, list):
+        raise TypeError("logprobs.top_logprobs must be a list")
+    tops: list[dict[str, float] | None] = []
+    for entry in value:
+        if entry is None:
+            tops.append(None)
+        elif isinstance(entry, dict) and all(isinstance(piece, str) for piece in entry):
+            tops.append({piece: _number(lp) for piece, lp in entry.items()})
+        else:
+            raise TypeError("logprobs.top_logprobs entries must map pieces to numbers")
+    return tops
 
 
 def _free_port() -> int:
@@ -462,7 +529,7 @@ def serve_model(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=_server_environment(),
     )
     try:
         deadline = time.monotonic() + startup_timeout_s

@@ -9,13 +9,15 @@ task CID is the CID of the bundle sent, the ResultBundle is signed by the node a
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
+from pydantic import ValidationError
+
+from chefsplan_agents import _json
 from chefsplan_agents.bundles import (
     OfferedModel,
     ResultBundle,
@@ -189,7 +191,7 @@ class NodeHttpClient:
                 queued=int(data["queued"]),
                 running=int(data["running"]),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:  # int(Infinity)
             raise self._malformed("/availability", err) from err
 
     def input_schema(self) -> dict[str, Any]:
@@ -359,8 +361,14 @@ class NodeHttpClient:
         )
 
     def _malformed(self, endpoint: str, err: Exception) -> NodeError:
+        if isinstance(err, ValidationError):  # its text spans lines; keep the first error
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "value"
+            detail = f"{where}: {first['msg']}"
+        else:
+            detail = " ".join(str(err).split())
         return NodeError(
-            f"node {self._base_url} sent a malformed {endpoint} answer ({err}); "
+            f"node {self._base_url} sent a malformed {endpoint} answer ({detail[:300]}); "
             "it may run an incompatible version"
         )
 
@@ -398,8 +406,8 @@ class NodeHttpClient:
         except RequestAuthError as err:
             raise InvalidSignature(f"{self._base_url}{path}: {err}") from err
         try:
-            data = json.loads(response.body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            data = _json.loads(response.body)
+        except ValueError as err:  # not UTF-8, not JSON, or nested too deep
             raise self._malformed(path, err) from err
         if not isinstance(data, dict):
             raise self._malformed(path, ValueError("the answer is not a JSON object"))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from chefsplan_agents import _json
 from chefsplan_agents.bundles import Offer, verify_offer
 from chefsplan_agents.errors import (
     ContentNotFound,
@@ -152,11 +153,13 @@ def _expiry(token: str) -> int | None:
     # Only called once the token verified, so the payload is well-formed JSON.
     try:
         payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = _json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError, binascii.Error):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
-    return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or not math.isfinite(exp):
+        return None
+    return int(exp)
 
 
 def check_offer(

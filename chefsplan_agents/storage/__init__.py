@@ -17,11 +17,20 @@ from chefsplan_agents.storage._factory import open_store
 from chefsplan_agents.storage._kubo import KuboStore
 from chefsplan_agents.storage._local import LocalCidStore
 from chefsplan_agents.storage._memory import MemoryCidStore
-from chefsplan_agents.storage._unixfs import CHUNK_SIZE, MAX_LINKS, FileImporter
+from chefsplan_agents.storage._unixfs import (
+    CHUNK_SIZE,
+    MAX_DAG_BLOCKS,
+    MAX_LINKS,
+    MIN_USEFUL_BLOCK_BYTES,
+    FileImporter,
+    block_budget,
+)
 
 __all__ = [
     "CHUNK_SIZE",
+    "MAX_DAG_BLOCKS",
     "MAX_LINKS",
+    "MIN_USEFUL_BLOCK_BYTES",
     "BlockContentStore",
     "Cid",
     "Content",
@@ -32,6 +41,7 @@ __all__ = [
     "MemoryCidStore",
     "compute_cid",
     "compute_file_cid",
+    "block_budget",
     "open_store",
     "parse_cid",
 ]

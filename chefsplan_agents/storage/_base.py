@@ -207,7 +207,7 @@ def read_content(source: BlockSource, root: Cid, max_bytes: int | None) -> bytes
                 f"content {root} has {size} bytes, more than the limit of {max_bytes}"
             )
     buffer = io.BytesIO()
-    for chunk in iter_file(source, root):
+    for chunk in iter_file(source, root, max_bytes=max_bytes):
         buffer.write(chunk)
         if max_bytes is not None and buffer.tell() > max_bytes:
             raise ContentTooLarge(f"content {root} is larger than the limit of {max_bytes}")

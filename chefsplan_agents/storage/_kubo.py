@@ -10,7 +10,9 @@ Works with Kubo (go-ipfs) and the JavaScript daemon, which speak the same RPC AP
 from __future__ import annotations
 
 import io
+import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +21,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import ipfshttpclient
+import ipfshttpclient.encoding as ipfs_encoding
 import ipfshttpclient.exceptions as ipfs_errors
 
+from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, JsonTooDeep, nesting_depth
 from chefsplan_agents.errors import (
     CidMismatch,
     ContentNotFound,
@@ -45,6 +49,90 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # How long has() waits for a block the daemon may have to look for on the network.
 _PROBE_TIMEOUT_S = 2.0
+# The daemons refuse blocks over 2 MiB (bitswap's limit); twice that is the most block/get may
+# answer before the answer is refused unread.
+MAX_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+# A JSON answer (add, block/stat, pin/*) or error body is a few hundred bytes per object.
+MAX_JSON_ANSWER_BYTES = 4 * 1024 * 1024
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _BoundedJson(ipfs_encoding.Json):  # type: ignore[misc]
+    """ipfshttpclient's JSON parser, bounded in size, nesting and time.
+
+    The client decodes every JSON answer, and every error body, with this class. Its own parser
+    runs the C scanner, which recurses once per nesting level (a daemon answering ~100 kB of
+    ``[`` overflowed the C stack, see :mod:`chefsplan_agents._json`), holds answers of any size,
+    and re-parses its growing buffer once per line (quadratic in the number of lines). This one
+    collects at most :data:`MAX_JSON_ANSWER_BYTES`, checks the nesting of the whole answer once,
+    and then reads its concatenated documents in one pass. Every refusal is the client's
+    ``DecodingError``: an answer's reaches :meth:`KuboStore._call`, an error body's becomes a
+    bare status error; both end as a ``StorageError``.
+
+    Documents come out when the answer ends rather than as they arrive, which is how
+    ``KuboStore`` reads every JSON answer anyway.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._raw = bytearray()
+
+    def parse_partial(self, data: bytes) -> Iterator[Any]:
+        self._raw += data
+        if len(self._raw) > MAX_JSON_ANSWER_BYTES:
+            self._raw.clear()
+            refusal = ValueError(f"answer is over {MAX_JSON_ANSWER_BYTES} bytes of JSON")
+            raise ipfs_errors.DecodingError("json", refusal)
+        return iter(())
+
+    def parse_finalize(self) -> Iterator[Any]:
+        raw, self._raw = bytes(self._raw), bytearray()
+        try:
+            return iter(_json_documents(raw.decode("utf-8")))
+        except ValueError as err:  # not UTF-8, not JSON, or nested too deep
+            raise ipfs_errors.DecodingError("json", err) from err
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON documents of ``text``, one after another (newline-separated or not)."""
+    depth = nesting_depth(text)  # documents side by side: the deepest of them
+    if depth > DEFAULT_MAX_JSON_DEPTH:
+        raise JsonTooDeep(
+            f"JSON nests {depth} levels deep, over the limit of {DEFAULT_MAX_JSON_DEPTH}"
+        )
+    decoder = json.JSONDecoder()
+    documents: list[Any] = []
+    at = _skip_space(text, 0)
+    while at < len(text):
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+        at = _skip_space(text, at)
+    return documents
+
+
+def _skip_space(text: str, at: int) -> int:
+    space = _SPACE.match(text, at)
+    return at if space is None else space.end()
+
+
+def _bound_client_json() -> None:
+    """Make the client build :class:`_BoundedJson` wherever it asks for its JSON parser.
+
+    The client looks its parsers up by name in a module-level table, for answers and for error
+    bodies alike; replacing the entry is the one place that covers both.
+    """
+    table = vars(ipfs_encoding).get("__encodings")
+    if not isinstance(table, dict) or table.get("json") not in (ipfs_encoding.Json, _BoundedJson):
+        raise ImportError(
+            "this ipfshttpclient version keeps its JSON parser elsewhere; KuboStore cannot "
+            "bound the nesting of daemon answers (install ipfshttpclient 0.7 or 0.8)"
+        )
+    table["json"] = _BoundedJson
+
+
+_bound_client_json()
 
 
 class _TeeReader(io.RawIOBase):
@@ -246,16 +334,29 @@ class KuboStore:
             raise StorageError(f"KuboStore for {self._api} is closed; open a new store")
 
     def _fetch_block(self, cid: Cid) -> bytes:
-        block = self._call(
-            "block/get",
-            lambda: self._client.block.get(
-                str(cid), offline=self._offline, opts={"timeout": f"{self._timeout_s}s"}
-            ),
-            missing=cid,
-        )
-        if not isinstance(block, bytes):
-            raise StorageError(f"IPFS daemon at {self._api} answered block/get with no bytes")
-        return block
+        def read() -> bytes:
+            answer = self._client.block.get(
+                str(cid),
+                offline=self._offline,
+                opts={"timeout": f"{self._timeout_s}s"},
+                stream=True,
+            )
+            block = bytearray()
+            with answer:
+                for piece in answer:
+                    if not isinstance(piece, bytes | bytearray):
+                        raise StorageError(
+                            f"IPFS daemon at {self._api} answered block/get with no bytes"
+                        )
+                    block += piece
+                    if len(block) > MAX_BLOCK_BYTES:
+                        raise StorageError(
+                            f"IPFS daemon at {self._api} answered block/get for {cid} with over "
+                            f"{MAX_BLOCK_BYTES} bytes; no IPFS block is that large"
+                        )
+            return bytes(block)
+
+        return self._call("block/get", read, missing=cid)
 
     def _call(self, what: str, request: Callable[[], _T], *, missing: Cid | None = None) -> _T:
         """Run one daemon request, translating the client's errors into the storage tree."""

@@ -25,15 +25,26 @@ from chefsplan_agents.storage._cid import CODEC_DAG_PB, CODEC_RAW, Cid
 
 __all__ = [
     "CHUNK_SIZE",
+    "MAX_DAG_BLOCKS",
     "MAX_LINKS",
+    "MIN_USEFUL_BLOCK_BYTES",
     "BlockSink",
     "FileImporter",
+    "block_budget",
     "iter_file",
     "root_file_size",
 ]
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174
+
+MIN_USEFUL_BLOCK_BYTES = 1024
+"""The smallest leaf a reader budgets for. ``ipfs add`` cuts 256 KiB (``size-N`` chunkers any N,
+rabin and buzhash far more than this); a file cut finer is refused once its blocks outnumber
+what :func:`block_budget` allows for its size."""
+
+MAX_DAG_BLOCKS = 1 << 22
+"""The most blocks one read visits, whatever the file's size: 1 TiB in 256 KiB leaves."""
 
 _UNIXFS_RAW = 0
 _UNIXFS_FILE = 2
@@ -130,6 +141,12 @@ class _DagNode:
     links: list[Cid]
     data: bytes | None  # the UnixFS file data this node holds itself
     filesize: int | None
+    blocksizes: list[int]  # the file bytes under each link, in link order
+
+    @property
+    def content_size(self) -> int:
+        """The file bytes this node and its children hold, by their declared sizes."""
+        return len(self.data or b"") + sum(self.blocksizes)
 
 
 def _decode_dag_pb(cid: Cid, block: bytes) -> _DagNode:
@@ -145,6 +162,7 @@ def _decode_dag_pb(cid: Cid, block: bytes) -> _DagNode:
             elif field == 1 and wire == 2 and isinstance(value, memoryview):
                 unixfs = value
         kind, data, filesize = _UNIXFS_FILE, None, None
+        blocksizes: list[int] = []
         if unixfs is not None:
             for field, _wire, value in _iter_fields(unixfs):
                 if field == 1 and isinstance(value, int):
@@ -153,6 +171,13 @@ def _decode_dag_pb(cid: Cid, block: bytes) -> _DagNode:
                     data = bytes(value)
                 elif field == 3 and isinstance(value, int):
                     filesize = value
+                elif field == 4 and isinstance(value, int):
+                    blocksizes.append(value)
+                elif field == 4 and isinstance(value, memoryview):  # packed encoding
+                    pos = 0
+                    while pos < len(value):
+                        size, pos = _read_varint(value, pos)
+                        blocksizes.append(size)
     except ValueError as err:
         raise StorageError(f"block {cid} is not valid dag-pb ({err}); it cannot be read") from err
     if unixfs is None:
@@ -160,7 +185,22 @@ def _decode_dag_pb(cid: Cid, block: bytes) -> _DagNode:
     if kind not in (_UNIXFS_FILE, _UNIXFS_RAW):
         name = _UNIXFS_TYPE_NAMES.get(kind, f"type {kind}")
         raise StorageError(f"{cid} is a UnixFS {name}, not a file; pass the CID of a file")
-    return _DagNode(links, data, filesize)
+    node = _DagNode(links, data, filesize, blocksizes)
+    # The sizes a node declares must add up, so that a reader can check every child against
+    # them: no link without its size, no child of zero bytes, and filesize = data + children.
+    if len(blocksizes) != len(links):
+        raise StorageError(
+            f"UnixFS node {cid} has {len(links)} links but {len(blocksizes)} block sizes; "
+            "it is malformed"
+        )
+    if 0 in blocksizes:
+        raise StorageError(f"UnixFS node {cid} links a child of zero bytes; it is malformed")
+    if filesize is not None and filesize != node.content_size:
+        raise StorageError(
+            f"UnixFS node {cid} declares {filesize} bytes but holds {node.content_size}; "
+            "it is malformed"
+        )
+    return node
 
 
 # --- importer ------------------------------------------------------------------------------
@@ -285,26 +325,53 @@ def _verified(source: BlockSource, cid: Cid) -> bytes:
 
 
 def root_file_size(source: BlockSource, root: Cid) -> int:
-    """The file size a root block announces (its length for a raw block); hash-checked."""
+    """The file size a root block announces (its length for a raw block); hash-checked.
+
+    Raises:
+        StorageError: The root is not a UnixFS file, or its sizes do not add up.
+    """
     block = _verified(source, root)
     if root.codec == CODEC_RAW:
         return len(block)
-    node = _decode_dag_pb(root, block)
-    if node.filesize is not None:
-        return node.filesize
-    return len(node.data or b"")
+    return _decode_dag_pb(root, block).content_size
 
 
-def iter_file(source: BlockSource, root: Cid) -> Iterator[bytes]:
+def block_budget(size: int) -> int:
+    """How many blocks a reader visits at most for a file of ``size`` bytes.
+
+    Every leaf inside a file holds at least one byte and the sizes are checked at every level,
+    so a DAG cannot grow its block count without growing its size, except by cutting its
+    content finer. This allows twice the blocks of a file cut in :data:`MIN_USEFUL_BLOCK_BYTES`
+    leaves (the interior nodes of a tree with two or more links per node are fewer than its
+    leaves), plus a little for tiny files, never more than :data:`MAX_DAG_BLOCKS`.
+    """
+    return min(MAX_DAG_BLOCKS, 2 * (max(size, 0) // MIN_USEFUL_BLOCK_BYTES + 1) + 64)
+
+
+def iter_file(
+    source: BlockSource,
+    root: Cid,
+    *,
+    max_bytes: int | None = None,
+    max_blocks: int | None = None,
+) -> Iterator[bytes]:
     """Yield a UnixFS file's content in order, walking its DAG depth first.
 
     Every block is re-hashed against the CID it was fetched under before anything in it is
     used, so a store or daemon that returns other bytes is caught at that block. Only the
     path from the root to the current leaf is held in memory.
 
+    A DAG is data from a stranger: links may repeat and a leaf may be empty, so the bytes read
+    alone do not bound the work. Every child must hold exactly the bytes its parent declares
+    for it (and at least one), and the walk visits at most ``max_blocks`` blocks.
+
     Args:
         source: Fetches a block by CID.
         root: The file's root CID (a raw block or a dag-pb UnixFS file node).
+        max_bytes: The most bytes the caller will read; with the root's declared size it sets
+            the default block budget. It does not stop the walk (the caller counts bytes).
+        max_blocks: The most blocks to visit (default :func:`block_budget` of the smaller of
+            the root's declared size and ``max_bytes``).
 
     Yields:
         The file's content, one chunk (leaf or inline data) at a time; no empty chunks.
@@ -312,24 +379,45 @@ def iter_file(source: BlockSource, root: Cid) -> Iterator[bytes]:
     Raises:
         CidMismatch: A block does not hash to its CID.
         ContentNotFound: A block is missing (raised by ``source``).
-        StorageError: The DAG is not a UnixFS file.
+        StorageError: The DAG is not a UnixFS file, its sizes do not add up, a leaf inside it
+            is empty, or it needs more blocks than the budget.
     """
-    stack: list[Iterator[Cid]] = [iter((root,))]
+    budget = max_blocks
+    visited = 0
+    stack: list[Iterator[tuple[Cid, int | None]]] = [iter(((root, None),))]
     while stack:
-        cid = next(stack[-1], None)
-        if cid is None:
+        item = next(stack[-1], None)
+        if item is None:
             stack.pop()
             continue
+        cid, expected = item
+        visited += 1
+        if budget is not None and visited > budget:
+            raise StorageError(
+                f"{root} needs more than {budget} blocks for its size; its DAG repeats or "
+                "splits its content too finely to read"
+            )
         block = _verified(source, cid)
+        data: bytes | None
+        links: list[Cid]
+        sizes: list[int]
         if cid.codec == CODEC_RAW:
-            if block:
-                yield block
-            continue
-        node = _decode_dag_pb(cid, block)
-        if node.data:
-            yield node.data
-        if node.links:
-            stack.append(iter(node.links))
+            size, data, links, sizes = len(block), block, [], []
+        else:
+            node = _decode_dag_pb(cid, block)
+            size, data, links, sizes = node.content_size, node.data, node.links, node.blocksizes
+        if expected is not None and size != expected:
+            raise StorageError(
+                f"block {cid} of {root} holds {size} bytes of the file where its parent "
+                f"declares {expected}; the DAG is malformed"
+            )
+        if budget is None:  # the root: its declared size sets the budget
+            limit = size if max_bytes is None else min(size, max_bytes)
+            budget = block_budget(limit)
+        if data:
+            yield data
+        if links:
+            stack.append(iter(zip(links, sizes, strict=True)))
 
 
 def iter_blocks(source: BlockSource, root: Cid, *, missing_ok: bool = False) -> Iterator[Cid]:
@@ -338,13 +426,21 @@ def iter_blocks(source: BlockSource, root: Cid, *, missing_ok: bool = False) -> 
     Raw leaves are named, not fetched: callers use this to check presence cheaply. With
     ``missing_ok`` a dag-pb node that is missing is still named, and its unknown children
     are skipped instead of raising ``ContentNotFound``.
+
+    Raises:
+        StorageError: The DAG names more than :data:`MAX_DAG_BLOCKS` blocks (links repeat), or
+            a node is not a well-formed UnixFS file node.
     """
     stack: list[Iterator[Cid]] = [iter((root,))]
+    named = 0
     while stack:
         cid = next(stack[-1], None)
         if cid is None:
             stack.pop()
             continue
+        named += 1
+        if named > MAX_DAG_BLOCKS:
+            raise StorageError(f"{root} names more than {MAX_DAG_BLOCKS} blocks; it is malformed")
         yield cid
         if cid.codec == CODEC_DAG_PB:
             try:

@@ -103,7 +103,7 @@ def test_corrupt_files(tmp_path: Path, content: str, needle: str) -> None:
         ("ciphertext", "00" * 40, "wrong passphrase or the file was modified"),
         ("ciphertext", "xyz", "corrupt"),
         ("nonce", "00" * 12, "wrong passphrase or the file was modified"),
-        ("kdfparams", {"n": 2**40, "r": 8, "p": 1, "salt": "00"}, "out of range"),
+        ("kdfparams", {"n": 2**40, "r": 8, "p": 1, "salt": "00"}, "over the 256 MiB limit"),
         ("kdfparams", {"r": 8}, "corrupt"),
         ("cipher", "rot13", "only scrypt/aes-256-gcm"),
     ],

@@ -67,3 +67,28 @@ def test_a_megabyte_of_brackets_does_not_kill_the_process() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "refused"
+
+
+def test_an_unclosed_string_runs_to_the_end() -> None:
+    # The parser stops at a string that never closes, so brackets after its quote never nest.
+    assert nesting_depth('["\\"[[[[') == 1
+    assert nesting_depth('[["abc\\') == 2
+    with pytest.raises(ValueError):
+        loads('["\\"[[[[')
+
+
+def test_many_unclosed_quotes_take_one_pass() -> None:
+    # Each quote of '"\\"\\"…' opens a string that never closes; scanning from every one of them
+    # took quadratic time (minutes for this document). Here it is one linear pass.
+    text = '"' + '\\"' * 1_000_000 + "[" * 100
+    assert nesting_depth(text) == 0
+    with pytest.raises(ValueError):
+        loads(text)
+
+
+def test_depth_carries_across_slices_of_a_large_document() -> None:
+    body = "[]," * 700_000 + "0"
+    assert nesting_depth("[" * 10 + body + "]" * 10) == 11
+    assert nesting_depth(body + ",[[[" + "]]]") == 3
+    with pytest.raises(JsonTooDeep):
+        loads("[" * 64 + body + "]" * 64)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,11 @@ import pytest
 
 from chefsplan_agents.errors import CidMismatch, ContentNotFound, StorageError, StoreUnavailable
 from chefsplan_agents.storage import CHUNK_SIZE, Cid, FileImporter, KuboStore, parse_cid
+from chefsplan_agents.storage._kubo import (
+    MAX_BLOCK_BYTES,
+    MAX_JSON_ANSWER_BYTES,
+    _json_documents,
+)
 
 
 class _Daemon(BaseHTTPRequestHandler):
@@ -26,6 +33,9 @@ class _Daemon(BaseHTTPRequestHandler):
     add_answer: ClassVar[str] = ""
     received: ClassVar[list[int]] = []
     last_query: ClassVar[dict[str, list[str]]] = {}
+    # "deep-error": every answer is a 500 whose body nests 200 000 levels; "deep-answer": add
+    # answers such a document; "huge-block": block/get answers more bytes than any block holds.
+    hostile: ClassVar[str] = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -54,7 +64,25 @@ class _Daemon(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         type(self).last_query = query
         size = self._drain()
-        if url.path == "/api/v0/add":
+        if self.hostile == "deep-error":
+            self._reply(500, b"[" * 200_000)
+        elif self.hostile == "deep-answer" and url.path == "/api/v0/add":
+            self._reply(200, b"[" * 200_000)
+        elif self.hostile == "huge-answer" and url.path == "/api/v0/add":
+            self._reply(200, b"[" + b"0," * (MAX_JSON_ANSWER_BYTES // 2) + b"0]")
+        elif self.hostile == "many-lines" and url.path == "/api/v0/add":
+            # Each line opens a string that never closes: the client's own parser retried the
+            # growing rest of the answer once per line (quadratic: minutes for this).
+            self._reply(200, b'"x\n' * 300_000)
+        elif self.hostile == "pretty" and url.path == "/api/v0/add":
+            answer = {"Name": "f", "Hash": self.add_answer, "Size": "1"}
+            self._reply(200, json.dumps(answer, indent=2).encode())
+        elif self.hostile == "pretty" and url.path == "/api/v0/block/get":
+            error = {"Message": "block not found", "Code": 0, "Type": "error"}
+            self._reply(500, json.dumps(error, indent=2).encode())
+        elif self.hostile == "huge-block" and url.path == "/api/v0/block/get":
+            self._reply(200, b"\0" * (MAX_BLOCK_BYTES + 1), "application/octet-stream")
+        elif url.path == "/api/v0/add":
             type(self).received.append(size)
             answer = {"Name": "f", "Hash": self.add_answer, "Size": "1"}
             self._reply(200, json.dumps(answer).encode())
@@ -71,7 +99,9 @@ class _Daemon(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def daemon() -> Iterator[tuple[type[_Daemon], str]]:
-    handler = type("Daemon", (_Daemon,), {"blocks": {}, "received": [], "add_answer": ""})
+    handler = type(
+        "Daemon", (_Daemon,), {"blocks": {}, "received": [], "add_answer": "", "hostile": ""}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -181,3 +211,84 @@ def test_unreachable_daemon_names_its_address() -> None:
 def test_invalid_address() -> None:
     with pytest.raises(StoreUnavailable, match="not valid"):
         KuboStore("http://127.0.0.1:5001")
+
+
+_DEEP_DAEMON_PROGRAM = """
+import sys
+import chefsplan_agents.chain  # web3 -> py_ecc raises the recursion limit to 100000
+from chefsplan_agents.errors import StorageError
+from chefsplan_agents.storage import KuboStore
+assert sys.getrecursionlimit() >= 100000
+api, cid = sys.argv[1], sys.argv[2]
+with KuboStore(api, timeout_s=20) as store:
+    for name, call in (("put", lambda: store.put(b"x")), ("get", lambda: store.get(cid))):
+        try:
+            call()
+        except StorageError as err:
+            assert "\\n" not in str(err), err
+            print(name, type(err).__name__)
+"""
+
+
+@pytest.mark.parametrize("mode", ["deep-error", "deep-answer"])
+def test_deeply_nested_daemon_answers_are_storage_errors(
+    daemon: tuple[type[_Daemon], str], mode: str
+) -> None:
+    # Run where the recursion limit is raised, as in any process that imported the chain
+    # layer: there the client's own json parser would overflow the C stack (SIGSEGV).
+    handler, api = daemon
+    handler.hostile = mode
+    cid, blocks = _dag(b"x")
+    handler.blocks.update(blocks)
+    done = subprocess.run(
+        [sys.executable, "-c", _DEEP_DAEMON_PROGRAM, api, cid],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.split("\n")
+    assert "put StorageError" in lines
+    if mode == "deep-error":
+        assert "get StorageError" in lines
+
+
+def test_an_oversized_block_is_refused(daemon: tuple[type[_Daemon], str]) -> None:
+    handler, api = daemon
+    handler.hostile = "huge-block"
+    cid, _ = _dag(b"x")
+    with KuboStore(api, timeout_s=5) as store, pytest.raises(StorageError, match="over 4194304"):
+        store.get(cid)
+
+
+@pytest.mark.parametrize("mode", ["huge-answer", "many-lines"])
+def test_oversized_and_unparseable_answers_are_storage_errors(
+    daemon: tuple[type[_Daemon], str], mode: str
+) -> None:
+    handler, api = daemon
+    handler.hostile = mode
+    with KuboStore(api, timeout_s=20) as store, pytest.raises(StorageError, match="failed add"):
+        store.put(b"x")
+
+
+def test_pretty_printed_answers_still_parse(
+    daemon: tuple[type[_Daemon], str],
+) -> None:
+    handler, api = daemon
+    handler.hostile = "pretty"
+    cid, _ = _dag(b"x")
+    handler.add_answer = cid
+    with KuboStore(api, timeout_s=5) as store:
+        assert store.put(b"x") == cid
+        with pytest.raises(ContentNotFound, match="block not found"):
+            store.get(cid)
+
+
+def test_concatenated_documents_are_read_in_one_pass() -> None:
+    text = '{"Name": "a"}{"Name":\n "b"}\n\n[1, 2]\n'
+    assert _json_documents(text) == [{"Name": "a"}, {"Name": "b"}, [1, 2]]
+    assert _json_documents(" \n") == []
+    with pytest.raises(ValueError):
+        _json_documents('{"Name": "a"} garbage')
+    with pytest.raises(ValueError, match="65 levels deep"):
+        _json_documents("{}" + "[" * 65 + "]" * 65)
