@@ -14,11 +14,13 @@ import json
 import logging
 import re
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
@@ -26,8 +28,8 @@ from rich.text import Text
 from typer._click import exceptions as click
 
 from chefsplan_agents import __version__
-from chefsplan_agents.config import Settings, load_settings
-from chefsplan_agents.errors import ChefsplanError
+from chefsplan_agents.config import Settings, default_config_path, load_settings
+from chefsplan_agents.errors import ChefsplanError, ConfigError
 
 app = typer.Typer(
     name="chefsplan",
@@ -61,7 +63,21 @@ def settings() -> Settings:
         ConfigError: The file is missing (when named) or malformed, the profile is unknown, or
             a value is invalid.
     """
-    return load_settings(_options.config, profile=_options.profile)
+    try:
+        return load_settings(_options.config, profile=_options.profile)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {_settings_hint(exc)}") from exc
+
+
+def _settings_hint(exc: ConfigError) -> str:
+    where = _options.config or default_config_path()
+    if isinstance(exc.__cause__, tomllib.TOMLDecodeError | UnicodeDecodeError):
+        return "fix the file, or pass another with --config"
+    if isinstance(exc.__cause__, ValidationError):
+        return f"fix the value in {where} or in its CHEFSPLAN_* environment variable"
+    if "profile" in str(exc):
+        return "add that [profiles.NAME] table to the file, or drop --profile/$CHEFSPLAN_PROFILE"
+    return "create it, or pass another with --config"
 
 
 def print_json(doc: Any) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 from chefsplan_agents.bundles import decode_result_bundle, decode_task_bundle
 from chefsplan_agents.cli._app import JsonOption, app, err, out, print_json, settings
 from chefsplan_agents.errors import BundleError, VerificationError
-from chefsplan_agents.llm import open_backend
+from chefsplan_agents.llm import open_backend, resolve_model
 from chefsplan_agents.storage import open_store
 from chefsplan_agents.verify import rescore_result
 
@@ -38,6 +38,8 @@ def verify_command(
     """
     current = settings()
     llm_settings = current.llm if model is None else current.llm.model_copy(update={"model": model})
+    if llm_settings.server_url is None:
+        resolve_model(llm_settings.model)  # a missing model file is reported before any work
     with open_store(current.storage, current.blockstore_path) as store:
         task_bytes, result_bytes = store.get(task), store.get(result_cid)
     try:
