@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from chefsplan_agents.cli._app import JsonOption, app, err, out, settings
+from chefsplan_agents.cli._app import JsonOption, app, err, out, print_json, settings
 from chefsplan_agents.errors import ChefsplanError, IdentityError, KeystoreError
 from chefsplan_agents.identity import (
     PASSPHRASE_ENV,
@@ -101,8 +100,7 @@ def new_command(
         save_keystore(identity, path, passphrase(confirm=True), overwrite=force)
     _say(err, f"created keystore {path}")
     if as_json:
-        doc = {"did": identity.did, "address": identity.address, "keystore": str(path)}
-        _say(out, json.dumps(doc))
+        print_json({"did": identity.did, "address": identity.address, "keystore": str(path)})
         return
     _say(out, f"did: {identity.did}")
     _say(out, f"address: {identity.address}")
@@ -117,9 +115,7 @@ def show_command(
     with _one_line_errors():
         info = read_keystore_info(_keystore_path(keystore))
     if as_json:
-        _say(
-            out, json.dumps({"did": info.did, "address": info.address, "keystore": str(info.path)})
-        )
+        print_json({"did": info.did, "address": info.address, "keystore": str(info.path)})
     else:
         _say(out, f"did: {info.did}")
         _say(out, f"address: {info.address}")
@@ -137,7 +133,7 @@ def sign_command(
         identity = load_keystore(_keystore_path(keystore), passphrase(confirm=False))
     signature = encode_signature(identity.sign(data))
     if as_json:
-        _say(out, json.dumps({"did": identity.did, "file": str(file), "signature": signature}))
+        print_json({"did": identity.did, "file": str(file), "signature": signature})
     else:
         _say(out, signature)
 
@@ -153,6 +149,6 @@ def verify_command(
     with _one_line_errors():
         verify_signature(did, _read_bytes(file), signature)
     if as_json:
-        _say(out, json.dumps({"valid": True, "did": did, "file": str(file)}))
+        print_json({"valid": True, "did": did, "file": str(file)})
     else:
         _say(out, f"valid signature by {did}")
