@@ -1,4 +1,4 @@
-"""The ``chefsplan`` command: chat, demo, devnet, node, registry, task, cid."""
+"""The ``chefsplan`` command: demo, devnet, registry, task, verify, node, chain, id, cid."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from chefsplan_agents.cli import (  # noqa: F401
     _devnet,
     _identity,
     _node,
+    _registry,
+    _task,
+    _verify,
 )
 from chefsplan_agents.cli._app import app, run
 

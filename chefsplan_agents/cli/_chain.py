@@ -17,8 +17,8 @@ from chefsplan_agents.chain import (
     deploy_contracts,
     open_chain,
 )
-from chefsplan_agents.cli._app import app, err, out
-from chefsplan_agents.config import ChainSettings, load_settings
+from chefsplan_agents.cli._app import JsonOption, app, err, out, print_json, settings
+from chefsplan_agents.config import ChainSettings
 from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.registry import RegistryClient
@@ -39,10 +39,10 @@ RpcOption = Annotated[
 
 
 def _settings(rpc: str | None) -> ChainSettings:
-    settings = load_settings().chain
+    chain = settings().chain
     if rpc:
-        settings = settings.model_copy(update={"backend": "jsonrpc", "rpc_url": rpc})
-    return settings
+        chain = chain.model_copy(update={"backend": "jsonrpc", "rpc_url": rpc})
+    return chain
 
 
 def _key(key_env: str, settings: ChainSettings) -> list[str]:
@@ -76,14 +76,15 @@ def deploy_command(
     key_env: Annotated[
         str, typer.Option(help="Environment variable holding the deployer's private key.")
     ] = KEY_ENV,
+    as_json: JsonOption = False,
 ) -> None:
     """Deploy AgentRegistry, TaskMarket and OutputLog; print their addresses as JSON.
 
     The output is the value of ``chain.contracts`` in the config (or of
     ``CHEFSPLAN_CHAIN__CONTRACTS``).
     """
-    settings = _settings(rpc)
-    with open_chain(settings, private_keys=_key(key_env, settings)) as chain:
+    chain_settings = _settings(rpc)
+    with open_chain(chain_settings, private_keys=_key(key_env, chain_settings)) as chain:
         err.print(
             f"deploying to chain {chain.chain_id} at {chain.endpoint} from {chain.default_account}"
         )
@@ -95,7 +96,7 @@ def deploy_command(
             resolver=resolver,
             auditor=auditor,
         )
-        out.print(json.dumps(deployment.addresses, indent=2), markup=False)
+        _print(deployment.addresses, as_json)
 
 
 @chain_app.command("info")
@@ -105,10 +106,11 @@ def info_command(
         str | None,
         typer.Option(help='Contract addresses as JSON ({"AgentRegistry": "0x…", …}).'),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the chain's id, head and, when contracts are known, their parameters as JSON."""
-    settings = _settings(rpc)
-    addresses: dict[str, str] = dict(settings.contracts)
+    chain_settings = _settings(rpc)
+    addresses: dict[str, str] = dict(chain_settings.contracts)
     if contracts:
         try:
             parsed = json.loads(contracts)
@@ -117,8 +119,16 @@ def info_command(
         if not isinstance(parsed, dict):
             raise ConfigError('--contracts must be a JSON object {"AgentRegistry": "0x…", …}')
         addresses = {str(k): str(v) for k, v in parsed.items()}
-    with open_chain(settings) as chain:
-        out.print(json.dumps(_info(chain, addresses), indent=2), markup=False)
+    with open_chain(chain_settings) as chain:
+        _print(_info(chain, addresses), as_json)
+
+
+def _print(doc: dict[str, Any], as_json: bool) -> None:
+    # Both forms are JSON: --json keeps it on one line for scripts.
+    if as_json:
+        print_json(doc)
+    else:
+        out.print(json.dumps(doc, indent=2), markup=False)
 
 
 def _info(chain: Chain, addresses: dict[str, str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chefsplan_agents.cli._app import app, out
+from chefsplan_agents.cli._app import JsonOption, app, out, print_json
 from chefsplan_agents.storage import compute_file_cid
 
 
@@ -17,6 +17,12 @@ def cid_command(
     v0: Annotated[
         bool, typer.Option("--v0", help="Print the CIDv0 (Qm…) of plain `ipfs add` instead.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the CID of FILE, as `ipfs add --cid-version=1` (or plain `ipfs add`) would."""
-    out.print(compute_file_cid(file, cid_version=0 if v0 else 1))
+    version = 0 if v0 else 1
+    cid = compute_file_cid(file, cid_version=version)
+    if as_json:
+        print_json({"cid": cid, "cid_version": version, "file": str(file)})
+    else:
+        out.print(cid)

@@ -14,6 +14,7 @@ from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.cli._app import app, err, out
 from chefsplan_agents.devnet import DEVNET_MODELS, Devnet
 from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.llm import resolve_model
 from chefsplan_agents.market._requester import DelegationProgress, DelegationReceipt
 
 _STAGE_TEXT = {
@@ -34,6 +35,9 @@ def check_devnet_flags(
     if model not in DEVNET_MODELS and not model.endswith(".gguf"):
         known = ", ".join(sorted(DEVNET_MODELS))
         raise ConfigError(f"unknown --model {model!r}; use one of: {known}, or a .gguf path")
+    if model not in DEVNET_MODELS:
+        # Before anything starts, so the error is the only line printed.
+        resolve_model(model)
     if replicas < 1:
         raise ConfigError(f"--replicas must be at least 1 (got {replicas})")
     if replicas > nodes:

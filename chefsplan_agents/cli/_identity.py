@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from chefsplan_agents.cli._app import app, err, out
-from chefsplan_agents.config import load_settings
+from chefsplan_agents.cli._app import JsonOption, app, err, out, print_json, settings
 from chefsplan_agents.errors import ChefsplanError, IdentityError, KeystoreError
 from chefsplan_agents.identity import (
     PASSPHRASE_ENV,
@@ -60,10 +58,10 @@ def _one_line_errors() -> Iterator[None]:
 
 
 def _keystore_path(keystore: Path | None) -> Path:
-    return keystore.expanduser() if keystore is not None else load_settings().keystore_path
+    return keystore.expanduser() if keystore is not None else settings().keystore_path
 
 
-def _passphrase(*, confirm: bool) -> str:
+def passphrase(*, confirm: bool) -> str:
     from_env = os.environ.get(PASSPHRASE_ENV)
     if from_env:
         return from_env
@@ -90,6 +88,7 @@ def new_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing keystore (its keys are lost).")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Create a new identity and save it encrypted (passphrase from $CHEFSPLAN_KEYSTORE_PASSPHRASE
     or a prompt)."""
@@ -98,8 +97,11 @@ def new_command(
         if path.exists() and not force:
             raise KeystoreError(f"keystore {path} already exists; use --force to replace it")
         identity = Identity.generate()
-        save_keystore(identity, path, _passphrase(confirm=True), overwrite=force)
+        save_keystore(identity, path, passphrase(confirm=True), overwrite=force)
     _say(err, f"created keystore {path}")
+    if as_json:
+        print_json({"did": identity.did, "address": identity.address, "keystore": str(path)})
+        return
     _say(out, f"did: {identity.did}")
     _say(out, f"address: {identity.address}")
 
@@ -107,15 +109,13 @@ def new_command(
 @id_app.command("show")
 def show_command(
     keystore: KeystoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the DID and EVM address of the keystore (never its keys; no passphrase needed)."""
     with _one_line_errors():
         info = read_keystore_info(_keystore_path(keystore))
     if as_json:
-        _say(
-            out, json.dumps({"did": info.did, "address": info.address, "keystore": str(info.path)})
-        )
+        print_json({"did": info.did, "address": info.address, "keystore": str(info.path)})
     else:
         _say(out, f"did: {info.did}")
         _say(out, f"address: {info.address}")
@@ -125,12 +125,17 @@ def show_command(
 def sign_command(
     file: Annotated[Path, typer.Argument(help="The file whose bytes to sign.")],
     keystore: KeystoreOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print a base64url Ed25519 signature of FILE by the keystore's DID."""
     with _one_line_errors():
         data = _read_bytes(file)
-        identity = load_keystore(_keystore_path(keystore), _passphrase(confirm=False))
-    _say(out, encode_signature(identity.sign(data)))
+        identity = load_keystore(_keystore_path(keystore), passphrase(confirm=False))
+    signature = encode_signature(identity.sign(data))
+    if as_json:
+        print_json({"did": identity.did, "file": str(file), "signature": signature})
+    else:
+        _say(out, signature)
 
 
 @id_app.command("verify")
@@ -138,8 +143,12 @@ def verify_command(
     file: Annotated[Path, typer.Argument(help="The signed file.")],
     signature: Annotated[str, typer.Option("--signature", "-s", help="Base64url signature.")],
     did: Annotated[str, typer.Option("--did", help="The signer's did:key.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Check that SIGNATURE over FILE was made by DID (resolved offline); exit 1 if not."""
     with _one_line_errors():
         verify_signature(did, _read_bytes(file), signature)
-    _say(out, f"valid signature by {did}")
+    if as_json:
+        print_json({"valid": True, "did": did, "file": str(file)})
+    else:
+        _say(out, f"valid signature by {did}")
