@@ -6,8 +6,9 @@ process; :meth:`~ProviderNode.run_forever` loops it in a daemon process until SI
 
 Per task, in order::
 
-    TaskPosted ─ terms ok? ─ fetch bundle by CID (re-hashed) ─ bundleHash ok? ─ decode+verify
-      ─ policy ok? ──(refuse: logged, recorded, never claimed, so never slashed)
+    TaskPosted ─ save VETTING (durably) ─ terms ok? ─ fetch bundle by CID (re-hashed)
+      ─ bundleHash ok? ─ decode+verify ─ policy ok (model, price, bond, horizons, windows)?
+      ──(refuse: logged, recorded, never claimed, so never slashed)
       └─ save CLAIMING (salt) ─ claim (a thread) ∥ run the model ─ save CLAIMED
          ─ put ResultBundle ─ save COMMITTING ─ commit ─ save COMMITTED
          ─ (reveal phase open) save REVEALING ─ reveal, or revealAndFinalize if last
@@ -20,7 +21,15 @@ sends one transaction when the result is stored::
       └─ save RUNNING ─ run the model ─ put ResultBundle ─ save SETTLING
          ─ claimAndFinalize (claim, reveal, settle, paid) ─ save SETTLED
 
-Tasks assigned to another provider are refused before their bundle is fetched.
+Tasks assigned to another provider are refused before their bundle is fetched. An open task
+with one replica and no challenge window whose commit window is too short for this node to
+run it (see :meth:`NodePolicy.check_windows`) is taken the same way, if its claim deadline
+leaves the time: its bond is never at stake, so a short window cannot cost it.
+
+The ``VETTING`` record written before a bundle is fetched makes every task's vetting happen at
+most once: a bundle that crashes or hangs the process is never fetched again after a restart.
+A model run is counted in the task's record before it starts, and a task whose runs stopped
+the node :data:`_MAX_RUNS` times is given up rather than run again after every restart.
 
 The record is written *before* each on-chain step, and on start-up every unfinished record is
 reconciled with the replica's on-chain state, so a restarted node never loses a claimed task.
@@ -34,11 +43,12 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Self, TypeVar
 
+from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from chefsplan_agents.bundles import (
     Offer,
     OfferedModel,
@@ -76,8 +86,8 @@ from chefsplan_agents.market import (
     new_salt,
     result_cid_hash,
 )
-from chefsplan_agents.node._http import NodeHttpServer
-from chefsplan_agents.node._policy import NodePolicy
+from chefsplan_agents.node._http import DEFAULT_MAX_CONNECTIONS, NodeHttpServer
+from chefsplan_agents.node._policy import GenerationSpeed, NodePolicy
 from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore
@@ -93,6 +103,8 @@ _BENCH_PROMPT = "Once upon a time, in a small kitchen by the sea,"
 _CLAIM_HEAD_START_S = 0.05
 # What a node watches: new tasks, claims (to pass over full ones), and freed slots.
 _WATCHED = ("TaskPosted", "ReplicaClaimed", "ReplicaReopened")
+# Model runs of one task that may end with the node stopping before the task is given up.
+_MAX_RUNS = 2
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,19 @@ def task_generation_params(bundle: TaskBundle) -> GenerationParams:
     )
 
 
+def _check_nesting(data: bytes) -> None:
+    """Refuse a bundle nested deeper than any real one before a JSON parser recurses into it
+    (a parser that overflows the C stack kills the node with no exception to catch)."""
+    try:
+        depth = nesting_depth(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise TaskRefused(f"malformed bundle: not UTF-8 ({err.reason})") from err
+    if depth > DEFAULT_MAX_JSON_DEPTH:
+        raise TaskRefused(
+            f"malformed bundle: JSON nests {depth} levels deep, over {DEFAULT_MAX_JSON_DEPTH}"
+        )
+
+
 class ProviderNode:
     """A provider node serving one local model on the task market.
 
@@ -192,6 +217,10 @@ class ProviderNode:
         stake: Wei to stake when registering (default: the registry's minimum).
         endpoint: The node's HTTP API URL, published in its offer.
         retry: Backoff for an unreachable chain node or IPFS daemon.
+
+    Attributes:
+        speed: The node's measured model speed (set by :meth:`start`, or measured on first
+            need; updated by every completed run), which the policy's window checks use.
     """
 
     def __init__(
@@ -235,6 +264,8 @@ class ProviderNode:
         # Earnings may wait in the market (credited by someone else's settlement).
         self._owed = True
         self._http: NodeHttpServer | None = None
+        self.speed: GenerationSpeed | None = None
+        self._speed_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<ProviderNode {self.did} {self.address}>"
@@ -242,9 +273,26 @@ class ProviderNode:
     # ------------------------------------------------------------------ start-up
 
     def measure(self, max_tokens: int = 32) -> Generation:
-        """Run a short real generation; its timings are the speeds the offer states."""
+        """Run a short real generation; its timings are the speeds the offer states and the
+        starting point of :attr:`speed`."""
         params = GenerationParams(max_tokens=max_tokens, logprobs=1)
-        return self.llm.complete(_BENCH_PROMPT, params)
+        generation = self.llm.complete(_BENCH_PROMPT, params)
+        with self._speed_lock:
+            self.speed = GenerationSpeed.from_generation(generation)
+        return generation
+
+    def _measured_speed(self) -> GenerationSpeed:
+        """:attr:`speed`, measured now if this node has not measured it yet (a node restarted
+        without :meth:`start`)."""
+        speed = self.speed
+        if speed is None:
+            try:
+                self.measure()
+            except LLMError as err:
+                raise TaskRefused(f"this node cannot measure its own speed: {err}") from err
+            speed = self.speed
+            assert speed is not None
+        return speed
 
     def offered_model(self) -> OfferedModel:
         """The model this node serves, as its offer names it."""
@@ -256,12 +304,28 @@ class ProviderNode:
             context_length=info.n_ctx,
         )
 
-    def serve_http(self, *, host: str = "127.0.0.1", port: int = 0) -> NodeHttpServer:
+    def serve_http(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed_requesters: Collection[str] = (),
+        open_to_all: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> NodeHttpServer:
         """Start the node's signed HTTP job API; its URL becomes the offer's endpoint.
 
         Call before :meth:`start` so the published offer carries the endpoint. Jobs get the
         same model and size checks as market tasks (no payment terms) and run
-        :meth:`run_bundle`.
+        :meth:`run_bundle`. Jobs are free, so only the requesters the operator names may
+        start them (see :class:`NodeHttpServer`).
+
+        Args:
+            host: Interface to bind.
+            port: TCP port (0: any free one).
+            allowed_requesters: DIDs that may start jobs.
+            open_to_all: Let any DID start jobs.
+            max_connections: Connections served at once; more get 503 at once.
 
         Returns:
             The running server (closed by :meth:`close`).
@@ -276,6 +340,9 @@ class ProviderNode:
             price_per_1k_tokens_wei=self.policy.price_per_1k_tokens_wei,
             host=host,
             port=port,
+            allowed_requesters=allowed_requesters,
+            open_to_all=open_to_all,
+            max_connections=max_connections,
         )
         server.start()
         self._http = server
@@ -290,16 +357,12 @@ class ProviderNode:
 
     def build_offer(self, generation: Generation) -> Offer:
         """The offer this node publishes, with speeds measured from ``generation``."""
-        timings = generation.timings
-        generated = timings.generation_tokens_per_s
-        if generated <= 0 and timings.prompt_ms + timings.generation_ms > 0:
-            total_s = (timings.prompt_ms + timings.generation_ms) / 1000
-            generated = max(generation.completion_tokens, 1) / total_s
+        speed = GenerationSpeed.from_generation(generation)
         return Offer(
             model=self.offered_model(),
             # A model that stops at once leaves no rate to measure; never publish zero.
-            generation_tokens_per_s=max(generated, 1e-3),
-            prefill_tokens_per_s=max(timings.prompt_tokens_per_s, 1e-3),
+            generation_tokens_per_s=speed.generation_tokens_per_s,
+            prefill_tokens_per_s=max(generation.timings.prompt_tokens_per_s, 1e-3),
             price_per_1k_tokens_wei=self.policy.price_per_1k_tokens_wei,
             endpoint=self.endpoint,
             evm_address=self.address,
@@ -380,6 +443,9 @@ class ProviderNode:
                     raise NodeError("generation stopped: the claim did not go through")
 
         gen = self.llm.complete(prompt, task_generation_params(bundle), on_token=on_token)
+        with self._speed_lock:
+            if self.speed is not None:
+                self.speed = self.speed.observe(gen)
         info = self.llm.info
         result = ResultBundle(
             task_cid=bundle_cid,
@@ -422,6 +488,8 @@ class ProviderNode:
                 raise
             except ChefsplanError as err:
                 log.error("task %s: %s", _hex(bytes(event.args["taskId"])), err)
+        # Every new task has a record now: the next read starts after them.
+        self._flush_cursor()
         if self._owed and steps == 0:
             # Earnings wait for a tick with no task to take: settling a task for its requester
             # comes first, the node's own payout can follow a moment later.
@@ -483,8 +551,10 @@ class ProviderNode:
         return self.state.load(key.lower())
 
     def refusals(self) -> dict[str, str]:
-        """Reasons of every refused task, by ``0x`` task id."""
-        return {r.task_id: r.reason or "" for r in self.state.all() if r.stage is TaskStage.REFUSED}
+        """Reasons of every refused task (and of every task whose vetting stopped the node),
+        by ``0x`` task id."""
+        refused = (TaskStage.REFUSED, TaskStage.VETTING)
+        return {r.task_id: r.reason or "" for r in self.state.all() if r.stage in refused}
 
     # ------------------------------------------------------------------ internals
 
@@ -511,8 +581,8 @@ class ProviderNode:
         # all nodes after the same task, and the losers of each claim race would have run the
         # model for nothing; an order of its own (keyed by its address) spreads them out.
         fresh.sort(key=self._take_order)
-        # Record the cursor only after the tasks are taken: a crash re-reads them, and the
-        # per-task records make taking one twice impossible.
+        # Record the cursor only after the tasks are taken (tick does): a crash re-reads them,
+        # and the per-task records make taking one twice impossible.
         self._pending_cursor = head
         if not fresh:
             self.state.cursor = head
@@ -567,7 +637,6 @@ class ProviderNode:
             reason=reason,
         )
         self.state.save(record)
-        self._flush_cursor()
         return 1
 
     def _take_order(self, event: Event) -> bytes:
@@ -609,23 +678,34 @@ class ProviderNode:
         params = TaskParams.from_abi(event.args["params"])
         bundle_cid = str(event.args["bundleCid"])
         record = TaskRecordState(
-            task_id, params, bundle_cid, TaskStage.REFUSED, posted_block=event.block_number
+            task_id, params, bundle_cid, TaskStage.VETTING, posted_block=event.block_number
         )
+        # Before anything of the bundle is read: a bundle that stops the node is seen once.
+        record = self.state.record_seen(record)
         try:
-            bundle = self._vet(task_id, params, bundle_cid, in_book=task_id in self._claim_book)
+            bundle, run_first = self._vet(
+                task_id, params, bundle_cid, in_book=task_id in self._claim_book
+            )
         except TaskRefused as refusal:
-            steps = self._refuse(record, refusal.reason)
-            self._flush_cursor()
-            return steps
-        if params.assigned and params.single_shot:
-            record = record.advance(TaskStage.RUNNING)
-            self.state.save(record)
-            self._flush_cursor()
-            return self._run_assigned(record, bundle)
-        record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()))
+            return self._refuse(record, refusal.reason)
+        if run_first:
+            # Saved at RUNNING, with the run counted, by _run_assigned.
+            return self._run_assigned(record.advance(TaskStage.RUNNING), bundle)
+        record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()), runs=1)
         self.state.save(record)
-        self._flush_cursor()
         return self._claim_and_run(record, bundle)
+
+    def _count_run(self, record: TaskRecordState, give_up: TaskStage) -> TaskRecordState | None:
+        """The record with one more model run counted (saved), or ``None`` when earlier runs
+        of the task stopped the node too often: then it is saved at ``give_up``."""
+        if record.runs >= _MAX_RUNS:
+            reason = f"the node stopped during {record.runs} runs of this task; given up"
+            self.state.save(record.advance(give_up, reason=reason))
+            log.error("node %s gave up task %s: %s", self.address, record.task_id, reason)
+            return None
+        record = record.advance(record.stage, runs=record.runs + 1)
+        self.state.save(record, sync=True)
+        return record
 
     def _flush_cursor(self) -> None:
         head = self._pending_cursor
@@ -634,18 +714,23 @@ class ProviderNode:
 
     def _vet(
         self, task_id: str, params: TaskParams, bundle_cid: str, *, in_book: bool = False
-    ) -> TaskBundle:
+    ) -> tuple[TaskBundle, bool]:
         """Every check before claiming; a refusal is a :class:`TaskRefused`.
 
         ``in_book``: the task's claims are counted in the claim book (it has a free slot as
         far as the events show), so the chain is not read again here; a task that closed in
         the meantime makes the claim revert, which costs nothing either.
+
+        Returns:
+            The bundle, and whether to run it before touching the chain (then it is claimed,
+            revealed and settled in one transaction) rather than claim it first.
         """
-        self.policy.check_terms(params)
+        now = self._now()
+        self.policy.check_terms(params, now=now)
         if params.assigned and params.assignee != self.address:
             raise TaskRefused(f"the task is assigned to provider {params.assignee}")
         if not in_book:
-            if self._now() > params.claim_deadline:
+            if now > params.claim_deadline:
                 raise TaskRefused("the claim window has closed")
             state = self.retry.run("read task", lambda: self.market.task_state(task_id))
             if not state.open:
@@ -667,6 +752,7 @@ class ProviderNode:
                 f"bundle {bundle_cid} hashes to {_hex(digest)}, the task names "
                 f"{_hex(params.bundle_hash)}"
             )
+        _check_nesting(data)
         try:
             bundle = decode_task_bundle(data, max_bytes=self.policy.max_bundle_bytes)
         except (BundleError, IdentityError) as err:
@@ -686,7 +772,22 @@ class ProviderNode:
                 f"prompt of {n_prompt} tokens plus max_tokens={bundle.params.max_tokens} does "
                 f"not fit this node's context of {info.n_ctx} tokens"
             )
-        return bundle
+        needed = self.policy.run_seconds(self._measured_speed(), n_prompt, bundle.params.max_tokens)
+        if params.assigned and params.single_shot:
+            self.policy.check_run_first(params, needed_s=needed, now=now)
+            return bundle, True
+        try:
+            self.policy.check_windows(params, needed_s=needed)
+        except TaskRefused as refusal:
+            if not params.single_shot:
+                raise
+            # Run first, then claim, reveal and settle at once: the bond is never at stake.
+            try:
+                self.policy.check_run_first(params, needed_s=needed, now=now)
+            except TaskRefused as late:
+                raise TaskRefused(f"{refusal.reason}; {late.reason}") from late
+            return bundle, True
+        return bundle, False
 
     def _claim_and_run(self, record: TaskRecordState, bundle: TaskBundle) -> int:
         """Claim with the transaction in flight while the model already runs."""
@@ -742,7 +843,12 @@ class ProviderNode:
         return 1 + self._store_and_commit(record, result)
 
     def _run_assigned(self, record: TaskRecordState, bundle: TaskBundle) -> int:
-        """Run a task assigned to this node, then claim, reveal and settle it in one go."""
+        """Run a one-shot task (assigned to this node, or open with a commit window too short
+        to claim first), then claim, reveal and settle it in one go."""
+        counted = self._count_run(record, TaskStage.FAILED)
+        if counted is None:
+            return 1
+        record = counted
         try:
             result = self.run_bundle(bundle, record.bundle_cid)
         except (LLMError, NodeError) as err:
@@ -780,8 +886,8 @@ class ProviderNode:
         if state.open:
             if record.stage is TaskStage.SETTLING:
                 return self._claim_and_finalize(record)
-            bundle = self._vet_again(record)
-            return 1 if bundle is None else self._run_assigned(record, bundle)
+            vetted = self._vet_again(record)
+            return 1 if vetted is None else self._run_assigned(record, vetted[0])
         # Closed: settled by this node's own transaction just before a crash, or cancelled.
         mine = self.retry.run(
             "read claim events",
@@ -970,8 +1076,14 @@ class ProviderNode:
         if stage is TaskStage.CLAIMING:
             if replica.state is ReplicaState.NONE:
                 # The claim never landed: start over if the task still takes claims.
-                bundle = self._vet_again(record)
-                return 1 if bundle is None else self._claim_and_run(record, bundle)
+                vetted = self._vet_again(record)
+                if vetted is None:
+                    return 1
+                bundle, run_first = vetted
+                if run_first:
+                    return self._run_assigned(record.advance(TaskStage.RUNNING), bundle)
+                counted = self._count_run(record, TaskStage.LOST)
+                return 1 if counted is None else self._claim_and_run(counted, bundle)
             record = record.advance(TaskStage.CLAIMED)
             self.state.save(record)
             stage = record.stage
@@ -981,8 +1093,11 @@ class ProviderNode:
             if stage is TaskStage.COMMITTING:
                 return self._commit_or_reveal(record)
             if replica.state is ReplicaState.CLAIMED:
-                bundle = self._vet_claimed(record)
-                return self._store_and_commit(record, self.run_bundle(bundle, record.bundle_cid))
+                counted = self._count_run(record, TaskStage.FAILED)
+                if counted is None:
+                    return 1
+                bundle = self._vet_claimed(counted)
+                return self._store_and_commit(counted, self.run_bundle(bundle, counted.bundle_cid))
         if stage in (TaskStage.CLAIMED, TaskStage.COMMITTING, TaskStage.COMMITTED):
             if replica.state is ReplicaState.COMMITTED:
                 if stage is not TaskStage.COMMITTED:
@@ -1012,7 +1127,7 @@ class ProviderNode:
             return 1
         return 0
 
-    def _vet_again(self, record: TaskRecordState) -> TaskBundle | None:
+    def _vet_again(self, record: TaskRecordState) -> tuple[TaskBundle, bool] | None:
         """Vet a task again after a restart; a refusal now records it LOST (``None``)."""
         try:
             return self._vet(record.task_id, record.params, record.bundle_cid)

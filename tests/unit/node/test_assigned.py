@@ -150,10 +150,10 @@ def test_settling_record_lost_to_a_power_failure_is_reconciled_from_events(net: 
     running: list[TaskRecordState] = []
     real_save = node.state.save
 
-    def save(record: TaskRecordState) -> None:
+    def save(record: TaskRecordState, **kwargs: Any) -> None:
         if record.stage is TaskStage.RUNNING:
             running.append(record)
-        real_save(record)
+        real_save(record, **kwargs)
 
     node.state.save = save  # type: ignore[method-assign]
     node.tick()
