@@ -220,6 +220,11 @@ def run_node(
                     open_to_all=http_open,
                     max_connections=http_max_connections,
                 )
+                if not http_allow and not http_open:
+                    err.print(
+                        "the HTTP API refuses every job: name requesters with --http-allow DID "
+                        "(or --http-open on a trusted network)"
+                    )
             status = node.start()
             ready = {
                 "status": "ready",
