@@ -697,7 +697,12 @@ class ProviderNode:
 
     def _count_run(self, record: TaskRecordState, give_up: TaskStage) -> TaskRecordState | None:
         """The record with one more model run counted (saved), or ``None`` when earlier runs
-        of the task stopped the node too often: then it is saved at ``give_up``."""
+        of the task stopped the node too often: then it is saved at ``give_up``.
+
+        A run that returns, with a result or an error, is uncounted again by
+        :meth:`_run_returned`: only runs that took the process down add up, not outages of
+        the store or the chain that make the node run a task again.
+        """
         if record.runs >= _MAX_RUNS:
             reason = f"the node stopped during {record.runs} runs of this task; given up"
             self.state.save(record.advance(give_up, reason=reason))
@@ -705,6 +710,14 @@ class ProviderNode:
             return None
         record = record.advance(record.stage, runs=record.runs + 1)
         self.state.save(record, sync=True)
+        return record
+
+    def _run_returned(self, record: TaskRecordState) -> TaskRecordState:
+        """The record with its count of unfinished runs cleared (saved if it changed)."""
+        if record.runs == 0:
+            return record
+        record = record.advance(record.stage, runs=0)
+        self.state.save(record)
         return record
 
     def _flush_cursor(self) -> None:
@@ -818,6 +831,7 @@ class ProviderNode:
             run_error = err
         finally:
             worker.join()
+        record = self._run_returned(record)
         error = outcome.get("error")
         if isinstance(error, (ChainUnavailable, StoreUnavailable)):
             raise error  # CLAIMING is saved: the next tick reconciles with the chain
@@ -856,6 +870,7 @@ class ProviderNode:
             self.state.save(record.advance(TaskStage.FAILED, reason=str(err)))
             log.error("node %s cannot run task %s: %s", self.address, record.task_id, err)
             return 1
+        record = self._run_returned(record)
         return self._claim_and_finalize(self._store_result(record, result, TaskStage.SETTLING))
 
     def _claim_and_finalize(self, record: TaskRecordState) -> int:
@@ -1097,7 +1112,12 @@ class ProviderNode:
                 if counted is None:
                     return 1
                 bundle = self._vet_claimed(counted)
-                return self._store_and_commit(counted, self.run_bundle(bundle, counted.bundle_cid))
+                try:
+                    result = self.run_bundle(bundle, counted.bundle_cid)
+                except Exception:
+                    self._run_returned(counted)
+                    raise
+                return self._store_and_commit(self._run_returned(counted), result)
         if stage in (TaskStage.CLAIMED, TaskStage.COMMITTING, TaskStage.COMMITTED):
             if replica.state is ReplicaState.COMMITTED:
                 if stage is not TaskStage.COMMITTED:

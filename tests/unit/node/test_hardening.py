@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from _outages import FailingPuts
 
 from chefsplan_agents.bundles import (
     GenerationParams,
@@ -18,11 +19,11 @@ from chefsplan_agents.bundles import (
     sign_bundle,
 )
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import ConfigError, TaskRefused
+from chefsplan_agents.errors import ConfigError, StoreUnavailable, TaskRefused
 from chefsplan_agents.llm import SCRIPTED_OUTPUT, Generation
 from chefsplan_agents.llm import Timings as LLMTimings
 from chefsplan_agents.market import TaskParams
-from chefsplan_agents.node import GenerationSpeed, NodePolicy, TaskStage
+from chefsplan_agents.node import GenerationSpeed, NodePolicy, RetryPolicy, TaskStage
 from chefsplan_agents.storage import ContentStore
 
 BOUNTY = 10**15
@@ -139,6 +140,25 @@ def test_a_run_that_stops_the_node_twice_is_given_up(
     record = node.task(handle.task_id)
     assert record is not None and record.stage is TaskStage.FAILED
     assert "given up" in (record.reason or "")
+    net.restart_node(0)
+
+
+def test_runs_repeated_for_a_store_outage_are_not_given_up(net: Devnet) -> None:
+    node = net.restart_node(0)
+    node.store = FailingPuts(net.store)  # type: ignore[assignment]
+    node.retry = RetryPolicy(attempts=1)
+    handle = net.delegate("The store is down", bounty_per_replica=BOUNTY, bond=BOND)
+    with pytest.raises(StoreUnavailable):
+        node.tick()  # claims and runs; the result cannot be stored
+    for _ in range(3):
+        node.tick()  # runs again each time (the result was never stored): the outage goes on
+    record = node.task(handle.task_id)
+    assert record is not None and record.stage is TaskStage.CLAIMED
+    node.store = net.store  # type: ignore[assignment]
+    receipt = net.wait(handle, timeout=60)
+    assert receipt.output == SCRIPTED_OUTPUT
+    done = node.task(handle.task_id)
+    assert done is not None and done.stage is TaskStage.SETTLED
     net.restart_node(0)
 
 
