@@ -275,6 +275,10 @@ class ProviderNode:
     def measure(self, max_tokens: int = 32) -> Generation:
         """Run a short real generation; its timings are the speeds the offer states and the
         starting point of :attr:`speed`."""
+        # A freshly loaded model's first generation pays one-off costs (buffers, graph set-up)
+        # that can make it hundreds of times slower: timed alone, it would make the node refuse
+        # every task, and never learn its real speed from the tasks it then never runs.
+        self.llm.complete(_BENCH_PROMPT, GenerationParams(max_tokens=1))
         params = GenerationParams(max_tokens=max_tokens, logprobs=1)
         generation = self.llm.complete(_BENCH_PROMPT, params)
         with self._speed_lock:
