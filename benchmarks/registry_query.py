@@ -57,6 +57,7 @@ from chefsplan_agents.storage import MemoryCidStore  # noqa: E402
 ETHER = 10**18
 MIN_STAKE = ETHER // 100
 REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+CHAIN_ID = 31337  # the synthetic registry's chain; offers name it and the registry
 MODELS = [(f"model-{i}", f"{i:x}" * 64) for i in range(1, 6)]
 LIMIT = 20
 QUERIES: list[dict[str, Any]] = [
@@ -72,7 +73,9 @@ QUERIES: list[dict[str, Any]] = [
 # ---------------------------------------------------------------------------- the workload
 
 
-def make_offer(rng: random.Random, ident: Identity) -> str:
+def make_offer(
+    rng: random.Random, ident: Identity, *, chain_id: int = CHAIN_ID, registry: str = REGISTRY
+) -> str:
     name, sha = rng.choice(MODELS)
     tps = round(rng.uniform(20, 200), 1)
     offer = Offer(
@@ -83,6 +86,8 @@ def make_offer(rng: random.Random, ident: Identity) -> str:
         endpoint="http://127.0.0.1:8700",
         evm_address=ident.address,
         did=ident.did,
+        chain_id=chain_id,
+        registry=registry,
     )
     return issue_offer(offer, ident)
 
@@ -272,7 +277,7 @@ def real_chain_check(n: int, seed: int) -> tuple[int, int, bool]:
             ident = Identity.generate()
             chain.add_account(ident.export_secrets()[1])
             chain.transfer(ident.address, ETHER)
-            token = make_offer(rng, ident)
+            token = make_offer(rng, ident, chain_id=chain.chain_id, registry=address)
             client.register(
                 ident.did,
                 store.put(token.encode()),
@@ -312,7 +317,7 @@ def main() -> None:
     decoder = Web3LogSource(None, REGISTRY)
     assert [decoder.decode(raw) for raw in logs] == events, "raw logs must decode to the events"
 
-    with RegistryIndex() as index:
+    with RegistryIndex(chain_id=CHAIN_ID) as index:
         start = time.perf_counter()
         index.apply_logs(events)
         ingest_s = time.perf_counter() - start

@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chefsplan_agents.errors import ConfigError
 
 __all__ = [
     "ChainSettings",
     "LLMSettings",
+    "PolicySettings",
     "Settings",
     "StorageSettings",
     "default_config_path",
@@ -111,6 +113,38 @@ class LLMSettings(_Section):
     )
 
 
+class PolicySettings(_Section):
+    """An app's business rules for delegated outputs and spending (``[policy]``).
+
+    Every rule is off by default. ``check_policy`` (in ``chefsplan_agents.tools``) applies the
+    output rules; the spending cap is enforced before a task is posted.
+    """
+
+    forbidden_words: tuple[str, ...] = Field(
+        default=(), description="Words an output must not contain (whole words, any case)."
+    )
+    forbidden_patterns: tuple[str, ...] = Field(
+        default=(), description="Regular expressions an output must not match."
+    )
+    max_output_chars: int | None = Field(default=None, ge=1)
+    json_schema: dict[str, Any] | None = Field(
+        default=None, description="A JSON Schema the output must be a JSON document of."
+    )
+    spending_cap_wei: int | None = Field(
+        default=None, ge=0, description="Most wei of bounties one network handle may escrow."
+    )
+
+    @field_validator("forbidden_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {pattern!r} is not a regular expression: {err}") from err
+        return value
+
+
 class Settings(_Section):
     """All settings. ``Settings()`` is the embedded, offline default."""
 
@@ -122,6 +156,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     chain: ChainSettings = Field(default_factory=ChainSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     @property
     def blockstore_path(self) -> Path:

@@ -23,6 +23,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -47,6 +48,7 @@ from chefsplan_agents.market._requester import (
     TaskHandle,
     Timeouts,
 )
+from chefsplan_agents.network import InProcessDriver, Network
 from chefsplan_agents.node import NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore, LocalCidStore, MemoryCidStore
@@ -397,6 +399,29 @@ class Devnet:
         self.nodes[index] = node
         return node
 
+    # ------------------------------------------------------------------ the app's handle
+
+    @cached_property
+    def network(self) -> Network:
+        """The devnet as an app sees it: the handle ``chefsplan_agents.connect`` returns, over
+        this devnet's requester, with waiting stepping the nodes. Closed with the devnet."""
+        return Network(
+            chain=self.chain,
+            deployment=self.deployment,
+            store=self.store,
+            requester=self.requester,
+            registry=self.registry,
+            market=self.market,
+            driver=InProcessDriver(step=self.step, posted=self._track, settled=self._untrack),
+        )
+
+    def _track(self, handle: TaskHandle) -> None:
+        self._open[handle.task_id] = handle
+
+    def _untrack(self, handle: TaskHandle) -> None:
+        self._open.pop(handle.task_id, None)
+        self.drain()
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
@@ -404,6 +429,8 @@ class Devnet:
         if self._closed:
             return
         self._closed = True
+        if "network" in self.__dict__:
+            self.network.close()
         for node in self.nodes:
             node.close()
         for llm in self._llms:

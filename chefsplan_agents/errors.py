@@ -37,7 +37,8 @@ CLI prints exactly that line, never a traceback, for bad input.
     ├── RegistryError
     ├── MarketError
     │   ├── NoQuorum              (a delegated task settled without an accepted output)
-    │   └── DelegationTimeout (TimeoutError)
+    │   ├── DelegationTimeout (TimeoutError)
+    │   └── InsufficientFunds     (the requester's account cannot pay a task's escrow)
     ├── LLMError
     │   ├── ModelNotFound (LookupError)
     │   ├── ModelHashMismatch
@@ -45,6 +46,7 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── GenerationError
     │   ├── ModelLoadError        (the file exists but llama.cpp cannot load it)
     │   ├── InvalidGenerationParams (ValueError)
+    │   ├── UnsupportedMessage (ValueError)  (a chat message the local model cannot take)
     │   └── LLMServerUnavailable (ConnectionError)
     ├── NodeError
     │   ├── TaskRefused
@@ -53,7 +55,10 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   │   └── JobNotFound (LookupError)
     │   ├── JobFailed
     │   └── JobTimeout (TimeoutError)
-    └── VerificationError
+    ├── VerificationError
+    └── ToolError                 (an app's tool call refused before anything was sent)
+        ├── NoProviderFound (LookupError)
+        └── PolicyViolation       (the app's policy forbids an output or a spend)
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ __all__ = [
     "InvalidCredential",
     "InvalidDid",
     "InvalidGenerationParams",
+    "InsufficientFunds",
     "InvalidSignature",
     "JobFailed",
     "JobNotFound",
@@ -92,17 +98,21 @@ __all__ = [
     "ModelHashMismatch",
     "ModelLoadError",
     "ModelNotFound",
+    "NoProviderFound",
     "NoQuorum",
     "NodeError",
     "NodeRequestRejected",
     "NodeUnavailable",
+    "PolicyViolation",
     "RegistryError",
     "StorageError",
     "StoreUnavailable",
     "TaskRefused",
+    "ToolError",
     "TransactionFailed",
     "TxReverted",
     "UnsupportedBundleVersion",
+    "UnsupportedMessage",
     "VerificationError",
 ]
 
@@ -252,6 +262,10 @@ class DelegationTimeout(MarketError, TimeoutError):
     """A delegated task was not settled within the time waited for it."""
 
 
+class InsufficientFunds(MarketError):
+    """The requester's account holds less than a task's escrow (checked before posting)."""
+
+
 # --- llm ----------------------------------------------------------------------------------
 
 
@@ -281,6 +295,11 @@ class ModelLoadError(LLMError):
 
 class InvalidGenerationParams(LLMError, ValueError):
     """Generation parameters are out of range or contradictory."""
+
+
+class UnsupportedMessage(LLMError, ValueError):
+    """A chat message the local model cannot take (an image for a text-only model, an unknown
+    message type)."""
 
 
 class LLMServerUnavailable(LLMError, ConnectionError):
@@ -336,3 +355,18 @@ class JobTimeout(NodeError, TimeoutError):
 
 class VerificationError(ChefsplanError):
     """A result could not be verified, or verification found a fault."""
+
+
+# --- tools --------------------------------------------------------------------------------
+
+
+class ToolError(ChefsplanError):
+    """An app's tool call was refused before anything was posted or paid."""
+
+
+class NoProviderFound(ToolError, LookupError):
+    """No registered provider matches the filters a tool was given."""
+
+
+class PolicyViolation(ToolError):
+    """The app's policy (``[policy]`` settings) forbids an output or a spend."""

@@ -12,21 +12,28 @@ uint8 constant OUTCOME_SLASHED = 3;
 ///
 ///  Constructor: `constructor(uint256 minStake, uint256 unstakeCooldown)`; the deployer is `owner`.
 ///
-///  Provider (any address, one registration per address, DID unique):
-///   - `register(string did, string offerCid, bytes32 offerHash)` payable, `msg.value >= minStake`
+///  Provider (any address, one registration per address at a time):
+///   - `register(string did, string offerCid, bytes32 offerHash)` payable, `msg.value >= minStake`.
+///     The DID is a claim, not proof: several addresses may name the same DID, and nothing
+///     here checks who controls it. Readers accept a registration only if the offer at
+///     `offerCid` is a credential signed by the DID's key that names this address, this chain
+///     and this registry (see contracts/README.md), so naming someone else's DID gains nothing
+///     and blocks nobody.
 ///   - `updateOffer(string offerCid, bytes32 offerHash)`
 ///   - `addStake()` payable
 ///   - `requestUnstake()` — the provider becomes inactive at once; stake unlocks after the cooldown
-///   - `withdrawStake()` — after `unstakeAvailableAt`, pays the whole stake to the provider
+///   - `withdrawStake()` — after `unstakeAvailableAt`, pays the whole stake to the provider and
+///     ends the registration: DID and offer are cleared (reputation counters stay with the
+///     address), and the address may `register` again
 ///
 ///  Roles: `setMarket(address)` (owner, once), `setAuditor(address)` (owner),
 ///   `recordOutcomes(address[] providers, uint8[] outcomes)` (market only; outcome codes
 ///   OUTCOME_WON=1, OUTCOME_LOST=2 (lost and bond slashed), OUTCOME_SLASHED=3 (no-show / reopened),
 ///   0 = no change), `recordAudit(address provider, bool passed)` (auditor only).
 ///
-///  Views: `getProvider(address) -> Provider`, `providerOf(string did) -> address` (zero if none),
-///   `isActive(address) -> bool`, `count() -> uint256`, `providerAt(uint256) -> address`,
-///   `minStake`, `unstakeCooldown`, `owner`, `market`, `auditor`.
+///  Views: `getProvider(address) -> Provider`, `isActive(address) -> bool`,
+///   `count() -> uint256`, `providerAt(uint256) -> address` (every address that ever
+///   registered, once), `minStake`, `unstakeCooldown`, `owner`, `market`, `auditor`.
 ///
 ///  Events: ProviderRegistered, OfferUpdated, StakeAdded, UnstakeRequested, StakeWithdrawn,
 ///   ReputationUpdated, MarketSet, AuditorSet.
@@ -46,6 +53,7 @@ contract AgentRegistry {
         bool active;
         bool registered;
         uint40 unstakeAvailableAt; // 0 while no unstake was requested
+        bool listed; // in `providerAt`'s list (set by the first registration, never cleared)
         bytes32 offerHash;
         string did;
         string offerCid;
@@ -86,7 +94,6 @@ contract AgentRegistry {
     error EmptyDid();
     error EmptyOfferCid();
     error AlreadyRegistered(address provider);
-    error DidTaken(string did, address owner);
     error StakeTooLow(uint256 stake, uint256 minStake);
     error ZeroAmount();
     error StakeTooLarge(uint256 stake);
@@ -94,7 +101,6 @@ contract AgentRegistry {
     error UnstakeAlreadyRequested(address provider);
     error UnstakeNotRequested(address provider);
     error CooldownActive(uint256 availableAt);
-    error NothingToWithdraw(address provider);
     error TransferFailed(address to, uint256 amount);
     error LengthMismatch(uint256 providers, uint256 outcomes);
     error UnknownOutcome(uint8 outcome);
@@ -108,7 +114,6 @@ contract AgentRegistry {
     address public auditor;
 
     mapping(address => Provider) private _providers;
-    mapping(bytes32 => address) private _byDid;
     address[] private _all;
 
     constructor(uint256 minStake_, uint256 unstakeCooldown_) {
@@ -138,7 +143,7 @@ contract AgentRegistry {
     // ------------------------------------------------------------------ provider actions
 
     /// @notice Register the caller as a provider with a DID, a signed offer and a stake.
-    /// @param did The provider's DID (unique across the registry).
+    /// @param did The provider's DID (not unique: readers check the offer proves control).
     /// @param offerCid CID of the signed offer credential on IPFS.
     /// @param offerHash Hash of the offer bytes, so readers can check what they fetched.
     function register(string calldata did, string calldata offerCid, bytes32 offerHash)
@@ -149,9 +154,6 @@ contract AgentRegistry {
         if (bytes(offerCid).length == 0) revert EmptyOfferCid();
         Provider storage p = _providers[msg.sender];
         if (p.registered) revert AlreadyRegistered(msg.sender);
-        bytes32 didHash = keccak256(bytes(did));
-        address holder = _byDid[didHash];
-        if (holder != address(0)) revert DidTaken(did, holder);
         if (msg.value < minStake) revert StakeTooLow(msg.value, minStake);
         if (msg.value > type(uint96).max) revert StakeTooLarge(msg.value);
 
@@ -161,9 +163,13 @@ contract AgentRegistry {
         p.offerHash = offerHash;
         p.did = did;
         p.offerCid = offerCid;
-        _byDid[didHash] = msg.sender;
-        _all.push(msg.sender);
-        emit ProviderRegistered(msg.sender, didHash, did, offerCid, offerHash, msg.value);
+        if (!p.listed) {
+            p.listed = true;
+            _all.push(msg.sender);
+        }
+        emit ProviderRegistered(
+            msg.sender, keccak256(bytes(did)), did, offerCid, offerHash, msg.value
+        );
     }
 
     /// @notice Point the caller's registration at a new signed offer.
@@ -198,7 +204,9 @@ contract AgentRegistry {
         emit UnstakeRequested(msg.sender, availableAt);
     }
 
-    /// @notice Pay the caller's whole stake back once the cooldown has passed.
+    /// @notice Pay the caller's whole stake back once the cooldown has passed, ending its
+    /// registration: the DID and offer are cleared (the reputation counters stay with the
+    /// address), and the address may register again.
     function withdrawStake() external {
         Provider storage p = _providers[msg.sender];
         if (!p.registered) revert NotRegistered(msg.sender);
@@ -206,11 +214,18 @@ contract AgentRegistry {
         if (availableAt == 0) revert UnstakeNotRequested(msg.sender);
         if (block.timestamp < availableAt) revert CooldownActive(availableAt);
         uint256 amount = p.stake;
-        if (amount == 0) revert NothingToWithdraw(msg.sender);
-        p.stake = 0; // effects before the interaction
+        // Effects before the interaction.
+        p.stake = 0;
+        p.registered = false;
+        p.unstakeAvailableAt = 0;
+        p.offerHash = bytes32(0);
+        delete p.did;
+        delete p.offerCid;
         emit StakeWithdrawn(msg.sender, amount);
-        (bool ok,) = msg.sender.call{value: amount}("");
-        if (!ok) revert TransferFailed(msg.sender, amount);
+        if (amount != 0) {
+            (bool ok,) = msg.sender.call{value: amount}("");
+            if (!ok) revert TransferFailed(msg.sender, amount);
+        }
     }
 
     // ------------------------------------------------------------------ reputation
@@ -261,17 +276,12 @@ contract AgentRegistry {
         return _providers[provider];
     }
 
-    /// @notice The address registered under `did`, or the zero address.
-    function providerOf(string calldata did) external view returns (address) {
-        return _byDid[keccak256(bytes(did))];
-    }
-
     /// @notice Whether `provider` may claim tasks: registered, staked, not unstaking.
     function isActive(address provider) external view returns (bool) {
         return _providers[provider].active;
     }
 
-    /// @notice Number of addresses ever registered.
+    /// @notice Number of addresses ever registered (each counted once).
     function count() external view returns (uint256) {
         return _all.length;
     }

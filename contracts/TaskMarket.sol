@@ -8,11 +8,17 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///
 ///  Constructor: `constructor(address registry, address resolver, uint256 challengeBond)`.
 ///
-///  A task is identified by `taskId = keccak256(abi.encode(params))` where `params` is the
-///  immutable `TaskParams` struct given to `postTask` (and emitted in `TaskPosted`). Only the
-///  task's mutable state is stored; every later call passes the same `params` as calldata and
-///  the contract recomputes the id, so a wrong or tampered struct is an `UnknownTask`. Pick a
-///  fresh `nonce` per task.
+///  A task is identified by `taskId = keccak256(abi.encode(block.chainid, address(this),
+///  params))` where `params` is the immutable `TaskParams` struct given to `postTask` (and
+///  emitted in `TaskPosted`). Only the task's mutable state is stored; every later call passes
+///  the same `params` as calldata and the contract recomputes the id, so a wrong or tampered
+///  struct is an `UnknownTask`. Pick a fresh `nonce` per task.
+///
+///  Horizons: `claimDeadline > now`, `revealDeadline > claimDeadline + commitTimeout`,
+///  `revealDeadline <= now + MAX_TASK_HORIZON` (30 days, `DeadlineTooFar`),
+///  `0 < commitTimeout <= MAX_COMMIT_TIMEOUT` (7 days, `CommitTimeoutTooLong`),
+///  `challengeWindow <= MAX_CHALLENGE_WINDOW` (7 days, `ChallengeWindowTooLong`): the terms
+///  cannot lock a claimant's bond for more than 37 days (a pending challenge aside).
 ///
 ///  Requester:
 ///   - `postTask(TaskParams p, string bundleCid) payable returns (bytes32 taskId)`,
@@ -38,10 +44,10 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///     the last reveal of a task whose settlement time is already reached (a task with
 ///     `challengeWindow == 0`) settles it in the same transaction, as `finalize` does.
 ///   - `claimAndFinalize(p, outputHash, resultCid) payable`, `msg.value == p.bond`: claim,
-///     reveal and settle a task with one replica and `challengeWindow == 0` in one transaction,
-///     sent after running it (nobody to copy from, so no commitment). The caller is paid
-///     bounty + bond at once. Its assignee runs an assigned task this way: one transaction in
-///     all, after the result is ready.
+///     reveal and settle an assigned task (`NotAssignedTask` for an open one) with one replica
+///     and `challengeWindow == 0` in one transaction, sent by the assignee after running it
+///     (nobody else may claim, so nothing to copy and no commitment). The caller is paid
+///     bounty + bond at once.
 ///  Anyone:
 ///   - `finalize(TaskParams p, Reveal[] reveals, string resultCid)` at or after `settleTime(p)`.
 ///     `reveals` lists every currently claimed replica in ascending provider address order with
@@ -65,7 +71,8 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///  challenge bond is shared by the winners (remainder to the requester).
 ///
 ///  Views: `taskIdOf`, `commitmentOf`, `taskState`, `replicaOf`, `settleTime`, `challengerOf`,
-///   `balanceOf`, `registry`, `resolver`, `challengeBond`, `MAX_REPLICAS`.
+///   `balanceOf`, `registry`, `resolver`, `challengeBond`, `MAX_REPLICAS`, `MAX_TASK_HORIZON`,
+///   `MAX_COMMIT_TIMEOUT`, `MAX_CHALLENGE_WINDOW`.
 ///  Events: TaskPosted, ReplicaClaimed, ResultCommitted, ResultRevealed, ReplicaReopened,
 ///   TaskChallenged, ChallengeResolved, TaskFinalized, TaskCancelled, Withdrawn.
 contract TaskMarket {
@@ -81,9 +88,11 @@ contract TaskMarket {
         uint96 bountyPerReplica; // paid to each winning replica
         uint96 bond; // posted by each claiming provider
         uint64 claimDeadline; // unix time; no claims after it
-        uint64 commitTimeout; // seconds a claimer has to commit
-        uint64 revealDeadline; // unix time; no reveals after it (> claimDeadline + commitTimeout)
-        uint64 challengeWindow; // seconds between reveals closing and settlement
+        uint64 commitTimeout; // seconds a claimer has to commit (<= MAX_COMMIT_TIMEOUT)
+        // unix time; no reveals after it (> claimDeadline + commitTimeout, <= posting time +
+        // MAX_TASK_HORIZON)
+        uint64 revealDeadline;
+        uint64 challengeWindow; // seconds from reveals closing to settlement (<= 7 days)
         uint64 nonce; // makes equal terms distinct tasks
     }
 
@@ -131,6 +140,14 @@ contract TaskMarket {
     uint8 public constant RESULT_OVERTURNED = 3;
 
     uint256 public constant MAX_REPLICAS = 16;
+    /// @notice Latest `revealDeadline` (and so `claimDeadline`) a task may set, counted from
+    /// the block that posts it. With `MAX_CHALLENGE_WINDOW` it bounds how long a claimant's
+    /// bond can be locked by the task's terms.
+    uint256 public constant MAX_TASK_HORIZON = 30 days;
+    /// @notice Longest `commitTimeout`.
+    uint256 public constant MAX_COMMIT_TIMEOUT = 7 days;
+    /// @notice Longest `challengeWindow`.
+    uint256 public constant MAX_CHALLENGE_WINDOW = 7 days;
 
     // ------------------------------------------------------------------ events
 
@@ -176,6 +193,10 @@ contract TaskMarket {
     error InvalidQuorum(uint256 quorum, uint256 replicas);
     error ZeroAmount();
     error InvalidDeadlines();
+    error DeadlineTooFar(uint256 revealDeadline, uint256 latest);
+    error CommitTimeoutTooLong(uint256 commitTimeout, uint256 maxCommitTimeout);
+    error ChallengeWindowTooLong(uint256 challengeWindow, uint256 maxChallengeWindow);
+    error NotAssignedTask(bytes32 taskId);
     error WrongValue(uint256 sent, uint256 expected);
     error TaskExists(bytes32 taskId);
     error UnknownTask(bytes32 taskId);
@@ -228,7 +249,7 @@ contract TaskMarket {
     /// @notice Post a task and escrow its whole bounty.
     /// @param p The task's terms; `p.requester` must be the caller.
     /// @param bundleCid CID of the TaskBundle on IPFS (emitted, not stored).
-    /// @return taskId `keccak256(abi.encode(p))`.
+    /// @return taskId `keccak256(abi.encode(block.chainid, address(this), p))`.
     function postTask(TaskParams calldata p, string calldata bundleCid)
         external
         payable
@@ -248,12 +269,23 @@ contract TaskMarket {
         if (
             p.commitTimeout == 0 || p.claimDeadline <= block.timestamp
                 || p.revealDeadline <= uint256(p.claimDeadline) + p.commitTimeout
-                || p.revealDeadline > type(uint40).max
         ) revert InvalidDeadlines();
+        // Every horizon is bounded, so no terms can lock a claimant's bond for long: the
+        // reveal deadline (after the claim deadline and every commit deadline) is at most
+        // MAX_TASK_HORIZON away, settlement at most MAX_CHALLENGE_WINDOW after it.
+        if (p.revealDeadline > block.timestamp + MAX_TASK_HORIZON) {
+            revert DeadlineTooFar(p.revealDeadline, block.timestamp + MAX_TASK_HORIZON);
+        }
+        if (p.commitTimeout > MAX_COMMIT_TIMEOUT) {
+            revert CommitTimeoutTooLong(p.commitTimeout, MAX_COMMIT_TIMEOUT);
+        }
+        if (p.challengeWindow > MAX_CHALLENGE_WINDOW) {
+            revert ChallengeWindowTooLong(p.challengeWindow, MAX_CHALLENGE_WINDOW);
+        }
         uint256 escrow = uint256(p.bountyPerReplica) * p.replicas;
         if (msg.value != escrow) revert WrongValue(msg.value, escrow);
 
-        taskId = keccak256(abi.encode(p));
+        taskId = _taskId(p);
         TaskState storage t = _tasks[taskId];
         if (t.status != TASK_NONE) revert TaskExists(taskId);
         t.status = TASK_OPEN;
@@ -297,14 +329,16 @@ contract TaskMarket {
     /// @notice Claim, reveal and settle a one-replica task with no challenge window in one
     /// transaction, sent once the result is ready. With one replica there is nobody to copy
     /// from, so there is no commitment, and its reveal is the whole settlement: the caller is
-    /// paid bounty + bond at once. Made for tasks assigned to the caller (`p.assignee`), whose
-    /// provider runs the task before touching the chain; on an open task it is a race that
-    /// the first provider to finish wins.
+    /// paid bounty + bond at once. Only for tasks assigned to the caller (`p.assignee`),
+    /// whose provider runs the task before touching the chain (`NotAssignedTask` otherwise).
     function claimAndFinalize(TaskParams calldata p, bytes32 outputHash, string calldata resultCid)
         external
         payable
     {
         (bytes32 id, TaskState storage t) = _open(p);
+        // Nothing commits the caller's output before it is sent: on an open task anyone who
+        // sees it in the mempool could copy it and claim first. Only the assignee may do this.
+        if (p.assignee == address(0)) revert NotAssignedTask(id);
         if (p.replicas != 1 || p.challengeWindow != 0) revert NotSingleShot(id);
         _checkClaim(p, id, t);
         if (bytes(resultCid).length == 0) revert EmptyCid();
@@ -439,8 +473,8 @@ contract TaskMarket {
     // ------------------------------------------------------------------ views
 
     /// @notice The id of a task with terms `p`.
-    function taskIdOf(TaskParams calldata p) external pure returns (bytes32) {
-        return keccak256(abi.encode(p));
+    function taskIdOf(TaskParams calldata p) external view returns (bytes32) {
+        return _taskId(p);
     }
 
     /// @notice The commitment a provider submits for `outputHash` with secret `salt`.
@@ -480,8 +514,14 @@ contract TaskMarket {
 
     // ------------------------------------------------------------------ internals
 
+    /// The id binds the chain and this market, so the same terms name different tasks
+    /// elsewhere and a task id (or a signature over one) cannot be replayed across deployments.
+    function _taskId(TaskParams calldata p) private view returns (bytes32) {
+        return keccak256(abi.encode(block.chainid, address(this), p));
+    }
+
     function _open(TaskParams calldata p) private view returns (bytes32 id, TaskState storage t) {
-        id = keccak256(abi.encode(p));
+        id = _taskId(p);
         t = _tasks[id];
         if (t.status != TASK_OPEN) revert UnknownTask(id);
     }
@@ -585,6 +625,8 @@ contract TaskMarket {
         if (reveals.length != t.claimed) revert BadRevealList(reveals.length);
 
         uint8[] memory states = _checkReveals(id, reveals, self);
+        // A memory struct starts zeroed; every field is set below before it is read.
+        // slither-disable-next-line uninitialized-local
         Settlement memory z;
         z.upheld = challengeState == CHALLENGE_UPHELD;
         _tally(p, reveals, states, z);
@@ -738,8 +780,9 @@ contract TaskMarket {
         } else if (z.winners == 0) {
             z.refund += challengeBond;
         } else {
+            // Equal shares; what does not divide evenly goes to the requester.
             uint256 share = challengeBond / z.winners;
-            z.refund += challengeBond - share * z.winners;
+            z.refund += challengeBond % z.winners;
             for (uint256 i = 0; i < reveals.length; ++i) {
                 if (states[i] == REPLICA_REVEALED && reveals[i].outputHash == z.winner) {
                     _credit(reveals[i].provider, share, z);

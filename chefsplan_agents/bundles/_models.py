@@ -278,3 +278,7 @@ class Offer(_Model):
     endpoint: HttpUrl | None = None
     evm_address: EvmAddress
     did: Did
+    # Where the offer is registered: a reader accepts it only for this chain and registry, so a
+    # credential issued for one deployment cannot be registered in another.
+    chain_id: int | None = Field(default=None, ge=1, description="EIP-155 id of the chain.")
+    registry: EvmAddress | None = Field(default=None, description="The AgentRegistry address.")

@@ -121,8 +121,8 @@ class LlamaCppBackend(BackendBase):
 
     Args:
         model: A :class:`ModelFile`, a ``.gguf`` path or a known name (see ``resolve_model``).
-        n_ctx: Context length in tokens (llama.cpp may round it up; ``info.n_ctx`` is the
-            real one).
+        n_ctx: Context length in tokens (``info.n_ctx``; llama.cpp may reserve more, but
+            llama-cpp-python's buffers hold this many).
         n_threads: CPU threads for generation and prefill.
         n_batch: Prompt tokens evaluated per batch.
         sha256: Pin the model file's hash.
@@ -184,7 +184,10 @@ class LlamaCppBackend(BackendBase):
             name=meta.get("general.name") or self._file.name,
             path=str(self._file.path),
             sha256=self._file.sha256,
-            n_ctx=int(self._llm.n_ctx()),
+            # llama.cpp rounds the context up (to 256 at least) but llama-cpp-python sizes its
+            # token and logit buffers to the n_ctx asked for: a prompt between the two passes a
+            # check against the rounded size and then fails inside eval with a numpy error.
+            n_ctx=min(int(self._llm.n_ctx()), int(self._llm.context_params.n_ctx)),
             n_vocab=int(self._llm.n_vocab()),
             n_threads=n_threads,
             n_batch=n_batch,
@@ -255,17 +258,37 @@ class LlamaCppBackend(BackendBase):
         params: GenerationParams | None = None,
         *,
         on_token: OnToken | None = None,
+        grammar: str | None = None,
     ) -> Generation:
-        """Continue ``prompt``; see :meth:`LLMBackend.complete`."""
+        """Continue ``prompt``; see :meth:`LLMBackend.complete`.
+
+        ``on_token`` is called on the generating thread after each token; an exception it
+        raises stops generation there and propagates unchanged (how callers cancel a stream).
+
+        Args:
+            prompt: The prompt text (special tokens parsed).
+            params: Sampling parameters (greedy under the determinism profile by default).
+            on_token: Called with each generated token id and its text piece.
+            grammar: A GBNF grammar (root rule ``root``) the output must follow: tokens the
+                grammar forbids are never sampled, and the end of generation is allowed only
+                where the grammar is complete. ``max_tokens`` still bounds the output, so a
+                cut-off result may be incomplete (``finish_reason == "length"``).
+
+        Raises:
+            InvalidGenerationParams: The prompt is empty or the grammar does not parse.
+            ContextOverflow: Prompt tokens plus ``max_tokens`` exceed the context.
+            GenerationError: llama.cpp failed while generating.
+        """
         self._check_open()
         params = params or GenerationParams()
         tokens = self.tokenize(prompt)
         if not tokens:
             raise InvalidGenerationParams("prompt is empty; give at least one character")
         check_context(len(tokens), params.max_tokens, self._info.n_ctx)
+        compiled = self._compile_grammar(grammar) if grammar is not None else None
         with self._lock, _no_gc_pauses():
             try:
-                return self._generate(tokens, params, on_token)
+                return self._generate(tokens, params, on_token, compiled)
             except RuntimeError as err:
                 raise GenerationError(f"llama.cpp failed while generating: {err}") from err
 
@@ -276,6 +299,28 @@ class LlamaCppBackend(BackendBase):
         eos = self._piece(int(self._llm.token_eos()))
         return render_chat(self._template, messages, bos=bos, eos=eos)
 
+    @property
+    def chat_template(self) -> str | None:
+        """The model file's Jinja chat template (``None`` when it has none and ChatML is used)."""
+        return self._template
+
+    def _compile_grammar(self, grammar: str) -> Any:
+        """``grammar`` as a ``LlamaGrammar``, checked by llama.cpp's own parser first.
+
+        llama.cpp answers a grammar it cannot parse with a null sampler (and a log line), which
+        must never reach the sampler chain.
+        """
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        probe = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not probe:
+            raise InvalidGenerationParams(
+                "the grammar does not parse as GBNF with a 'root' rule; fix the grammar text"
+            )
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(grammar, verbose=False)
+
     def _piece(self, token: int) -> str:
         if token < 0:
             return ""
@@ -283,7 +328,11 @@ class LlamaCppBackend(BackendBase):
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
     def _generate(
-        self, tokens: list[int], params: GenerationParams, on_token: OnToken | None
+        self,
+        tokens: list[int],
+        params: GenerationParams,
+        on_token: OnToken | None,
+        grammar: Any = None,
     ) -> Generation:
         llm = self._llm
         n_prompt = len(tokens)
@@ -306,6 +355,7 @@ class LlamaCppBackend(BackendBase):
             temp=params.temperature,
             repeat_penalty=params.repeat_penalty,
             reset=True,
+            grammar=grammar,
         )
         # Each position's logits are copied aside and fingerprinted in batches: the same
         # numbers, but the numpy work runs back to back with warm caches instead of between two

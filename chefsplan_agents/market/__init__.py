@@ -9,6 +9,10 @@ the bundle, post it, wait, then fetch the winning result by CID and check it aga
 from chefsplan_agents.market._client import MarketClient, PostedTask
 from chefsplan_agents.market._output_log import LoggedOutput, OutputLogClient
 from chefsplan_agents.market._records import (
+    MAX_CHALLENGE_WINDOW,
+    MAX_COMMIT_TIMEOUT,
+    MAX_REPLICAS,
+    MAX_TASK_HORIZON,
     TASK_PARAMS_TYPE,
     ZERO_ADDRESS,
     ChallengeState,
@@ -20,9 +24,11 @@ from chefsplan_agents.market._records import (
     TaskRecord,
     TaskResult,
     TaskStateRecord,
+    check_horizons,
     make_commitment,
     new_salt,
     result_cid_hash,
+    task_id_of,
 )
 from chefsplan_agents.market._requester import (
     DelegationProgress,
@@ -34,6 +40,10 @@ from chefsplan_agents.market._requester import (
 )
 
 __all__ = [
+    "MAX_CHALLENGE_WINDOW",
+    "MAX_COMMIT_TIMEOUT",
+    "MAX_REPLICAS",
+    "MAX_TASK_HORIZON",
     "TASK_PARAMS_TYPE",
     "ZERO_ADDRESS",
     "ChallengeState",
@@ -55,7 +65,9 @@ __all__ = [
     "TaskResult",
     "TaskStateRecord",
     "Timeouts",
+    "check_horizons",
     "make_commitment",
     "new_salt",
     "result_cid_hash",
+    "task_id_of",
 ]

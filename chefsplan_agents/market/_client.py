@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from chefsplan_agents.chain import BoundContract, Chain, Event, Receipt, to_address, to_bytes32
 from chefsplan_agents.errors import MarketError
 from chefsplan_agents.market._records import (
+    MAX_REPLICAS,
     ZERO_ADDRESS,
     ReplicaRecord,
     RevealEntry,
@@ -16,7 +17,9 @@ from chefsplan_agents.market._records import (
     TaskParams,
     TaskRecord,
     TaskStateRecord,
+    check_horizons,
     result_cid_hash,
+    task_id_of,
 )
 
 __all__ = ["MarketClient", "PostedTask"]
@@ -114,11 +117,11 @@ class MarketClient:
                 an assigned task has one replica.
 
         Raises:
-            MarketError: A count or duration is out of range, or an assigned task asks for
-                more than one replica.
+            MarketError: A count or duration is out of range (see :func:`check_horizons`), or
+                an assigned task asks for more than one replica.
         """
-        if replicas < 1:
-            raise MarketError(f"replicas must be at least 1 (got {replicas})")
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise MarketError(f"replicas must be 1 to {MAX_REPLICAS} (got {replicas})")
         check_assignment(assignee, replicas)
         quorum = replicas // 2 + 1 if quorum is None else quorum
         for name, value in (
@@ -131,7 +134,7 @@ class MarketClient:
                 raise MarketError(f"{name} must not be negative (got {value})")
         now = self.chain.pending_timestamp()
         claim_deadline = now + claim_window
-        return TaskParams(
+        params = TaskParams(
             requester=to_address(requester or self.chain.default_account, "requester"),
             bundle_hash=to_bytes32(bundle_hash, "bundle_hash"),
             replicas=replicas,
@@ -145,6 +148,8 @@ class MarketClient:
             nonce=secrets.randbits(64) if nonce is None else nonce,
             assignee=ZERO_ADDRESS if assignee is None else to_address(assignee, "assignee"),
         )
+        check_horizons(params, now)
+        return params
 
     def post_task(
         self, params: TaskParams, bundle_cid: str, *, value: int | None = None
@@ -155,7 +160,12 @@ class MarketClient:
             params: The terms (:meth:`new_task`).
             bundle_cid: CID of the TaskBundle on IPFS.
             value: Wei to send (default: exactly ``params.escrow``).
+
+        Raises:
+            MarketError: The terms break the market's bounds at the chain's current time
+                (:func:`check_horizons`); nothing is sent.
         """
+        check_horizons(params, self.chain.pending_timestamp())
         receipt = self.contract.transact(
             "postTask",
             params.as_abi(),
@@ -323,8 +333,12 @@ class MarketClient:
 
     # ------------------------------------------------------------------ views
 
+    def task_id(self, params: TaskParams) -> bytes:
+        """The id this market gives a task with terms ``params`` (computed locally)."""
+        return task_id_of(params, self.chain.chain_id, self.address)
+
     def task_id_of(self, params: TaskParams) -> bytes:
-        """The task id as the contract computes it."""
+        """The task id as the contract computes it (a call)."""
         return bytes(self.contract.call("taskIdOf", params.as_abi()))
 
     def commitment_of(self, output_hash: bytes | str, salt: bytes | str, provider: str) -> bytes:
@@ -420,7 +434,7 @@ class MarketClient:
             (zero hashes if it did not), and the CID one majority replica revealed ("" when no
             output hash reaches the quorum).
         """
-        tid = params.task_id
+        tid = self.task_id(params)
         # The same terms posted again after settlement revive the same id: only events since
         # its latest TaskPosted belong to the task being settled.
         posts = self.events("TaskPosted", task_id=tid)

@@ -12,8 +12,13 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from chefsplan_agents.chain import Event, to_address, to_bytes32
+from chefsplan_agents.errors import MarketError
 
 __all__ = [
+    "MAX_CHALLENGE_WINDOW",
+    "MAX_COMMIT_TIMEOUT",
+    "MAX_REPLICAS",
+    "MAX_TASK_HORIZON",
     "TASK_PARAMS_TYPE",
     "ZERO_ADDRESS",
     "ChallengeState",
@@ -25,9 +30,11 @@ __all__ = [
     "TaskRecord",
     "TaskResult",
     "TaskStateRecord",
+    "check_horizons",
     "make_commitment",
     "new_salt",
     "result_cid_hash",
+    "task_id_of",
 ]
 
 # The ABI tuple of ``TaskMarket.TaskParams``, in field order.
@@ -36,6 +43,15 @@ TASK_PARAMS_TYPE = (
 )
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+# The contract's bounds on a task's terms (``TaskMarket.MAX_*``; a test keeps them equal).
+MAX_REPLICAS = 16
+MAX_TASK_HORIZON = 30 * 24 * 3600
+"""Latest reveal deadline (and so claim deadline) after the posting block, in seconds."""
+MAX_COMMIT_TIMEOUT = 7 * 24 * 3600
+"""Longest ``commit_timeout``, in seconds."""
+MAX_CHALLENGE_WINDOW = 7 * 24 * 3600
+"""Longest ``challenge_window``, in seconds."""
 
 
 class ReplicaState(IntEnum):
@@ -93,9 +109,58 @@ def result_cid_hash(result_cid: str) -> bytes:
     return keccak(result_cid.encode("utf-8"))
 
 
+def task_id_of(params: TaskParams, chain_id: int, market: str) -> bytes:
+    """The id a market gives a task: ``keccak256(abi.encode(chainid, market, params))``.
+
+    The id binds the chain and the market contract, so equal terms posted on another chain
+    or market name another task.
+    """
+    return keccak(
+        abi_encode(
+            ["uint256", "address", TASK_PARAMS_TYPE],
+            [chain_id, to_address(market, "market"), params.as_abi()],
+        )
+    )
+
+
+def check_horizons(params: TaskParams, now: int) -> None:
+    """Raise :class:`~chefsplan_agents.errors.MarketError` for terms the market refuses.
+
+    Checks, as ``postTask`` does at time ``now``: the deadlines' order, a reveal deadline at
+    most :data:`MAX_TASK_HORIZON` away, a commit timeout of 1 s to :data:`MAX_COMMIT_TIMEOUT`
+    and a challenge window of at most :data:`MAX_CHALLENGE_WINDOW`.
+    """
+    day = 24 * 3600
+    if not 0 < params.commit_timeout <= MAX_COMMIT_TIMEOUT:
+        raise MarketError(
+            f"commit_timeout must be 1 s to {MAX_COMMIT_TIMEOUT // day} days "
+            f"(got {params.commit_timeout} s)"
+        )
+    if params.challenge_window > MAX_CHALLENGE_WINDOW:
+        raise MarketError(
+            f"challenge_window must be at most {MAX_CHALLENGE_WINDOW // day} days "
+            f"(got {params.challenge_window} s)"
+        )
+    if params.claim_deadline <= now:
+        raise MarketError(
+            f"claim deadline {params.claim_deadline} is not after the chain's time {now}"
+        )
+    if params.reveal_deadline <= params.claim_deadline + params.commit_timeout:
+        raise MarketError(
+            f"reveal deadline {params.reveal_deadline} must come after claim deadline + "
+            f"commit timeout ({params.claim_deadline + params.commit_timeout})"
+        )
+    if params.reveal_deadline > now + MAX_TASK_HORIZON:
+        raise MarketError(
+            f"reveal deadline {params.reveal_deadline} is more than "
+            f"{MAX_TASK_HORIZON // day} days after the chain's time {now}; shorten the windows"
+        )
+
+
 @dataclass(frozen=True)
 class TaskParams:
-    """The immutable terms of a task; their ABI hash is the task id.
+    """The immutable terms of a task; their ABI hash, with the chain id and the market's
+    address, is the task id (:func:`task_id_of`).
 
     Build one with :meth:`MarketClient.new_task`. Amounts are wei, deadlines unix seconds.
     ``assignee`` names the one provider that may claim the task (the zero address: any
@@ -141,11 +206,6 @@ class TaskParams:
             self.challenge_window,
             self.nonce,
         )
-
-    @property
-    def task_id(self) -> bytes:
-        """``keccak256(abi.encode(params))``, the id the contract gives the task."""
-        return keccak(abi_encode([TASK_PARAMS_TYPE], [self.as_abi()]))
 
     @property
     def escrow(self) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chefsplan_agents.bundles import (
+    DEFAULT_MAX_BUNDLE_BYTES,
     ChatMessage,
     GenerationParams,
     ModelRequirement,
@@ -221,6 +222,7 @@ class Requester:
         store: Where bundles go and results come from.
         registry: The ``AgentRegistry`` client, to name each replica's DID and check that the
             winning result was signed by the provider that revealed it (optional).
+        max_result_bytes: A result larger than this is refused unread (as unusable).
     """
 
     def __init__(
@@ -231,8 +233,10 @@ class Requester:
         store: ContentStore,
         *,
         registry: RegistryClient | None = None,
+        max_result_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     ) -> None:
         self.identity = identity
+        self.max_result_bytes = max_result_bytes
         self.chain = chain
         self.market = market
         self.store = store
@@ -523,11 +527,9 @@ class Requester:
             )
         settled_hash = _hex(settlement.output_hash)
         replicas = self._replicas(events)
-        try:
-            result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
-        except _UnknownSigner:
-            replicas = self._replicas(events, refresh=True)
-            result = self._fetch_result(handle, settlement.result_cid, settled_hash, replicas)
+        result_cid, result, replicas = self._winning_result(
+            handle, settlement, events, settled_hash, replicas
+        )
         txs = {finalized.tx_hash}
         for r in replicas:
             txs.update(t for t in (r.claim_tx, r.commit_tx, r.reveal_tx) if t)
@@ -536,7 +538,7 @@ class Requester:
         return DelegationReceipt(
             task_id=tid,
             bundle_cid=handle.bundle_cid,
-            result_cid=settlement.result_cid,
+            result_cid=result_cid,
             output=result.output,
             output_hash=settled_hash,
             replicas=replicas,
@@ -581,6 +583,50 @@ class Requester:
             )
         return tuple(out)
 
+    def _winning_result(
+        self,
+        handle: TaskHandle,
+        settlement: Settlement,
+        events: _TaskEvents,
+        settled_hash: str,
+        replicas: tuple[ReplicaReceipt, ...],
+    ) -> tuple[str, ResultBundle, tuple[ReplicaReceipt, ...]]:
+        """The first usable result among those revealed with the settled output hash.
+
+        Whoever settles picks which winner's CID ``TaskFinalized`` carries; a co-winner that
+        revealed the right hash with a junk CID (missing, oversized, unsigned, another task's)
+        must not cost the requester the result, so every other winner's CID is tried next.
+        """
+        candidates = [settlement.result_cid]
+        for reveal in events.named("ResultRevealed"):
+            cid = str(reveal.args["resultCid"])
+            if bytes(reveal.args["outputHash"]) == settlement.output_hash and cid not in candidates:
+                candidates.append(cid)
+        failures: list[VerificationError] = []
+        refreshed = False
+        for cid in candidates:
+            try:
+                return cid, self._fetch_result(handle, cid, settled_hash, replicas), replicas
+            except _UnknownSigner as err:
+                if refreshed:
+                    failures.append(err)
+                    continue
+                # The provider may have re-registered under another DID: read them again.
+                replicas, refreshed = self._replicas(events, refresh=True), True
+                try:
+                    return cid, self._fetch_result(handle, cid, settled_hash, replicas), replicas
+                except VerificationError as again:
+                    failures.append(again)
+            except VerificationError as err:
+                failures.append(err)
+            log.warning("task %s: result %s unusable: %s", _hex(handle.task_id), cid, failures[-1])
+        if len(failures) == 1:
+            raise failures[0]
+        raise VerificationError(
+            f"none of the {len(candidates)} results revealed with the settled output is usable; "
+            f"the first: {failures[0]}"
+        )
+
     def _fetch_result(
         self,
         handle: TaskHandle,
@@ -589,8 +635,8 @@ class Requester:
         replicas: tuple[ReplicaReceipt, ...],
     ) -> ResultBundle:
         try:
-            data = self.store.get(result_cid)
-            result = decode_result_bundle(data)
+            data = self.store.get(result_cid, max_bytes=self.max_result_bytes)
+            result = decode_result_bundle(data, max_bytes=self.max_result_bytes)
         except (StorageError, BundleError, IdentityError) as err:
             raise VerificationError(f"winning result {result_cid} is unusable: {err}") from err
         if result.output_hash != settled_hash:

@@ -371,6 +371,8 @@ class ProviderNode:
             endpoint=self.endpoint,
             evm_address=self.address,
             did=self.did,
+            chain_id=self.registry.chain.chain_id,
+            registry=self.registry.address,
         )
 
     def start(self) -> NodeStatus:
@@ -382,7 +384,7 @@ class ProviderNode:
         Raises:
             LLMError: The model cannot generate.
             StorageError: The offer cannot be stored.
-            ChainError: Registration failed (``StakeTooLow``, ``DidTaken``, …).
+            ChainError: Registration failed (``StakeTooLow``, ``AlreadyRegistered``, …).
         """
         offer = self.build_offer(self.measure())
         token = issue_offer(offer, self.identity).encode("utf-8")

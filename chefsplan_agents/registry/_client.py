@@ -118,7 +118,12 @@ class RegistryClient:
     """Register provider nodes, manage their stake and offers, and read the registry.
 
     Reverts surface as the contract's custom errors (``chefsplan_agents.chain.errors``):
-    ``StakeTooLow``, ``DidTaken``, ``NotRegistered``, ``CooldownActive``, ….
+    ``StakeTooLow``, ``AlreadyRegistered``, ``NotRegistered``, ``CooldownActive``, ….
+
+    A registration's DID is only what the provider claims: any address may name any DID. To
+    find who a DID really is, use :meth:`RegistryIndex.query(did=...)
+    <chefsplan_agents.registry.RegistryIndex.query>`, which keeps only registrations whose
+    offer the DID signed for that address, chain and registry.
 
     Args:
         contract: The deployed ``AgentRegistry`` (``Deployment.registry``).
@@ -158,7 +163,8 @@ class RegistryClient:
         """Register ``sender`` as a provider.
 
         Args:
-            did: The provider's DID (unique in the registry).
+            did: The provider's DID (its offer, signed by the DID, must name ``sender``, the
+                chain and this registry for readers to accept the registration).
             offer_cid: CID of its signed offer on IPFS.
             offer_hash: Hash of the offer bytes.
             stake: Wei to stake (at least :attr:`min_stake`).
@@ -190,7 +196,8 @@ class RegistryClient:
         return self.contract.transact("requestUnstake", sender=sender)
 
     def withdraw_stake(self, *, sender: str | None = None) -> Receipt:
-        """Pay the sender's whole stake back (after the cooldown)."""
+        """Pay the sender's whole stake back (after the cooldown) and end its registration: the
+        DID and offer are cleared, the reputation counters stay, and it may register again."""
         return self.contract.transact("withdrawStake", sender=sender)
 
     # ------------------------------------------------------------------ roles
@@ -226,11 +233,6 @@ class RegistryClient:
             return None
         return _record(checksum, raw)
 
-    def provider_of(self, did: str) -> str | None:
-        """The address registered under ``did``, or ``None``."""
-        address = str(self.contract.call("providerOf", did))
-        return None if int(address, 16) == 0 else address
-
     def reputation(self, address: str) -> Reputation:
         """The counters of ``address`` (all zero if not registered)."""
         record = self.get_provider(address)
@@ -241,11 +243,11 @@ class RegistryClient:
         return bool(self.contract.call("isActive", to_address(address, "provider")))
 
     def count(self) -> int:
-        """Number of addresses ever registered."""
+        """Number of addresses ever registered (each once)."""
         return int(self.contract.call("count"))
 
     def providers(self, *, active_only: bool = False) -> list[ProviderRecord]:
-        """Every registered provider in registration order (or only the active ones)."""
+        """Every registered provider in first-registration order (or only the active ones)."""
         out = []
         for index in range(self.count()):
             address = str(self.contract.call("providerAt", index))

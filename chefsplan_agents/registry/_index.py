@@ -141,7 +141,8 @@ class LogSource(Protocol):
     """Anything that returns the registry's decoded logs in an inclusive block range.
 
     A source may also have a ``latest_block() -> int`` method; :meth:`RegistryIndex.sync` uses
-    it to find where to stop when no ``to_block`` is given.
+    it to find where to stop when no ``to_block`` is given. A ``chain_id() -> int`` method
+    binds the index to that chain (offers must name it, see :meth:`RegistryIndex.resolve_offers`).
     """
 
     def __call__(self, from_block: int, to_block: int) -> Iterable[RegistryLog]: ...
@@ -165,6 +166,10 @@ class ChainLogSource:
     def address(self) -> str:
         """The registry's address."""
         return self.contract.address
+
+    def chain_id(self) -> int:
+        """The chain's EIP-155 id."""
+        return self.contract.chain.chain_id
 
     def latest_block(self) -> int:
         """The chain's head block."""
@@ -205,6 +210,13 @@ class Web3LogSource:
             return int(self.w3.eth.block_number)
         except Exception as err:
             raise ChainError(f"cannot read the head block: {err}") from err
+
+    def chain_id(self) -> int:
+        """The chain's EIP-155 id."""
+        try:
+            return int(self.w3.eth.chain_id)
+        except Exception as err:
+            raise ChainError(f"cannot read the chain id: {err}") from err
 
     def __call__(self, from_block: int, to_block: int) -> list[Event]:
         params = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
@@ -459,13 +471,21 @@ class RegistryIndex:
         path: The SQLite file (created if absent), or ``":memory:"``.
         registry_address: The registry this index caches. If omitted it is bound by the first
             sync or log; an existing file bound to another registry is refused.
+        chain_id: The chain the registry lives on. If omitted it is bound by the first sync
+            from a source that knows it (a ``Chain``, the bound contract, the log sources here).
 
     Raises:
         RegistryError: The file is not an index database, has another schema version, or
-            caches another registry.
+            caches another registry or chain.
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, registry_address: str | None = None):
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        registry_address: str | None = None,
+        chain_id: int | None = None,
+    ):
         self.path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
         self._lock = threading.RLock()
         try:
@@ -487,6 +507,8 @@ class RegistryIndex:
             )
         if registry_address is not None:
             self._bind(registry_address)
+        if chain_id is not None:
+            self._bind_chain(chain_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -539,6 +561,27 @@ class RegistryIndex:
                     "use another index file per registry"
                 )
         return checksum
+
+    def _bind_chain(self, chain_id: int) -> int:
+        if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 1:
+            raise RegistryError(f"chain_id must be a positive integer, got {chain_id!r}")
+        with self._lock:
+            bound = self._meta("chain_id")
+            if bound is None:
+                self._set_meta("chain_id", str(chain_id))
+            elif int(bound) != chain_id:
+                raise RegistryError(
+                    f"index {self.path} caches a registry on chain {bound}, not {chain_id}; "
+                    "use another index file per registry"
+                )
+        return chain_id
+
+    @property
+    def chain_id(self) -> int | None:
+        """The chain the indexed registry lives on (``None`` until bound)."""
+        with self._lock:
+            value = self._meta("chain_id")
+        return None if value is None else int(value)
 
     @property
     def registry_address(self) -> str | None:
@@ -611,10 +654,16 @@ class RegistryIndex:
         db = self._db
         if name == "ProviderRegistered":
             default = reputation_score(Reputation())
+            # An address registers again after withdrawing its stake: a new DID and offer,
+            # the same reputation counters (the registry keeps them per address).
             db.execute(
                 "INSERT INTO providers (address, did, registered_block, offer_cid, offer_hash, "
                 "stake, active, score) VALUES (?, ?, ?, ?, ?, ?, 1, ?) "
-                "ON CONFLICT (address) DO NOTHING",
+                "ON CONFLICT (address) DO UPDATE SET did = excluded.did, "
+                "registered_block = excluded.registered_block, offer_cid = excluded.offer_cid, "
+                "offer_hash = excluded.offer_hash, stake = excluded.stake, active = 1, "
+                f"unstake_available_at = 0, offer_status = '{OfferStatus.PENDING.value}', "
+                f"{_CLEAR_OFFER}",
                 (
                     provider,
                     str(_arg(event, "did")),
@@ -644,8 +693,19 @@ class RegistryIndex:
             sql = "UPDATE providers SET active = 0, unstake_available_at = ? WHERE address = ?"
             params = (int(_arg(event, "availableAt")), provider)
         elif name == "StakeWithdrawn":
-            sql = "UPDATE providers SET stake = ? WHERE address = ?"
-            params = (_stake_key(0), provider)
+            # The registration ended: the registry cleared its DID and offer.
+            sql = (
+                "UPDATE providers SET stake = ?, active = 0, unstake_available_at = 0, did = '', "
+                f"offer_cid = '', offer_hash = ?, offer_status = ?, {_CLEAR_OFFER}, "
+                "offer_reason = ? WHERE address = ?"
+            )
+            params = (
+                _stake_key(0),
+                b"\x00" * 32,
+                OfferStatus.INVALID.value,
+                "unregistered: the provider withdrew its stake",
+                provider,
+            )
         else:  # ReputationUpdated: the event carries the absolute counters
             rep = Reputation(
                 won=int(_arg(event, "won")),
@@ -750,6 +810,7 @@ class RegistryIndex:
             if registry_address is None:
                 raise RegistryError("sync from a Chain needs the registry_address")
             address = self._bind(registry_address)
+            self._bind_chain(source.chain_id)
             return ChainLogSource(source.contract("AgentRegistry", address))
         if isinstance(source, BoundContract):
             source = ChainLogSource(source)
@@ -765,6 +826,9 @@ class RegistryIndex:
                 raise RegistryError(f"the log source reads {own}, not the registry at {bound}")
         elif isinstance(own, str) and is_address(own):
             self._bind(own)
+        chain_id = getattr(source, "chain_id", None)
+        if callable(chain_id):
+            self._bind_chain(int(chain_id()))
         return source
 
     # ------------------------------------------------------------------ offers
@@ -782,9 +846,13 @@ class RegistryIndex:
         For each one: read the bytes by CID (the store re-hashes them), compare their sha256
         with the registered ``offerHash``, verify the VC-JWT with
         :func:`~chefsplan_agents.bundles.verify_offer` with the registered DID as the expected
-        issuer, and check the offer names the provider's address. A failing offer is kept as
-        ``invalid`` with its reason and never returned by :meth:`query`; one the store does not
-        hold is ``missing`` and tried again next time.
+        issuer, and check the offer names the provider's address, this index's chain and its
+        registry. A failing offer is kept as ``invalid`` with its reason and never returned by
+        :meth:`query`; one the store does not hold is ``missing`` and tried again next time.
+
+        This check is what makes a registered DID mean anything: the registry lets any address
+        name any DID, and only a credential signed by the DID's key naming that address shows
+        the DID's controller stands behind the registration.
 
         Args:
             store: Where offers are stored.
@@ -794,7 +862,17 @@ class RegistryIndex:
 
         Returns:
             How many offers turned out valid, invalid and missing.
+
+        Raises:
+            RegistryError: The index does not know its chain or registry yet (sync first, or
+                give ``chain_id`` to the constructor).
         """
+        chain_id, registry = self.chain_id, self.registry_address
+        if chain_id is None or registry is None:
+            raise RegistryError(
+                "the index does not know its chain id and registry address yet: sync from a "
+                "Chain or the bound registry first, or pass chain_id= and registry_address="
+            )
         with self._lock:
             rows = self._db.execute(
                 "SELECT address, did, offer_cid, offer_hash FROM providers "
@@ -813,6 +891,8 @@ class RegistryIndex:
                     registered_hash=registered,
                     did=row["did"],
                     address=row["address"],
+                    chain_id=chain_id,
+                    registry=registry,
                     now=now,
                     backend=backend,
                 )
@@ -854,13 +934,24 @@ class RegistryIndex:
                 terms.expires_at,
             )
         with self._lock:
-            # The offer may have changed while it was fetched: only record against the same one.
+            # The offer may have changed (or the provider unregistered) while it was fetched:
+            # only record against the same offer, still waiting for its check.
             self._db.execute(
                 "UPDATE providers SET offer_status = ?, offer_reason = ?, model_name = ?, "
                 "model_sha256 = ?, quantization = ?, context_length = ?, generation_tps = ?, "
                 "prefill_tps = ?, price = ?, endpoint = ?, expires_at = ? "
-                "WHERE address = ? AND offer_cid = ? AND offer_hash = ?",
-                (status.value, reason, *values, address, cid, registered),
+                "WHERE address = ? AND offer_cid = ? AND offer_hash = ? "
+                "AND offer_status IN (?, ?)",
+                (
+                    status.value,
+                    reason,
+                    *values,
+                    address,
+                    cid,
+                    registered,
+                    OfferStatus.PENDING.value,
+                    OfferStatus.MISSING.value,
+                ),
             )
 
     # ------------------------------------------------------------------ queries
@@ -870,6 +961,7 @@ class RegistryIndex:
         *,
         model: str | None = None,
         model_sha256: str | None = None,
+        did: str | None = None,
         min_tokens_per_s: float | None = None,
         max_price: int | None = None,
         min_stake: int | None = None,
@@ -885,6 +977,8 @@ class RegistryIndex:
         Args:
             model: Exact model name.
             model_sha256: Exact GGUF sha256 (64 hex digits, case-insensitive).
+            did: Exact DID: the addresses whose verified offer that DID signed (a registration
+                merely naming the DID is not one of them).
             min_tokens_per_s: Least advertised generation speed.
             max_price: Highest price per 1,000 tokens, in wei.
             min_stake: Least stake, in wei.
@@ -913,6 +1007,9 @@ class RegistryIndex:
                 raise RegistryError(f"model_sha256 must be 64 hex digits, got {model_sha256!r}")
             where.append("model_sha256 = ?")
             params.append(digest)
+        if did is not None:
+            where.append("did = ?")
+            params.append(did)
         if min_tokens_per_s is not None:
             if not math.isfinite(min_tokens_per_s) or min_tokens_per_s < 0:
                 raise RegistryError(

@@ -165,6 +165,8 @@ def check_offer(
     registered_hash: bytes,
     did: str,
     address: str,
+    chain_id: int | None = None,
+    registry: str | None = None,
     now: datetime | None = None,
     backend: DidBackend | None = None,
 ) -> OfferTerms:
@@ -175,6 +177,8 @@ def check_offer(
         registered_hash: The ``offerHash`` on chain.
         did: The DID the provider registered (the offer's issuer must be exactly this).
         address: The provider's EVM address (the offer must name it).
+        chain_id: The chain the registration is on; when given, the offer must name it.
+        registry: The registry's address; when given, the offer must name it.
         now: The time to check the credential's validity at (default now).
         backend: The DID backend that verifies the signature (default pure Python).
 
@@ -184,7 +188,7 @@ def check_offer(
     Raises:
         OfferRejected: The hash differs, the bytes are not a VC-JWT, the credential does not
             verify (signature, expiry, type, schema), the issuer is not the registered DID, or
-            the offer names another address.
+            the offer names another address, chain or registry (or none where one is given).
         OfferUnavailable: The DID backend failed (not the offer's fault; worth retrying).
     """
     if offer_hash(data) != registered_hash:
@@ -204,6 +208,18 @@ def check_offer(
         raise OfferRejected(f"offer credential rejected: {err}") from err
     if offer.evm_address.lower() != address.lower():
         raise OfferRejected(f"offer names address {offer.evm_address}, registered by {address}")
+    # The DID's key binds the offer to one address, chain and registry: a registration that
+    # merely names a DID (anyone may name any DID on chain) proves nothing without it.
+    if chain_id is not None and offer.chain_id != chain_id:
+        raise OfferRejected(
+            f"offer names chain {offer.chain_id}, registered on chain {chain_id}; reissue it "
+            "naming this chain and registry"
+        )
+    if registry is not None and (offer.registry or "").lower() != registry.lower():
+        raise OfferRejected(
+            f"offer names registry {offer.registry}, registered in {registry}; reissue it "
+            "naming this chain and registry"
+        )
     terms = OfferTerms.from_offer(offer, expires_at=_expiry(token))
     if terms.price_per_1k_tokens_wei >= 10**78:
         raise OfferRejected("offer price does not fit in a uint256")

@@ -1,1 +1,85 @@
-"""tools layer (see docs/architecture.md)."""
+"""Tools an agent app uses the network with: typed functions, receipts and framework adapters.
+
+Every tool is a plain function taking a :class:`~chefsplan_agents.network.Network` first and
+returning a pydantic receipt (``.text()`` for a model, ``model_dump()`` for code); each has an
+``a``-prefixed async twin. :func:`autogen_tools` and :func:`langchain_tools` hand the same
+functions to AutoGen and LangChain through :class:`ToolSpec`'s safe path, on which every error
+is a one-line :class:`ToolFailure` and nothing raises into the framework.
+"""
+
+from chefsplan_agents.tools._autogen import NetworkFunctionTool, autogen_tools
+from chefsplan_agents.tools._core import (
+    MAX_TOOL_TOKENS,
+    acheck_policy,
+    adelegate_task,
+    afind_providers,
+    aget_result,
+    alog_output,
+    asecond_opinion,
+    asplit_and_delegate,
+    averify_output,
+    check_policy,
+    delegate_task,
+    find_providers,
+    get_result,
+    log_output,
+    second_opinion,
+    split_and_delegate,
+    split_text,
+    verify_output,
+)
+from chefsplan_agents.tools._langchain import langchain_tools
+from chefsplan_agents.tools._receipts import (
+    LoggedOutputReceipt,
+    PolicyReport,
+    ProviderInfo,
+    ProvidersFound,
+    ReplicaInfo,
+    RescoreReport,
+    SecondOpinion,
+    SplitReceipt,
+    TaskReceipt,
+    ToolFailure,
+    ToolResult,
+    Trust,
+)
+from chefsplan_agents.tools._spec import TOOL_NAMES, ToolSpec, tool_specs
+
+__all__ = [
+    "MAX_TOOL_TOKENS",
+    "TOOL_NAMES",
+    "LoggedOutputReceipt",
+    "NetworkFunctionTool",
+    "PolicyReport",
+    "ProviderInfo",
+    "ProvidersFound",
+    "ReplicaInfo",
+    "RescoreReport",
+    "SecondOpinion",
+    "SplitReceipt",
+    "TaskReceipt",
+    "ToolFailure",
+    "ToolResult",
+    "ToolSpec",
+    "Trust",
+    "acheck_policy",
+    "adelegate_task",
+    "afind_providers",
+    "aget_result",
+    "alog_output",
+    "asecond_opinion",
+    "asplit_and_delegate",
+    "autogen_tools",
+    "averify_output",
+    "check_policy",
+    "delegate_task",
+    "find_providers",
+    "get_result",
+    "langchain_tools",
+    "log_output",
+    "second_opinion",
+    "split_and_delegate",
+    "split_text",
+    "tool_specs",
+    "verify_output",
+]

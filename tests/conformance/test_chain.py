@@ -35,7 +35,13 @@ from chefsplan_agents.chain import (
     revert_error_class,
 )
 from chefsplan_agents.chain import errors as E
-from chefsplan_agents.errors import ChainError, ContractNotDeployed, TransactionFailed, TxReverted
+from chefsplan_agents.errors import (
+    ChainError,
+    ContractNotDeployed,
+    MarketError,
+    TransactionFailed,
+    TxReverted,
+)
 from chefsplan_agents.market import (
     ChallengeState,
     MarketClient,
@@ -390,7 +396,7 @@ class ChainConformance:
 
     def test_register_and_read_back(self, chain: Chain, registry: RegistryClient) -> None:
         who = chain.accounts[1]
-        assert registry.get_provider(who) is None and registry.provider_of(DID) is None
+        assert registry.get_provider(who) is None
         receipt = registry.register(DID, OFFER_CID, h("offer"), stake=MIN_STAKE * 2, sender=who)
         event = receipt.event("ProviderRegistered")
         assert event.args["provider"] == who and event.args["did"] == DID
@@ -400,7 +406,7 @@ class ChainConformance:
         assert (record.did, record.offer_cid, record.offer_hash) == (DID, OFFER_CID, h("offer"))
         assert record.stake == MIN_STAKE * 2 and record.active
         assert record.unstake_available_at == 0 and record.reputation.tasks == 0
-        assert registry.provider_of(DID) == who and registry.is_active(who)
+        assert registry.is_active(who)
         assert registry.count() == 1 and [p.address for p in registry.providers()] == [who]
 
     def test_register_reverts(self, chain: Chain, registry: RegistryClient) -> None:
@@ -416,9 +422,10 @@ class ChainConformance:
         with pytest.raises(E.AlreadyRegistered) as again:
             registry.register(DID + "x", OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
         assert again.value.args_ == {"provider": a}
-        with pytest.raises(E.DidTaken) as taken:
-            registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=b)
-        assert taken.value.args_ == {"did": DID, "owner": a}
+        # A DID is a claim, not a lock: another address may name it too (readers accept only
+        # the registration whose offer the DID signed for that address).
+        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=b)
+        assert registry.is_active(a) and registry.is_active(b)
 
     def test_update_offer(self, chain: Chain, registry: RegistryClient) -> None:
         a = chain.accounts[1]
@@ -472,10 +479,15 @@ class ChainConformance:
         receipt = registry.withdraw_stake(sender=a)
         assert receipt.event("StakeWithdrawn").args["amount"] == MIN_STAKE
         assert chain.balance(a) == before + MIN_STAKE - receipt.fee_wei
-        with pytest.raises(E.NothingToWithdraw) as nothing:
+        # The registration ended: DID and offer cleared, and the address may register again.
+        assert registry.get_provider(a) is None
+        with pytest.raises(E.NotRegistered) as gone:
             registry.withdraw_stake(sender=a)
-        # The registry's own argument name, though the market's error has the same signature.
-        assert nothing.value.args_ == {"provider": a}
+        assert gone.value.args_ == {"provider": a}
+        registry.register(DID, OTHER_CID, h("o2"), stake=MIN_STAKE, sender=a)
+        record = registry.get_provider(a)
+        assert record is not None and record.active and record.offer_cid == OTHER_CID
+        assert registry.count() == 1
 
     def test_roles(self, chain: Chain, registry: RegistryClient, deployment: Deployment) -> None:
         owner, stranger = chain.accounts[0], chain.accounts[1]
@@ -555,7 +567,7 @@ class ChainConformance:
         assert params.quorum == 2 and params.escrow == 3 * BOUNTY
         before = chain.balance(market.address)
         posted = market.post_task(params, "bafybundle")
-        assert posted.task_id == params.task_id == market.task_id_of(params)
+        assert posted.task_id == market.task_id(params) == market.task_id_of(params)
         assert chain.balance(market.address) == before + 3 * BOUNTY
         record = market.get_task(posted.task_id)
         assert record is not None
@@ -585,12 +597,34 @@ class ChainConformance:
             market.post_task(replace(good, quorum=4), "cid")
         with pytest.raises(E.ZeroAmount):
             market.post_task(replace(good, bond=0), "cid")
-        with pytest.raises(E.InvalidDeadlines):
+
+        # The client refuses terms out of bounds before sending; the contract checks them too.
+        def post_raw(params: TaskParams) -> None:
+            market.contract.transact("postTask", params.as_abi(), "cid", value=params.escrow)
+
+        with pytest.raises(MarketError, match="commit_timeout"):
             market.post_task(replace(good, commit_timeout=0), "cid")
         with pytest.raises(E.InvalidDeadlines):
-            market.post_task(replace(good, claim_deadline=chain.block_timestamp() - 1), "cid")
+            post_raw(replace(good, commit_timeout=0))
         with pytest.raises(E.InvalidDeadlines):
-            market.post_task(replace(good, reveal_deadline=good.commit_phase_end), "cid")
+            post_raw(replace(good, claim_deadline=chain.block_timestamp() - 1))
+        with pytest.raises(E.InvalidDeadlines):
+            post_raw(replace(good, reveal_deadline=good.commit_phase_end))
+        day = 24 * 3600
+        with pytest.raises(E.DeadlineTooFar):
+            post_raw(replace(good, reveal_deadline=good.claim_deadline + 31 * day))
+        with pytest.raises(E.CommitTimeoutTooLong) as commit:
+            long = good.claim_deadline + 8 * day
+            post_raw(replace(good, commit_timeout=7 * day + 1, reveal_deadline=long))
+        assert commit.value.args_ == {"commitTimeout": 7 * day + 1, "maxCommitTimeout": 7 * day}
+        with pytest.raises(E.ChallengeWindowTooLong) as window:
+            post_raw(replace(good, challenge_window=2**63))
+        assert window.value.args_ == {
+            "challengeWindow": 2**63,
+            "maxChallengeWindow": 7 * day,
+        }
+        with pytest.raises(MarketError, match="more than 30 days"):
+            market.post_task(replace(good, reveal_deadline=good.claim_deadline + 31 * day), "c")
         with pytest.raises(E.WrongValue) as wrong:
             market.post_task(good, "cid", value=good.escrow - 1)
         assert wrong.value.args_ == {"sent": good.escrow - 1, "expected": good.escrow}
@@ -611,6 +645,8 @@ class ChainConformance:
         assert before + 600 <= good.claim_deadline <= pending + 600
         late = replace(good, claim_deadline=pending, reveal_deadline=pending + 1000)
         with pytest.raises(E.InvalidDeadlines):
+            market.contract.transact("postTask", late.as_abi(), "cid", value=late.escrow)
+        with pytest.raises(MarketError, match="not after the chain's time"):
             market.post_task(late, "cid")
         posted = market.post_task(good, "cid")
         stamp = chain.block_timestamp(posted.receipt.block_number)
@@ -627,7 +663,7 @@ class ChainConformance:
         receipt = market.cancel(params)
         assert receipt.event("TaskCancelled").args["refund"] == 3 * BOUNTY
         assert market.balance_of(requester) == 3 * BOUNTY
-        assert not market.task_state(params.task_id).open
+        assert not market.task_state(market.task_id(params)).open
         claimed = self._task(market, replicas=1)
         market.post_task(claimed, "cid")
         market.claim(claimed, sender=providers[0])
@@ -680,7 +716,7 @@ class ChainConformance:
         receipt = market.claim(params, sender=p)
         commit_by = receipt.event("ReplicaClaimed").args["commitBy"]
         assert commit_by == chain.block_timestamp() + params.commit_timeout
-        replica = market.replica(params.task_id, p)
+        replica = market.replica(market.task_id(params), p)
         assert replica.state is ReplicaState.CLAIMED and replica.commit_by == commit_by
         with pytest.raises(E.ZeroCommitment):
             market.commit(params, b"\0" * 32, sender=p)
@@ -690,8 +726,8 @@ class ChainConformance:
         assert commitment == market.commitment_of(h("out"), h("salt"), p)
         receipt = market.commit(params, commitment, sender=p)
         assert receipt.event("ResultCommitted").args["commitment"] == commitment
-        assert market.replica(params.task_id, p).state is ReplicaState.COMMITTED
-        assert market.task_state(params.task_id).committed == 1
+        assert market.replica(market.task_id(params), p).state is ReplicaState.COMMITTED
+        assert market.task_state(market.task_id(params)).committed == 1
         with pytest.raises(E.WrongReplicaState):
             market.commit(params, commitment, sender=p)
 
@@ -721,8 +757,8 @@ class ChainConformance:
         assert receipt.event("ReplicaReopened").args["slashedBond"] == BOND
         assert market.balance_of(requester) == BOND
         assert registry.reputation(p).slashed == 1
-        assert market.replica(params.task_id, p).state is ReplicaState.REOPENED
-        assert market.task_state(params.task_id).claimed == 0
+        assert market.replica(market.task_id(params), p).state is ReplicaState.REOPENED
+        assert market.task_state(market.task_id(params)).claimed == 0
         market.claim(params, sender=providers[1])  # the slot is free again
         with pytest.raises(E.AlreadyClaimed):
             market.claim(params, sender=p)
@@ -742,7 +778,11 @@ class ChainConformance:
         market.post_task(params, "cid")
         with pytest.raises(E.WrongReplicaState) as unclaimed:
             market.reveal(params, h("out"), RESULT_CID, h("s"), sender=c)
-        assert unclaimed.value.args_ == {"taskId": params.task_id, "provider": c, "state": 0}
+        assert unclaimed.value.args_ == {
+            "taskId": market.task_id(params),
+            "provider": c,
+            "state": 0,
+        }
         salt = self._claim_commit(market, params, a, h("out"))
         with pytest.raises(E.RevealNotOpen):
             market.reveal(params, h("out"), RESULT_CID, salt, sender=a)
@@ -751,7 +791,7 @@ class ChainConformance:
         market.claim(params, sender=b)
         with pytest.raises(E.WrongReplicaState) as claimed:
             market.reveal(params, h("out"), RESULT_CID, salt, sender=b)
-        assert claimed.value.args_ == {"taskId": params.task_id, "provider": b, "state": 1}
+        assert claimed.value.args_ == {"taskId": market.task_id(params), "provider": b, "state": 1}
         market.claim(params, sender=c)  # two slots still uncommitted: neither is the last
         with pytest.raises(E.WrongReplicaState):
             market.reveal(params, h("out"), RESULT_CID, salt, sender=c)
@@ -782,12 +822,12 @@ class ChainConformance:
             h("out"), salt_b, b
         )
         assert claimed.events_named("ResultCommitted") == []
-        assert market.task_state(params.task_id).committed == 2
+        assert market.task_state(market.task_id(params)).committed == 2
         receipt = market.reveal(params, h("out"), RESULT_CID, salt_a, sender=a)
         event = receipt.event("ResultRevealed")
         assert event.args["outputHash"] == h("out") and event.args["resultCid"] == RESULT_CID
-        assert market.replica(params.task_id, a).state is ReplicaState.REVEALED
-        assert market.task_state(params.task_id).revealed == 1
+        assert market.replica(market.task_id(params), a).state is ReplicaState.REVEALED
+        assert market.task_state(market.task_id(params)).revealed == 1
 
     def test_several_events_in_one_log_query(
         self, chain: Chain, market: MarketClient, providers: list[str]
@@ -804,7 +844,9 @@ class ChainConformance:
         market.reveal(params, h("good"), RESULT_CID, h("unused"), sender=b)
         market.reveal(params, h("good"), RESULT_CID, salt_a, sender=a)
         names = ("TaskPosted", "ReplicaClaimed", "ResultRevealed")
-        mine = market.contract.get_logs(names, from_block=start, filters={"taskId": params.task_id})
+        mine = market.contract.get_logs(
+            names, from_block=start, filters={"taskId": market.task_id(params)}
+        )
         assert [e.name for e in mine] == [
             "TaskPosted",
             "ReplicaClaimed",
@@ -813,13 +855,13 @@ class ChainConformance:
             "ResultRevealed",
         ]
         assert [e.args.get("provider") for e in mine[1:]] == [a, b, b, a]
-        assert all(e.args["taskId"] == params.task_id for e in mine)
+        assert all(e.args["taskId"] == market.task_id(params) for e in mine)
         # The same as one query per event, merged in chain order.
         one_by_one = [
             e
             for name in names
             for e in market.contract.get_logs(
-                name, from_block=start, filters={"taskId": params.task_id}
+                name, from_block=start, filters={"taskId": market.task_id(params)}
             )
         ]
         order = sorted(one_by_one, key=lambda e: (e.block_number, e.log_index))
@@ -853,10 +895,10 @@ class ChainConformance:
         shown = receipt.event("ResultRevealed").args
         assert (shown["provider"], shown["outputHash"]) == (b, h("good"))
         assert shown["resultCid"] == RESULT_CID
-        state = market.task_state(params.task_id)
+        state = market.task_state(market.task_id(params))
         assert (state.claimed, state.committed, state.revealed) == (2, 2, 1)
         assert state.ready_at == 0
-        assert market.replica(params.task_id, b).state is ReplicaState.REVEALED
+        assert market.replica(market.task_id(params), b).state is ReplicaState.REVEALED
         with pytest.raises(E.WrongReplicaState) as twice:
             market.reveal(params, h("good"), RESULT_CID, h("any salt"), sender=b)
         assert twice.value.args_["state"] == 3
@@ -876,7 +918,7 @@ class ChainConformance:
         assert market.balance_of(a) == 0 and market.balance_of(b) == BOUNTY + BOND
         assert market.balance_of(requester) == 0
         assert registry.reputation(a).won == registry.reputation(b).won == 1
-        assert not market.task_state(params.task_id).open
+        assert not market.task_state(market.task_id(params)).open
 
     def test_reveal_from_the_claim_closes_at_the_commit_deadline(
         self, chain: Chain, market: MarketClient, providers: list[str]
@@ -887,13 +929,19 @@ class ChainConformance:
         self._claim_commit(market, params, a, h("good"))
         commit_by = market.claim(params, sender=b).event("ReplicaClaimed").args["commitBy"]
         chain.advance_time(params.commit_timeout + 1)
-        before = (market.task_state(params.task_id), market.replica(params.task_id, b))
+        before = (
+            market.task_state(market.task_id(params)),
+            market.replica(market.task_id(params), b),
+        )
         with pytest.raises(E.CommitDeadlinePassed) as late:
             market.reveal(params, h("good"), RESULT_CID, h("any salt"), sender=b)
         assert late.value.args_ == {"commitBy": commit_by}
         with pytest.raises(E.CommitDeadlinePassed):
             market.reveal_and_finalize(params, h("good"), RESULT_CID, h("any salt"), sender=b)
-        assert (market.task_state(params.task_id), market.replica(params.task_id, b)) == before
+        assert (
+            market.task_state(market.task_id(params)),
+            market.replica(market.task_id(params), b),
+        ) == before
         assert before[1].state is ReplicaState.CLAIMED
         # Still a no-show: anyone may reopen it and slash its bond.
         assert market.reopen(params, b).event("ReplicaReopened").args["provider"] == b
@@ -917,8 +965,8 @@ class ChainConformance:
         assert chain.balance(p) == before + BOUNTY + BOND - receipt.fee_wei
         assert market.balance_of(p) == 0 and market.balance_of(requester) == 0
         assert registry.reputation(p).won == 1
-        assert not market.task_state(params.task_id).open
-        assert market.replica(params.task_id, p).state is ReplicaState.NONE
+        assert not market.task_state(market.task_id(params)).open
+        assert market.replica(market.task_id(params), p).state is ReplicaState.NONE
 
     def test_market_assigned_task_claim_and_finalize(
         self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
@@ -952,13 +1000,17 @@ class ChainConformance:
         assert chain.balance(assignee) == before + BOUNTY - receipt.fee_wei
         assert market.balance_of(assignee) == 0 and market.balance_of(requester) == 0
         assert registry.reputation(assignee).won == 1
-        assert not market.task_state(params.task_id).open
+        assert not market.task_state(market.task_id(params)).open
         with pytest.raises(E.UnknownTask):
             market.claim_and_finalize(params, h("good"), RESULT_CID, sender=assignee)
-        windowed = self._task(market, challenge_window=60)
+        windowed = self._task(market, challenge_window=60, assignee=other)
         market.post_task(windowed, "bundle")
         with pytest.raises(E.NotSingleShot):
             market.claim_and_finalize(windowed, h("good"), RESULT_CID, sender=other)
+        open_task = self._task(market)
+        market.post_task(open_task, "bundle")
+        with pytest.raises(E.NotAssignedTask):
+            market.claim_and_finalize(open_task, h("good"), RESULT_CID, sender=other)
         several = dataclasses.replace(self._task(market, assignee=assignee), replicas=3, quorum=2)
         with pytest.raises(E.InvalidReplicas) as invalid:
             market.post_task(several, "bundle")
@@ -992,7 +1044,7 @@ class ChainConformance:
         assert market.balance_of(c) == 0
         assert market.balance_of(requester) == 4 * BOUNTY + BOND
         assert registry.reputation(c).slashed == 1 and registry.reputation(a).won == 0
-        assert not market.task_state(params.task_id).open
+        assert not market.task_state(market.task_id(params)).open
 
     def test_finalize_pays_the_quorum(
         self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
@@ -1091,20 +1143,20 @@ class ChainConformance:
             market.challenge(params, sender=challenger, value=1)
         receipt = market.challenge(params, sender=challenger)
         assert receipt.event("TaskChallenged").args["bond"] == CHALLENGE_BOND
-        assert market.challenger_of(params.task_id) == challenger
-        assert market.task_state(params.task_id).challenge is ChallengeState.PENDING
+        assert market.challenger_of(market.task_id(params)) == challenger
+        assert market.task_state(market.task_id(params)).challenge is ChallengeState.PENDING
         with pytest.raises(E.AlreadyChallenged):
             market.challenge(params, sender=challenger)
         chain.advance_time(3601)
         with pytest.raises(E.ChallengePending):
             market.finalize(params)
         with pytest.raises(E.NotResolver):
-            market.resolve(params.task_id, True, sender=challenger)
+            market.resolve(market.task_id(params), True, sender=challenger)
         with pytest.raises(E.UnknownTask):
             market.resolve(h("nope"), True)
-        market.resolve(params.task_id, False)
+        market.resolve(market.task_id(params), False)
         with pytest.raises(E.NoPendingChallenge):
-            market.resolve(params.task_id, True)
+            market.resolve(market.task_id(params), True)
 
     def test_challenge_upheld_overturns(
         self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
@@ -1112,7 +1164,7 @@ class ChainConformance:
         requester, challenger, p = chain.accounts[0], chain.accounts[5], providers[0]
         params = self._revealed_task(market, providers, window=3600)
         market.challenge(params, sender=challenger)
-        receipt = market.resolve(params.task_id, True)
+        receipt = market.resolve(market.task_id(params), True)
         assert receipt.event("ChallengeResolved").args["upheld"] is True
         chain.advance_time(3601)
         settled = market.settlement(market.finalize(params, sender=chain.accounts[8]))
@@ -1127,7 +1179,7 @@ class ChainConformance:
         challenger, p = chain.accounts[5], providers[0]
         params = self._revealed_task(market, providers, window=3600)
         market.challenge(params, sender=challenger)
-        market.resolve(params.task_id, False)
+        market.resolve(market.task_id(params), False)
         with pytest.raises(E.TooEarly):
             market.finalize(params)
         chain.advance_time(3601)
@@ -1174,6 +1226,40 @@ def _anvil_keys() -> list[bytes]:
     ]
 
 
+def anvil_required() -> bool:
+    """Whether a missing anvil fails the run instead of skipping it: in CI (``CI=true``) and
+    with ``CHEFSPLAN_REQUIRE_INTEGRATION=1``, as every integration test honors."""
+    ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+    return ci or os.environ.get("CHEFSPLAN_REQUIRE_INTEGRATION", "").strip() == "1"
+
+
+def need_anvil(path: Path) -> None:
+    """Skip unless anvil is at ``path``; fail instead when it is required."""
+    if path.exists():
+        return
+    reason = f"anvil is not installed at {path}: run `npm install` in the repo root"
+    if anvil_required():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def test_a_missing_anvil_fails_when_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "anvil"
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("CHEFSPLAN_REQUIRE_INTEGRATION", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="anvil is not installed"):
+        need_anvil(missing)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="anvil is not installed"):
+        need_anvil(missing)
+    monkeypatch.delenv("CI")
+    monkeypatch.setenv("CHEFSPLAN_REQUIRE_INTEGRATION", "1")
+    with pytest.raises(pytest.fail.Exception, match="anvil is not installed"):
+        need_anvil(missing)
+
+
 @pytest.mark.integration
 class TestAnvilChain(ChainConformance):
     """The same suite on a real EVM node (anvil)."""
@@ -1184,10 +1270,7 @@ class TestAnvilChain(ChainConformance):
         url = os.environ.get("CHEFSPLAN_TEST_RPC_URL", "").strip()
         process = None
         if not url:
-            if not ANVIL.exists():
-                pytest.skip(
-                    f"anvil is not installed at {ANVIL}: run `npm install` in the repo root"
-                )
+            need_anvil(ANVIL)
             port = _free_port()
             process = subprocess.Popen(
                 [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],

@@ -28,9 +28,11 @@ the same transaction and credits everyone else; the model follows the caller's w
 
 Some one-replica tasks name an ``assignee``, the only provider that may claim them (posting an
 assigned task with more replicas is probed too, and must revert). ``claimAndFinalize`` claims,
-reveals and settles a one-replica task without a challenge window in one transaction and pays
-the caller bounty + bond at once; its rule mostly aims at such tasks (assigned or open, where it
-is a race) and predicts every check in the contract's order.
+reveals and settles an assigned one-replica task without a challenge window in one transaction
+and pays the caller bounty + bond at once; its rule mostly aims at such tasks (and probes open
+ones, which it must refuse) and predicts every check in the contract's order. Posts probe the
+horizon bounds (reveal deadline at most 30 days ahead, commit timeout and challenge window at
+most 7 days), and task ids bind the chain id and the market's address.
 Random rules alone rarely line up the phases of a task, so ``progress`` takes one task several
 honest steps further (travelling the clock when it must wait) while the other rules keep probing
 wrong callers, values, states and deadlines in between.
@@ -53,12 +55,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chefsplan_agents.chain import EmbeddedChain, Receipt, deploy_contracts
-from chefsplan_agents.errors import TxReverted
+from chefsplan_agents.errors import MarketError, TxReverted
 from chefsplan_agents.market import (
+    MAX_CHALLENGE_WINDOW,
+    MAX_COMMIT_TIMEOUT,
+    MAX_TASK_HORIZON,
     ZERO_ADDRESS,
     MarketClient,
     RevealEntry,
     TaskParams,
+    check_horizons,
     make_commitment,
     result_cid_hash,
 )
@@ -70,7 +76,6 @@ MIN_STAKE = 10**16
 # Odd, so that sharing it among winners leaves a remainder for the requester.
 CHALLENGE_BOND = 10**15 + 7
 MAX_REPLICAS = 16
-UINT40_MAX = 2**40 - 1
 ZERO32 = b"\x00" * 32
 CLOCK_LEAD_S = 30 * 24 * 3600
 
@@ -199,7 +204,7 @@ class TaskModel:
 
     @property
     def task_id(self) -> bytes:
-        return self.params.task_id
+        return _get_network().market.task_id(self.params)
 
 
 @dataclass
@@ -551,7 +556,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
             nonce=next(_nonces),
         )
         self._post(params, "bafybundle", params.escrow, params.requester, now)
-        self.steer, self.honest = self.tasks[params.task_id], True
+        self.steer, self.honest = self.tasks[self.market.task_id(params)], True
         try:
             for _ in range(replicas):
                 self.claim(data)
@@ -588,7 +593,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
         self._post(params, "bafybundle", params.escrow, params.requester, now)
         if data.draw(st.integers(0, 2), label="at_once") == 0:
             # Its provider (or, now and then, a wrong caller) takes it at once.
-            self.steer = self.tasks[params.task_id]
+            self.steer = self.tasks[self.market.task_id(params)]
             try:
                 self.claim_and_finalize(data)
             finally:
@@ -610,9 +615,14 @@ class TaskMarketMachine(RuleBasedStateMachine):
         bond = data.draw(st.sampled_from([10**14, 2 * 10**15, 5] + ([] if valid else [0])))
         claim_windows = [60, 300, 5] + ([] if valid else [0])
         claim_window = data.draw(st.sampled_from(claim_windows), label="claim_window")
-        commit_timeout = data.draw(st.sampled_from([30, 200, 3]), label="commit_timeout")
-        reveal_window = data.draw(st.sampled_from([60, 300, 5]), label="reveal_window")
-        challenge_window = data.draw(st.sampled_from([0, 0, 30, 200]), label="challenge_window")
+        # Invalid posts now and then break a horizon: a commit timeout, a reveal deadline or a
+        # challenge window longer than the market allows (bonds locked for centuries).
+        too_long = [] if valid else [MAX_COMMIT_TIMEOUT + 1]
+        commit_timeout = data.draw(st.sampled_from([30, 200, 3, *too_long]), label="commit_timeout")
+        too_far = [] if valid else [MAX_TASK_HORIZON, 800_000_000_000]
+        reveal_window = data.draw(st.sampled_from([60, 300, 5, *too_far]), label="reveal_window")
+        windows = [0, 0, 30, 200] + ([] if valid else [MAX_CHALLENGE_WINDOW + 1, 2**63])
+        challenge_window = data.draw(st.sampled_from(windows), label="challenge_window")
         assignee = self._draw_assignee(data, replicas, valid=valid)
         sender = requester
         if not valid and data.draw(st.integers(0, 14), label="sender_kind") == 0:
@@ -668,7 +678,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
 
     def _post(self, params: TaskParams, cid: str, value: int, sender: str, now: int) -> None:
         p = params
-        existing = self.tasks.get(p.task_id)
+        task_id = self.market.task_id(p)
+        existing = self.tasks.get(task_id)
         expected: str | None = None
         if p.requester != sender:
             expected = "NotRequester"
@@ -686,17 +697,38 @@ class TaskMarketMachine(RuleBasedStateMachine):
             p.commit_timeout == 0
             or p.claim_deadline <= now
             or p.reveal_deadline <= p.claim_deadline + p.commit_timeout
-            or p.reveal_deadline > UINT40_MAX
         ):
             expected = "InvalidDeadlines"
+        elif p.reveal_deadline > now + MAX_TASK_HORIZON:
+            expected = "DeadlineTooFar"
+        elif p.commit_timeout > MAX_COMMIT_TIMEOUT:
+            expected = "CommitTimeoutTooLong"
+        elif p.challenge_window > MAX_CHALLENGE_WINDOW:
+            expected = "ChallengeWindowTooLong"
         elif value != p.escrow:
             expected = "WrongValue"
         elif existing is not None and existing.open:
             expected = "TaskExists"
 
+        try:
+            check_horizons(p, now)
+            client_refuses = False
+        except MarketError:
+            client_refuses = True
+
         def action() -> Receipt:
-            if sender == p.requester:
+            if sender == p.requester and not client_refuses:
                 return self.market.post_task(p, cid, value=value).receipt
+            if sender == p.requester:
+                # The client refuses out-of-bounds terms before sending anything...
+                block = self.net.chain.block_number()
+                try:
+                    self.market.post_task(p, cid, value=value)
+                except MarketError:
+                    assert self.net.chain.block_number() == block
+                else:
+                    raise AssertionError("the client posted terms check_horizons refuses")
+                # ...and the contract refuses them too (sent raw below).
             # The client always sends from the requester; impersonate another sender raw.
             return self.market.contract.transact(
                 "postTask", p.as_abi(), cid, sender=sender, value=value
@@ -708,12 +740,12 @@ class TaskMarketMachine(RuleBasedStateMachine):
                 assert self.last_revert is not None
                 assert self.last_revert.args_ == {"replicas": p.replicas, "maxReplicas": 1}
             return
-        assert bytes(receipt.event("TaskPosted").args["taskId"]) == p.task_id
+        assert bytes(receipt.event("TaskPosted").args["taskId"]) == task_id
         incarnation = existing.incarnation + 1 if existing else 1
-        self.tasks[p.task_id] = TaskModel(params=p, incarnation=incarnation)
+        self.tasks[task_id] = TaskModel(params=p, incarnation=incarnation)
         if existing is None:
-            self.task_order.append(p.task_id)
-        self.touched = p.task_id
+            self.task_order.append(task_id)
+        self.touched = task_id
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -1103,8 +1135,9 @@ class TaskMarketMachine(RuleBasedStateMachine):
     def claim_and_finalize(self, data: st.DataObject) -> None:
         """Claim, reveal and settle a one-replica task at once; the caller is paid at once.
 
-        Mostly aims at an open single-shot task nobody holds (assigned or a race), else any
-        task; callers, values and CIDs are sometimes wrong on purpose.
+        Mostly aims at an assigned single-shot task nobody holds, else any task (an open one
+        must revert ``NotAssignedTask``: nothing commits its output, so it could be
+        front-run); callers, values and CIDs are sometimes wrong on purpose.
         """
         task = self.steer
         if task is None:
@@ -1113,7 +1146,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
                 for t in self.task_order
                 if self.tasks[t].open and self.tasks[t].params.single_shot
             ]
-            takeable = [t for t in single if self._claimed(t) == 0]
+            # Only an assignee may take one; open ones are probed for NotAssignedTask.
+            takeable = [t for t in single if self._claimed(t) == 0 and t.params.assigned]
             target = data.draw(st.integers(0, 3), label="target")
             if takeable and target < 2:
                 task = data.draw(st.sampled_from(takeable), label="task")
@@ -1154,6 +1188,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
         expected: str | None
         if not task.open:
             expected = "UnknownTask"
+        elif not p.assigned:
+            expected = "NotAssignedTask"  # no commitment: an open task could be front-run
         elif not p.single_shot:
             expected = "NotSingleShot"
         else:
@@ -1169,7 +1205,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
             value=value,
         )
         self._check_not_assignee(task, provider, expected)
-        if expected == "NotSingleShot":
+        if expected in ("NotSingleShot", "NotAssignedTask"):
             assert self.last_revert is not None
             assert self.last_revert.args_ == {"taskId": task.task_id}
         if receipt is None:
@@ -1501,7 +1537,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
             if now <= p.claim_deadline and self._claimed(task) < p.replicas and free:
                 if edge is not None:
                     self._travel(p.claim_deadline + edge)
-                if p.single_shot and data.draw(st.booleans(), label="at_once"):
+                if p.single_shot and p.assigned and data.draw(st.booleans(), label="at_once"):
                     # The provider runs the task first, then claims and settles in one go.
                     self.claim_and_finalize(data)
                     return
@@ -1723,7 +1759,10 @@ def test_mismatched_reveals_revert_and_change_nothing() -> None:
     market.post_task(params, "bafybundle")
     salt = keccak(b"secret")
     market.claim(params, make_commitment(OUTPUTS[0], salt, provider), sender=provider)
-    before = (market.task_state(params.task_id), market.replica(params.task_id, provider))
+    before = (
+        market.task_state(market.task_id(params)),
+        market.replica(market.task_id(params), provider),
+    )
     wrong = [
         (OUTPUTS[1], salt, provider),  # another output
         (OUTPUTS[0], keccak(salt), provider),  # another salt
@@ -1735,10 +1774,13 @@ def test_mismatched_reveals_revert_and_change_nothing() -> None:
             assert exc.error_name == "CommitmentMismatch"
         else:
             raise AssertionError("a reveal that does not match its commitment was accepted")
-        after = (market.task_state(params.task_id), market.replica(params.task_id, provider))
+        after = (
+            market.task_state(market.task_id(params)),
+            market.replica(market.task_id(params), provider),
+        )
         assert after == before
     market.reveal(params, OUTPUTS[0], "bafyresult", salt, sender=provider)
-    assert market.replica(params.task_id, provider).state == REPLICA_REVEALED
+    assert market.replica(market.task_id(params), provider).state == REPLICA_REVEALED
 
 
 # ------------------------------------------------------------------ behaviour found by the machine
@@ -1785,8 +1827,8 @@ def test_reposted_terms_reuse_the_task_id_and_keep_reopened_replicas() -> None:
     assert int(market.settlement(receipt).result) == RESULT_ACCEPTED
 
     again = market.post_task(params, "bafybundle")
-    assert again.task_id == params.task_id
-    assert market.replica(params.task_id, late).state == REPLICA_REOPENED
+    assert again.task_id == market.task_id(params)
+    assert market.replica(market.task_id(params), late).state == REPLICA_REOPENED
     try:
         market.claim(params, sender=late)
     except TxReverted as exc:

@@ -184,26 +184,24 @@ def test_claim_and_finalize_pays_the_assignee_in_one_transaction(fresh: Any, rev
         fn.cancel(p).transact({"from": fresh.requester})
 
 
-def test_claim_and_finalize_on_an_open_task_is_a_race_the_first_wins(
-    fresh: Any, reverts: Any
-) -> None:
-    first, second = fresh.providers[:2]
+def test_claim_and_finalize_refuses_an_open_task(fresh: Any, reverts: Any) -> None:
+    # Nothing commits an open task's output before it is sent: whoever saw the transaction
+    # could copy it and claim first. Only an assignee may claim, reveal and settle at once.
+    first = fresh.providers[0]
     p = fresh.params()  # no assignee: any active provider
     task_id = fresh.post(p)
-    wins = won(fresh, first)
-    fresh.send(fresh.market.functions.claimAndFinalize(p, OUTPUT, CID), first, value=BOND)
-    assert won(fresh, first) == wins + 1
-    with reverts(fresh.market, "UnknownTask", task_id):
-        claim_and_finalize(fresh, p, second)
-    assert fresh.w3.eth.get_balance(fresh.market.address) == 0
+    with reverts(fresh.market, "NotAssignedTask", task_id):
+        claim_and_finalize(fresh, p, first)
+    # Checked before the value and the caller.
+    with reverts(fresh.market, "NotAssignedTask", task_id):
+        claim_and_finalize(fresh, p, fresh.outsider, value=0)
+    assert fresh.w3.eth.get_balance(fresh.market.address) == BOUNTY
+    # It stays claimable the ordinary way.
+    fresh.send(fresh.market.functions.claim(p, ZERO32), first, value=BOND)
 
 
 def test_claim_and_finalize_needs_a_single_shot_task(fresh: Any, reverts: Any) -> None:
     provider = fresh.providers[0]
-    wide = fresh.params(replicas=3, quorum=2)
-    wide_id = fresh.post(wide)
-    with reverts(fresh.market, "NotSingleShot", wide_id):
-        claim_and_finalize(fresh, wide, provider)
     windowed = fresh.params(window=60, assignee=provider)
     windowed_id = fresh.post(windowed)
     with reverts(fresh.market, "NotSingleShot", windowed_id):
@@ -211,9 +209,8 @@ def test_claim_and_finalize_needs_a_single_shot_task(fresh: Any, reverts: Any) -
     # Checked before the value and the caller.
     with reverts(fresh.market, "NotSingleShot", windowed_id):
         claim_and_finalize(fresh, windowed, fresh.outsider, value=0)
-    # Both stay claimable the ordinary way.
+    # It stays claimable the ordinary way.
     fresh.send(fresh.market.functions.claim(windowed, ZERO32), provider, value=BOND)
-    fresh.send(fresh.market.functions.claim(wide, ZERO32), provider, value=BOND)
 
 
 def test_claim_and_finalize_checks_in_the_contracts_order(fresh: Any, reverts: Any) -> None:
@@ -243,7 +240,7 @@ def test_claim_and_finalize_checks_in_the_contracts_order(fresh: Any, reverts: A
 
 def test_claim_and_finalize_at_the_claim_deadline_itself(fresh: Any) -> None:
     provider = fresh.providers[0]
-    p = fresh.params()
+    p = fresh.params(assignee=provider)
     fresh.post(p)
     fresh.travel(p[7])  # the next block is stamped at the deadline
     receipt = fresh.send(fresh.market.functions.claimAndFinalize(p, OUTPUT, CID), provider, BOND)
@@ -251,36 +248,33 @@ def test_claim_and_finalize_at_the_claim_deadline_itself(fresh: Any) -> None:
 
 
 def test_a_claimed_task_cannot_be_claimed_and_finalized(fresh: Any, reverts: Any) -> None:
-    a, b = fresh.providers[:2]
-    p = fresh.params()
+    a = fresh.providers[0]
+    p = fresh.params(assignee=a)
     task_id = fresh.post(p)
     fn = fresh.market.functions
     fresh.send(fn.claim(p, ZERO32), a, value=BOND)
     with reverts(fresh.market, "TaskFull", task_id):
-        claim_and_finalize(fresh, p, b)
-    with reverts(fresh.market, "TaskFull", task_id):
         claim_and_finalize(fresh, p, a)
-    # Once reopened (a missed its commit deadline), a is locked out; b may take it.
+    # Once reopened (a missed its commit deadline), a is locked out.
     fresh.travel(fresh.now() + 301)
     fresh.send(fn.reopen(p, a), fresh.outsider)
     with reverts(fresh.market, "AlreadyClaimed", task_id, a):
         claim_and_finalize(fresh, p, a)
-    wins = won(fresh, b)
-    fresh.send(fn.claimAndFinalize(p, OUTPUT, CID), b, value=BOND)
-    assert won(fresh, b) == wins + 1
-    # a's slashed bond went to the requester; b took bounty + bond; nothing else is held.
+    # a's slashed bond went to the requester; the bounty is still escrowed.
     assert fn.balanceOf(fresh.requester).call() == BOND
-    assert fresh.w3.eth.get_balance(fresh.market.address) == BOND
+    assert fresh.w3.eth.get_balance(fresh.market.address) == BOUNTY + BOND
 
 
 def test_claim_and_finalize_needs_an_active_provider(fresh: Any, reverts: Any) -> None:
-    p = fresh.params()
-    fresh.post(p)
     for who in (fresh.outsider, fresh.providers[3]):
+        p = fresh.params(assignee=who)
+        fresh.post(p)
         with reverts(fresh.market, "NotActiveProvider", who):
             claim_and_finalize(fresh, p, who)
     # A provider that asked to unstake is no longer active.
     leaving = fresh.providers[2]
+    p = fresh.params(assignee=leaving)
+    fresh.post(p)
     fresh.send(fresh.registry.functions.requestUnstake(), leaving)
     with reverts(fresh.market, "NotActiveProvider", leaving):
         claim_and_finalize(fresh, p, leaving)

@@ -304,3 +304,66 @@ def test_unclaimed_task_refunds_after_reveal_deadline(fresh: Any, reverts: Any) 
     (done,) = fresh.market.events.TaskFinalized().process_receipt(receipt, errors=DISCARD)
     assert done["args"]["refund"] == 3 * BOUNTY
     assert fn.balanceOf(fresh.requester).call() == 3 * BOUNTY
+
+
+DAY = 24 * 3600
+
+
+def post_reverts(fresh: Any, reverts: Any, p: tuple[Any, ...], error: str, *args: Any) -> None:
+    with reverts(fresh.market, error, *args):
+        fresh.market.functions.postTask(p, "bafybundle").transact(
+            {"from": fresh.requester, "value": p[5] * p[3]}
+        )
+
+
+def test_post_task_caps_every_horizon(fresh: Any, reverts: Any) -> None:
+    fn = fresh.market.functions
+    assert fn.MAX_TASK_HORIZON().call() == 30 * DAY
+    assert fn.MAX_COMMIT_TIMEOUT().call() == 7 * DAY
+    assert fn.MAX_CHALLENGE_WINDOW().call() == 7 * DAY
+    now = fresh.now()
+    # A claim deadline in the year 30000 would lock every claimant's bond for ever.
+    year_30000 = 884_000_000_000
+    far = fresh.params(claimDeadline=year_30000, revealDeadline=year_30000 + 1000)
+    post_reverts(fresh, reverts, far, "DeadlineTooFar")
+    late_reveal = fresh.params(revealDeadline=now + 31 * DAY)
+    post_reverts(fresh, reverts, late_reveal, "DeadlineTooFar")
+    long_commit = fresh.params(commitTimeout=7 * DAY + 1, revealDeadline=now + 8 * DAY)
+    post_reverts(fresh, reverts, long_commit, "CommitTimeoutTooLong", 7 * DAY + 1, 7 * DAY)
+    huge_window = fresh.params(window=2**63)
+    post_reverts(fresh, reverts, huge_window, "ChallengeWindowTooLong", 2**63, 7 * DAY)
+    post_reverts(fresh, reverts, fresh.params(window=7 * DAY + 1), "ChallengeWindowTooLong")
+    assert fresh.w3.eth.get_balance(fresh.market.address) == 0
+    # Every bound itself is allowed: the next block is stamped `at`.
+    at = now + 100
+    fresh.travel(at)
+    edge = fresh.params(
+        claimDeadline=at + 10 * DAY,
+        commitTimeout=7 * DAY,
+        revealDeadline=at + 30 * DAY,
+        window=7 * DAY,
+    )
+    task_id = fresh.post(edge)
+    assert fn.taskState(task_id).call()[0] == 1
+
+
+def test_task_id_binds_the_chain_and_the_market(fresh: Any) -> None:
+    p = fresh.params()
+    chain_id = fresh.w3.eth.chain_id
+    encoded = fresh.w3.codec.encode(
+        [
+            "uint256",
+            "address",
+            "(address,address,bytes32,uint8,uint8,uint96,uint96,uint64,uint64,uint64,uint64,uint64)",
+        ],
+        [chain_id, fresh.market.address, p],
+    )
+    task_id = fresh.post(p)
+    assert task_id == Web3.keccak(encoded)
+    assert bytes(fresh.market.functions.taskIdOf(p).call()) == task_id
+    # The same terms on another market are another task.
+    other = fresh.deploy("TaskMarket", fresh.registry.address, fresh.resolver, 10**16)
+    receipt = fresh.send(other.functions.postTask(p, "bafybundle"), fresh.requester, p[5])
+    (event,) = other.events.TaskPosted().process_receipt(receipt, errors=DISCARD)
+    assert bytes(event["args"]["taskId"]) != task_id
+    assert bytes(event["args"]["taskId"]) == bytes(other.functions.taskIdOf(p).call())

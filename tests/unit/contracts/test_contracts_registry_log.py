@@ -23,17 +23,12 @@ def test_register_views_and_events(fresh: Any, reverts: Any) -> None:
     assert bytes(event["args"]["didHash"]) == Web3.keccak(text="did:key:z6MkNew")
     assert reg.count().call() == count + 1
     assert reg.providerAt(count).call() == who
-    assert reg.providerOf("did:key:z6MkNew").call() == who
     assert reg.isActive(who).call() is True
     record = reg.getProvider(who).call()
     assert record[0] == MIN_STAKE and tuple(record[-2:]) == ("did:key:z6MkNew", "bafyofferX")
     with reverts(fresh.registry, "AlreadyRegistered"):
         reg.register("did:key:z6MkOther", "bafy", b"\0" * 32).transact(
             {"from": who, "value": MIN_STAKE}
-        )
-    with reverts(fresh.registry, "DidTaken"):
-        reg.register("did:key:z6MkNew", "bafy", b"\0" * 32).transact(
-            {"from": fresh.outsider, "value": MIN_STAKE}
         )
     with reverts(fresh.registry, "StakeTooLow"):
         reg.register("did:key:z6MkCheap", "bafy", b"\0" * 32).transact(
@@ -62,6 +57,46 @@ def test_offer_update_stake_and_unstake_after_cooldown(fresh: Any, reverts: Any)
     (event,) = fresh.registry.events.StakeWithdrawn().process_receipt(receipt, errors=DISCARD)
     assert event["args"]["amount"] == MIN_STAKE + 5
     assert reg.getProvider(who).call()[0] == 0
+
+
+def test_naming_a_did_blocks_nobody(fresh: Any) -> None:
+    # Anyone may name any DID (nothing on chain proves control of it): a squatter who
+    # registers the victim's DID first does not lock the victim out. Readers accept only a
+    # registration whose offer the DID signed for that address (see the registry index).
+    squatter, victim = fresh.outsider, fresh.providers[3]
+    reg = fresh.registry.functions
+    did = "did:key:z6MkVictim"
+    fresh.send(reg.register(did, "bafysquat", b"\x05" * 32), squatter, value=MIN_STAKE)
+    receipt = fresh.send(reg.register(did, "bafyvictim", b"\x06" * 32), victim, value=MIN_STAKE)
+    (event,) = fresh.registry.events.ProviderRegistered().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["provider"] == victim and event["args"]["did"] == did
+    assert reg.isActive(victim).call() is True
+    assert tuple(reg.getProvider(victim).call()[-2:]) == (did, "bafyvictim")
+
+
+def test_withdrawing_the_stake_ends_the_registration(fresh: Any, reverts: Any) -> None:
+    who = fresh.providers[0]
+    reg = fresh.registry.functions
+    count = reg.count().call()
+    fresh.send(reg.recordAudit(who, True), fresh.auditor)
+    fresh.send(reg.requestUnstake(), who)
+    fresh.travel(fresh.now() + COOLDOWN + 1)
+    fresh.send(reg.withdrawStake(), who)
+    record = reg.getProvider(who).call()
+    # DID, offer, stake and flags cleared; the reputation counters stay with the address.
+    assert record[0] == 0 and record[4] == 1  # stake, auditsPassed
+    assert tuple(record[6:9]) == (False, False, 0)  # active, registered, unstakeAvailableAt
+    assert bytes(record[10]) == b"\0" * 32 and tuple(record[-2:]) == ("", "")
+    with reverts(fresh.registry, "NotRegistered", who):
+        reg.withdrawStake().transact({"from": who})
+    with reverts(fresh.registry, "NotRegistered", who):
+        reg.updateOffer("bafy", b"\0" * 32).transact({"from": who})
+    # The address may register again, under another DID; it is listed once.
+    fresh.send(reg.register("did:key:z6MkAgain", "bafyagain", b"\x07" * 32), who, value=MIN_STAKE)
+    record = reg.getProvider(who).call()
+    assert tuple(record[6:8]) == (True, True) and record[4] == 1
+    assert tuple(record[-2:]) == ("did:key:z6MkAgain", "bafyagain")
+    assert reg.count().call() == count
 
 
 def test_only_market_and_auditor_update_reputation(fresh: Any, reverts: Any) -> None:

@@ -76,8 +76,9 @@ def test_new_task_names_an_assignee(fresh: Net) -> None:
     assert not fresh.task(challenge_window=60).single_shot
     assert not fresh.task(replicas=3).single_shot
     # The assignee is part of the terms, so part of the task id.
-    assert replace(assigned, assignee=ZERO_ADDRESS).task_id != assigned.task_id
-    assert fresh.market.task_id_of(assigned) == assigned.task_id
+    market = fresh.market
+    assert market.task_id(replace(assigned, assignee=ZERO_ADDRESS)) != market.task_id(assigned)
+    assert market.task_id_of(assigned) == market.task_id(assigned)
 
 
 def test_new_task_refuses_an_assigned_task_with_several_replicas(fresh: Net) -> None:
@@ -112,7 +113,7 @@ def test_claim_and_finalize_pays_the_assignee(fresh: Net) -> None:
     before = chain.balance(provider)
     receipt = market.claim_and_finalize(params, OUTPUT, CID, sender=provider)
     settled = market.settlement(receipt)
-    assert settled.task_id == params.task_id
+    assert settled.task_id == market.task_id(params)
     assert settled.result is TaskResult.ACCEPTED and settled.winners == 1
     assert (settled.output_hash, settled.result_cid) == (OUTPUT, CID)
     assert settled.payout_per_winner == BOUNTY + BOND and settled.refund == 0
@@ -121,8 +122,8 @@ def test_claim_and_finalize_pays_the_assignee(fresh: Net) -> None:
     assert market.balance_of(provider) == 0 and market.balance_of(fresh.requester) == 0
     assert chain.balance(market.address) == 0
     assert fresh.registry.reputation(provider).won == 1
-    assert not market.task_state(params.task_id).open
-    assert market.replica(params.task_id, provider).state is ReplicaState.NONE
+    assert not market.task_state(market.task_id(params)).open
+    assert market.replica(market.task_id(params), provider).state is ReplicaState.NONE
     with pytest.raises(E.UnknownTask):
         market.claim_and_finalize(params, OUTPUT, CID, sender=provider)
 
@@ -142,14 +143,20 @@ def test_claim_and_finalize_reverts_decode_to_named_errors(fresh: Net) -> None:
     assert wrong.value.args_ == {"sent": BOND + 1, "expected": BOND}
     with pytest.raises(E.EmptyCid):
         market.claim_and_finalize(params, OUTPUT, "", sender=assignee)
-    windowed = fresh.task(challenge_window=60)
+    windowed = fresh.task(challenge_window=60, assignee=assignee)
     market.post_task(windowed, "bafybundle")
     with pytest.raises(E.NotSingleShot) as not_single:
         market.claim_and_finalize(windowed, OUTPUT, CID, sender=assignee)
-    assert not_single.value.args_ == {"taskId": windowed.task_id}
+    assert not_single.value.args_ == {"taskId": market.task_id(windowed)}
+    # An open task carries no commitment: claimAndFinalize could be copied and front-run.
     open_task = fresh.task()
     market.post_task(open_task, "bafybundle")
+    with pytest.raises(E.NotAssignedTask) as not_assigned:
+        market.claim_and_finalize(open_task, OUTPUT, CID, sender=assignee)
+    assert not_assigned.value.args_ == {"taskId": market.task_id(open_task)}
+    outsiders = fresh.task(assignee=fresh.outsider)
+    market.post_task(outsiders, "bafybundle")
     with pytest.raises(E.NotActiveProvider):
-        market.claim_and_finalize(open_task, OUTPUT, CID, sender=fresh.outsider)
+        market.claim_and_finalize(outsiders, OUTPUT, CID, sender=fresh.outsider)
     # The failed attempts changed nothing: the assignee still settles it.
     market.claim_and_finalize(params, OUTPUT, CID, sender=assignee)

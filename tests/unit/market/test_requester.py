@@ -15,10 +15,12 @@ from chefsplan_agents.bundles import output_hash as hash_output
 from chefsplan_agents.devnet import Devnet
 from chefsplan_agents.errors import VerificationError
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.market import TaskHandle
+from chefsplan_agents.market import TaskHandle, make_commitment
 
 BOUNTY = 10**15
 BOND = 2 * 10**15
+# A well-formed CID of content nobody stored.
+MISSING_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
 @pytest.fixture(scope="module")
@@ -115,4 +117,79 @@ def test_result_cid_whose_content_is_not_a_result_is_refused(net: Devnet) -> Non
     fake = hash_output("anything")
     net.market.reveal_and_finalize(handle.params, fake, cid, b"\x00" * 32, sender=provider)
     with pytest.raises(VerificationError, match="is unusable"):
+        _wait(net, handle)
+
+
+def _co_winner(net: Devnet) -> str:
+    """A second registered provider (DID and offer are not checked by the market)."""
+    ident = Identity.generate()
+    address = net.chain.add_account(ident.export_secrets()[1])
+    net.chain.transfer(address, 10**18)
+    net.registry.register(
+        ident.did, "bafyoffer", b"\x01" * 32, stake=net.registry.min_stake, sender=address
+    )
+    return address
+
+
+def _settle_with_junk_cid(net: Devnet, handle: TaskHandle, junk_cid: str) -> str:
+    """Two replicas reveal the honest output hash; the co-winner's CID is junk, and the
+    settlement emits it. Returns the honest result's CID."""
+    honest, junk = net.nodes[0].address, _co_winner(net)
+    result = _honest_result(net, handle)
+    cid = net.store.put(encode_bundle(result))
+    salt = b"\x07" * 32
+    net.market.claim(
+        handle.params, make_commitment(result.output_hash, salt, honest), sender=honest
+    )
+    net.market.claim(handle.params, sender=junk)
+    net.market.reveal(handle.params, result.output_hash, junk_cid, b"\x00" * 32, sender=junk)
+    receipt = net.market.reveal_and_finalize(
+        handle.params, result.output_hash, cid, salt, sender=honest, winning_cid=junk_cid
+    )
+    assert net.market.settlement(receipt).result_cid == junk_cid
+    return cid
+
+
+@pytest.mark.parametrize("junk", ["missing", "oversized", "not a CID"])
+def test_a_co_winners_junk_cid_falls_back_to_another_winners_result(
+    net: Devnet, junk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = net.requester.bundle(
+        f"Co-winners {junk}", model=net.model_sha256, params=GenerationParams(max_tokens=8)
+    )
+    handle = net.requester.delegate(
+        bundle, replicas=2, quorum=2, bounty_per_replica=BOUNTY, bond=BOND
+    )
+    junk_cid = {
+        "missing": MISSING_CID,
+        "oversized": net.store.put(b"x" * 70_000),
+        "not a CID": "not-a-cid",
+    }[junk]
+    # Results are fetched with a size limit: a huge "result" is refused unread.
+    monkeypatch.setattr(net.requester, "max_result_bytes", 64 * 1024, raising=False)
+    cid = _settle_with_junk_cid(net, handle, junk_cid)
+    receipt = _wait(net, handle)
+    assert receipt.result_cid == cid != junk_cid
+    assert receipt.result.node_did == net.nodes[0].did
+    assert receipt.settlement.result_cid == junk_cid
+
+
+def test_no_usable_result_among_the_winners_is_refused(net: Devnet) -> None:
+    handle = _post(net, "Nothing usable")
+    provider = net.nodes[0].address
+    net.market.claim(handle.params, sender=provider)
+    fake = hash_output("anything")
+    missing = MISSING_CID
+    net.market.reveal_and_finalize(handle.params, fake, missing, b"\x00" * 32, sender=provider)
+    with pytest.raises(VerificationError, match=f"winning result {missing} is unusable"):
+        _wait(net, handle)
+
+
+def test_results_are_fetched_with_a_size_limit(
+    net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = _post(net, "Too large")
+    _reveal_by_hand(net, handle, _honest_result(net, handle))
+    monkeypatch.setattr(net.requester, "max_result_bytes", 100)
+    with pytest.raises(VerificationError, match="is unusable: .*100"):
         _wait(net, handle)

@@ -87,7 +87,7 @@ def test_other_nodes_refuse_an_assigned_task_without_fetching_its_bundle(net: De
     net.market.post_task(params, missing_cid)
     for node in net.nodes[:2]:
         node.tick()
-        record = node.task(params.task_id)
+        record = node.task(net.market.task_id(params))
         assert record is not None and record.stage is TaskStage.REFUSED
         assert record.reason == f"the task is assigned to provider {chosen.address}"
 

@@ -87,7 +87,7 @@ def _post_raw(
 
 
 def _claims(net: Devnet, params: TaskParams) -> int:
-    return len(net.market.events("ReplicaClaimed", task_id=params.task_id))
+    return len(net.market.events("ReplicaClaimed", task_id=net.market.task_id(params)))
 
 
 # ---------------------------------------------------------------------------- start-up
@@ -267,16 +267,16 @@ def _assert_refused_by_all(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="chefsplan_agents.node"):
         net.step()
-    tid = "0x" + params.task_id.hex()
+    tid = "0x" + net.market.task_id(params).hex()
     assert _claims(net, params) == 0
-    assert net.market.task_state(params.task_id).claimed == 0
+    assert net.market.task_state(net.market.task_id(params)).claimed == 0
     for node in net.nodes:
         record = node.task(tid)
         assert record is not None and record.stage is TaskStage.REFUSED, node
         assert fragment in (record.reason or "")
         assert node.refusals()[tid] == record.reason
         assert net.registry.reputation(node.address).slashed == 0
-        assert net.market.replica(params.task_id, node.address).state == 0
+        assert net.market.replica(net.market.task_id(params), node.address).state == 0
     assert fragment in caplog.text
 
 
@@ -293,7 +293,9 @@ def test_refuses_content_that_does_not_match_its_cid(
 ) -> None:
     data = encode_bundle(_bundle(net, messages=({"role": "user", "content": "tamper me"},)))
     params = _post_raw(net, data)
-    cid = parse_cid(net.market.events("TaskPosted", task_id=params.task_id)[0].args["bundleCid"])
+    cid = parse_cid(
+        net.market.events("TaskPosted", task_id=net.market.task_id(params))[0].args["bundleCid"]
+    )
     store: ContentStore = net.store
     store._write_block(cid.multihash, data.replace(b"tamper", b"TAMPER"))  # type: ignore[attr-defined]
     _assert_refused_by_all(net, params, "cannot be fetched", caplog)

@@ -53,8 +53,12 @@ class Net:
         tps: float = 80.0,
         price: int = 1000,
         issuer: Identity | None = None,
+        chain_id: int | None = None,
+        registry: str | None = None,
+        bound: bool = True,
     ) -> str:
-        """A signed offer token for ``ident`` (issued by ``issuer``, default itself)."""
+        """A signed offer token for ``ident`` (issued by ``issuer``, default itself), naming
+        this chain and registry (others when given; none when not ``bound``)."""
         signer = issuer or ident
         offer = Offer(
             model=OfferedModel(name=model, sha256=sha, quantization="Q4_1", context_length=2048),
@@ -64,6 +68,8 @@ class Net:
             endpoint="http://127.0.0.1:8700",
             evm_address=signer.address,
             did=signer.did,
+            chain_id=(chain_id or self.chain.chain_id) if bound else None,
+            registry=(registry or self.contract.address) if bound else None,
         )
         return issue_offer(offer, signer)
 
@@ -233,6 +239,93 @@ def test_unstake_leaves_active_results_and_withdraw_zeroes_stake(
     record = index.provider(leaves.address)
     assert record is not None and record.stake == 0
     assert index.query(active_only=False, min_stake=1) == index.query()
+    # Withdrawing ends the registration: its DID no longer names the address, anywhere.
+    assert record.did == "" and record.offer_status is OfferStatus.INVALID
+    assert record.offer_reason is not None and "unregistered" in record.offer_reason
+    assert index.query(did=leaves.did, active_only=False) == []
+    assert index.resolve_offers(net.store).checked == 0
+
+
+def test_an_address_registers_again_after_withdrawing(net: Net, index: RegistryIndex) -> None:
+    ident = net.provider()
+    net.client.record_outcomes({ident.address: OUTCOME_WON}, sender=net.operator)
+    net.client.request_unstake(sender=ident.address)
+    net.chain.advance_time(COOLDOWN + 1)
+    net.client.withdraw_stake(sender=ident.address)
+    refresh(index, net)
+    assert index.query(active_only=False) == []
+    # Back with a fresh offer: a new registration, the same reputation counters.
+    token = net.offer(ident, price=7)
+    cid = net.store.put(token.encode())
+    net.client.register(ident.did, cid, offer_hash(token), stake=MIN_STAKE, sender=ident.address)
+    refresh(index, net)
+    [record] = index.query(did=ident.did)
+    assert record.address == ident.address and record.active and record.stake == MIN_STAKE
+    assert record.offer is not None and record.offer.price_per_1k_tokens_wei == 7
+    assert record.reputation.won == 1
+    assert net.client.count() == 1
+
+
+# ---------------------------------------------------------------------------- DID squatting
+
+
+def test_a_squatter_naming_the_victims_did_neither_blocks_nor_impersonates_it(
+    net: Net, index: RegistryIndex
+) -> None:
+    victim, squatter, accomplice = net.funded(), net.funded(), net.funded()
+    token = net.offer(victim)
+    cid = net.store.put(token.encode())
+    # The squatter front-runs the victim with the victim's DID and the victim's own offer
+    # (signed by the victim, naming the victim's address)...
+    net.client.register(
+        victim.did, cid, offer_hash(token), stake=MIN_STAKE, sender=squatter.address
+    )
+    # ...and an accomplice with the victim's DID and an offer it signed itself.
+    forged = net.offer(accomplice)
+    forged_cid = net.store.put(forged.encode())
+    net.client.register(
+        victim.did, forged_cid, offer_hash(forged), stake=MIN_STAKE, sender=accomplice.address
+    )
+    # The victim is not locked out.
+    net.client.register(victim.did, cid, offer_hash(token), stake=MIN_STAKE, sender=victim.address)
+    refresh(index, net)
+    # Only the registration the DID's key stands behind answers for the DID.
+    assert [p.address for p in index.query(did=victim.did)] == [victim.address]
+    assert [p.address for p in index.query()] == [victim.address]
+    flagged = {p.address: p.offer_reason or "" for p in index.flagged()}
+    assert "offer names address" in flagged[squatter.address]
+    assert "offer credential rejected" in flagged[accomplice.address]
+
+
+def test_an_offer_must_name_this_chain_and_registry(net: Net, index: RegistryIndex) -> None:
+    elsewhere = net.provider(chain_id=net.chain.chain_id + 1)
+    other_registry = net.provider(registry="0x" + "11" * 20)
+    unbound = net.provider(bound=False)
+    good = net.provider()
+    refresh(index, net)
+    assert [p.address for p in index.query()] == [good.address]
+    flagged = {p.address: p.offer_reason or "" for p in index.flagged()}
+    assert f"names chain {net.chain.chain_id + 1}" in flagged[elsewhere.address]
+    assert "names registry 0x1111" in flagged[other_registry.address]
+    assert "names chain None" in flagged[unbound.address]
+
+
+def test_resolving_needs_the_chain_id(net: Net) -> None:
+    net.provider()
+    logs = ChainLogSource(net.contract)(0, net.chain.block_number())
+    with RegistryIndex() as idx:
+        idx.apply_logs(logs)  # binds the registry, not the chain
+        with pytest.raises(RegistryError, match="does not know its chain id"):
+            idx.resolve_offers(net.store)
+    with RegistryIndex(chain_id=net.chain.chain_id) as idx:
+        idx.apply_logs(logs)
+        assert idx.resolve_offers(net.store).valid == 1
+    with pytest.raises(RegistryError, match="on chain"):
+        idx2 = RegistryIndex(chain_id=5)
+        try:
+            idx2.sync(net.contract)
+        finally:
+            idx2.close()
 
 
 # ---------------------------------------------------------------------------- bad offers
@@ -453,6 +546,8 @@ def test_web3_log_source_reads_the_same_state() -> None:
         price_per_1k_tokens_wei=7,
         evm_address=ident.address,
         did=ident.did,
+        chain_id=w3.eth.chain_id,
+        registry=address,
     )
     token = issue_offer(offer, ident)
     store = MemoryCidStore()
@@ -470,6 +565,7 @@ def test_web3_log_source_reads_the_same_state() -> None:
     with RegistryIndex() as idx:
         result = idx.sync(source)
         assert result.logs == 2 and idx.registry_address == address
+        assert idx.chain_id == w3.eth.chain_id
         assert idx.resolve_offers(store).valid == 1
         [record] = idx.query(model=SMOL)
     assert record.address == ident.address and record.did == ident.did
@@ -532,3 +628,12 @@ def test_a_file_that_is_not_an_index_is_refused(tmp_path: Path) -> None:
         db.execute("INSERT INTO meta VALUES ('schema_version', '0')")
     with pytest.raises(RegistryError, match="delete the file to rebuild it"):
         RegistryIndex(good)
+
+
+def test_sync_from_a_chain_binds_its_chain_id(net: Net) -> None:
+    good = net.provider()
+    with RegistryIndex() as idx:
+        idx.sync(net.chain, net.contract.address)
+        assert idx.chain_id == net.chain.chain_id
+        assert idx.resolve_offers(net.store).valid == 1
+        assert [p.address for p in idx.query()] == [good.address]

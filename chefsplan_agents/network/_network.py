@@ -1,0 +1,451 @@
+"""``Network``: chain, content store, registry index, market requester, identity, verifier.
+
+An app holds one :class:`Network` while it uses the network as a requester; the tools in
+:mod:`chefsplan_agents.tools` take it as their first argument. It owns no logic of its own
+beyond what every caller needs the same way: keeping the registry index current, checking the
+requester can pay (and may spend) before a task is posted, and waiting for a task — stepping the
+provider nodes when they run in this process (a devnet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from chefsplan_agents.bundles import (
+    GenerationParams,
+    ModelRequirement,
+    TaskBundle,
+    decode_task_bundle,
+)
+from chefsplan_agents.chain import Chain, Deployment, open_chain, open_deployment
+from chefsplan_agents.config import PolicySettings, Settings, load_settings
+from chefsplan_agents.errors import (
+    ConfigError,
+    InsufficientFunds,
+    MarketError,
+    PolicyViolation,
+)
+from chefsplan_agents.identity import Identity, load_keystore
+from chefsplan_agents.llm import LLMBackend, open_backend
+from chefsplan_agents.market import (
+    DelegationReceipt,
+    MarketClient,
+    OutputLogClient,
+    Requester,
+    TaskHandle,
+    Timeouts,
+)
+from chefsplan_agents.registry import (
+    ChainLogSource,
+    IndexedProvider,
+    RegistryClient,
+    RegistryIndex,
+)
+from chefsplan_agents.storage import ContentStore, open_store
+
+__all__ = [
+    "DEFAULT_BOND_WEI",
+    "EMBEDDED_REQUESTER_FUNDS_WEI",
+    "InProcessDriver",
+    "Network",
+    "connect",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BOND_WEI = 10**15
+"""The bond a provider posts per replica of a task this network posts (0.001 ether)."""
+
+EMBEDDED_REQUESTER_FUNDS_WEI = 100 * 10**18
+"""What :func:`connect` gives the requester on the embedded chain."""
+
+
+def _nothing(_handle: TaskHandle) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class InProcessDriver:
+    """How a network whose provider nodes run in this process is moved forward.
+
+    Attributes:
+        step: Let every node act once (a devnet's ``step``); called between polls while
+            waiting for a task.
+        posted: Told of every task this network posts (a devnet tracks their deadlines).
+        settled: Told when waiting for a task ends, settled or not.
+    """
+
+    step: Callable[[], object]
+    posted: Callable[[TaskHandle], None] = _nothing
+    settled: Callable[[TaskHandle], None] = _nothing
+
+
+class Network:
+    """What an app holds to use the network as a requester.
+
+    Build one with :func:`connect` (or take ``Devnet.network``); it is a context manager that
+    closes what it opened (a handle over a devnet closes nothing of the devnet's).
+
+    Args:
+        chain: The chain the contracts live on.
+        deployment: The contracts.
+        store: The content store (bundles, results, offers).
+        requester: The app's requester: its identity signs bundles and its account pays.
+        registry: The ``AgentRegistry`` client (default: bound from ``deployment``).
+        market: The ``TaskMarket`` client (default: bound from ``deployment``).
+        verifier: A local model that re-scores results (optional; see ``verify``).
+        policy: The app's business rules (default: none).
+        driver: Set when the provider nodes run in this process.
+        timeout_s: Default wall-clock seconds to wait for a task.
+        bond_wei: The bond each provider posts on a task this network posts.
+        on_close: Called by :meth:`close` to close what the handle owns.
+
+    Attributes:
+        chain: The chain.
+        deployment: The contracts.
+        store: The content store.
+        registry: The ``AgentRegistry`` client.
+        market: The ``TaskMarket`` client.
+        output_log: The ``OutputLog`` client.
+        index: The registry index (SQLite in memory), refreshed by :meth:`providers`.
+        requester: The requester.
+        verifier: The local verifier model, or ``None``; assignable.
+        policy: The app's policy.
+        timeout_s: Default seconds to wait for a task.
+        bond_wei: Bond per replica of the tasks this network posts.
+    """
+
+    def __init__(
+        self,
+        *,
+        chain: Chain,
+        deployment: Deployment,
+        store: ContentStore,
+        requester: Requester,
+        registry: RegistryClient | None = None,
+        market: MarketClient | None = None,
+        verifier: LLMBackend | None = None,
+        policy: PolicySettings | None = None,
+        driver: InProcessDriver | None = None,
+        timeout_s: float = 600.0,
+        bond_wei: int = DEFAULT_BOND_WEI,
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
+        if timeout_s <= 0 or bond_wei <= 0:
+            raise ConfigError("a network needs a positive timeout_s and bond_wei")
+        self.chain = chain
+        self.deployment = deployment
+        self.store = store
+        self.requester = requester
+        self.registry = registry or RegistryClient(deployment.registry)
+        self.market = market or MarketClient(deployment.market, from_block=deployment.deployed_at)
+        self.output_log = OutputLogClient(deployment.output_log, from_block=deployment.deployed_at)
+        self.index = RegistryIndex(":memory:", registry_address=deployment.registry.address)
+        self.verifier = verifier
+        self.policy = policy or PolicySettings()
+        self.driver = driver
+        self.timeout_s = timeout_s
+        self.bond_wei = bond_wei
+        self._on_close = on_close
+        self._spent = 0
+        self._spent_lock = threading.Lock()
+        #: Held while the verifier runs: a loaded model serves one call at a time.
+        self.verifier_lock = threading.Lock()
+        # In-process nodes are stepped by whoever waits: one waiter at a time.
+        self._driving = threading.RLock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ who we are
+
+    @property
+    def identity(self) -> Identity:
+        """The requester's identity (its DID signs the bundles)."""
+        return self.requester.identity
+
+    @property
+    def address(self) -> str:
+        """The requester's EVM account (it pays the bounties)."""
+        return self.requester.address
+
+    @property
+    def spent_wei(self) -> int:
+        """Wei of bounties this handle has escrowed so far (what the spending cap counts)."""
+        return self._spent
+
+    def balance_wei(self) -> int:
+        """The requester account's balance on the chain."""
+        return self.chain.balance(self.address)
+
+    # ------------------------------------------------------------------ the registry
+
+    def refresh_providers(self) -> None:
+        """Bring the registry index up to the chain's head and check any new offers."""
+        self.index.sync(
+            ChainLogSource(self.deployment.registry), start_block=self.deployment.deployed_at
+        )
+        self.index.resolve_offers(self.store)
+
+    def providers(
+        self,
+        *,
+        model: str | None = None,
+        model_sha256: str | None = None,
+        min_tokens_per_s: float | None = None,
+        max_price: int | None = None,
+        min_stake: int | None = None,
+        limit: int = 20,
+    ) -> list[IndexedProvider]:
+        """Active providers with a verified offer matching every filter, best ranked first.
+
+        The index is refreshed first. Ranking is the registry index's (reputation score, then
+        stake, then speed); see :meth:`~chefsplan_agents.registry.RegistryIndex.query`.
+
+        Raises:
+            RegistryError: A filter value is out of range.
+            ChainError: Reading the registry's events failed.
+        """
+        self.refresh_providers()
+        return self.index.query(
+            model=model,
+            model_sha256=model_sha256,
+            min_tokens_per_s=min_tokens_per_s,
+            max_price=max_price,
+            min_stake=min_stake,
+            limit=limit,
+        )
+
+    # ------------------------------------------------------------------ tasks
+
+    def check_spend(self, escrow_wei: int) -> None:
+        """Refuse a task whose escrow the policy's cap or the requester's balance cannot cover.
+
+        Raises:
+            PolicyViolation: The spending cap would be exceeded.
+            InsufficientFunds: The requester's account holds less than the escrow.
+        """
+        cap = self.policy.spending_cap_wei
+        if cap is not None and self._spent + escrow_wei > cap:
+            raise PolicyViolation(
+                f"the task escrows {escrow_wei} wei; with {self._spent} wei spent that passes "
+                f"the spending cap of {cap} wei (policy.spending_cap_wei): ask for fewer "
+                "tokens or replicas, or raise the cap"
+            )
+        balance = self.balance_wei()
+        if balance < escrow_wei:
+            raise InsufficientFunds(
+                f"requester {self.address} holds {balance} wei but the task escrows "
+                f"{escrow_wei} wei; fund the account or lower the bounty"
+            )
+
+    def delegate(
+        self,
+        task: TaskBundle | str,
+        *,
+        model: ModelRequirement | str,
+        bounty_per_replica: int,
+        replicas: int = 1,
+        quorum: int | None = None,
+        params: GenerationParams | None = None,
+        assignee: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> TaskHandle:
+        """Post a task from this network's requester, after :meth:`check_spend`.
+
+        Args:
+            task: A TaskBundle (re-signed by the requester) or a prompt.
+            model: The model requirement (or a sha256 or name) for a prompt.
+            bounty_per_replica: Wei per winning replica.
+            replicas: Providers that run it.
+            quorum: Matching outputs needed (default: a simple majority).
+            params: Generation settings for a prompt.
+            assignee: The one provider that may take a one-replica task.
+            timeouts: The task's windows.
+
+        Returns:
+            The handle to pass to :meth:`wait`.
+
+        Raises:
+            PolicyViolation, InsufficientFunds: See :meth:`check_spend`.
+            MarketError, StorageError, TxReverted: As ``Requester.delegate``.
+        """
+        escrow = bounty_per_replica * replicas
+        with self._spent_lock:
+            self.check_spend(escrow)
+            handle = self.requester.delegate(
+                task,
+                replicas=replicas,
+                quorum=quorum,
+                bounty_per_replica=bounty_per_replica,
+                bond=self.bond_wei,
+                timeouts=timeouts,
+                model=model if isinstance(task, str) else None,
+                params=params,
+                assignee=assignee,
+            )
+            self._spent += escrow
+        if self.driver is not None:
+            self.driver.posted(handle)
+        return handle
+
+    def wait(self, handle: TaskHandle, timeout_s: float | None = None) -> DelegationReceipt:
+        """Wait until the task settles; return the receipt verified as the requester verifies.
+
+        Raises:
+            DelegationTimeout: Not settled in time.
+            NoQuorum: Settled without an accepted output.
+            VerificationError: The winning result failed the requester's checks.
+        """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if self.driver is None:
+            return self.requester.wait_result(handle, timeout)
+        with self._driving:
+            try:
+                return self.requester.wait_result(
+                    handle, timeout, step=self.driver.step, poll_interval=0.0
+                )
+            finally:
+                self.driver.settled(handle)
+
+    def handle_of(self, task_id: str) -> TaskHandle:
+        """The handle of a task already posted (by anyone), rebuilt from the chain and store.
+
+        Raises:
+            MarketError: No such task on this market.
+            ChainError: ``task_id`` is not 32 bytes of hex.
+            StorageError, BundleError: The task's bundle cannot be fetched or is invalid.
+        """
+        record = self.market.get_task(task_id)
+        if record is None:
+            raise MarketError(
+                f"no task {task_id} on the market at {self.market.address}; check the id "
+                "(delegate_task's receipt carries it)"
+            )
+        post = self.market.events("TaskPosted", task_id=record.task_id)[0]
+        bundle = decode_task_bundle(self.store.get(record.bundle_cid))
+        return TaskHandle(
+            task_id=record.task_id,
+            params=record.params,
+            bundle_cid=record.bundle_cid,
+            bundle=bundle,
+            post_tx=post.tx_hash,
+            post_gas=self.chain.gas_used(post.tx_hash),
+            posted_block=record.posted_block,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the index and whatever this handle opened (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.index.close()
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Network(chain={self.chain.endpoint!r}, requester={self.identity.did!r}, "
+            f"verifier={'yes' if self.verifier else 'no'})"
+        )
+
+
+@contextlib.contextmanager
+def _closing_on_error(stack: contextlib.ExitStack) -> Iterator[contextlib.ExitStack]:
+    try:
+        yield stack
+    except BaseException:
+        stack.close()
+        raise
+
+
+def connect(
+    settings: Settings | None = None,
+    *,
+    identity: Identity | None = None,
+    verifier: LLMBackend | None = None,
+    open_verifier: bool = False,
+    timeout_s: float = 600.0,
+) -> Network:
+    """Open the network the settings describe and return the app's handle on it.
+
+    With the default settings (``chain.backend = "embedded"``) everything runs in this process
+    and offline: an in-process EVM with the contracts deployed, the configured content store
+    and a new requester identity funded with :data:`EMBEDDED_REQUESTER_FUNDS_WEI`. It has no
+    provider nodes until some register on that chain (``Devnet.create(...).network`` is the
+    same handle over a network with nodes). With ``chain.backend = "jsonrpc"`` it talks to the
+    chain at ``chain.rpc_url`` and attaches to ``chain.contracts``; the requester's key comes
+    from ``identity`` or the keystore (``keystore``, passphrase in
+    ``$CHEFSPLAN_KEYSTORE_PASSPHRASE``); the store is ``[storage]`` (``kubo`` for an IPFS
+    daemon).
+
+    Args:
+        settings: The settings (default: :func:`~chefsplan_agents.config.load_settings`, which
+            reads ``chefsplan.toml`` and ``CHEFSPLAN_*`` variables).
+        identity: The requester's identity (default: new on the embedded chain, the keystore
+            on a real one).
+        verifier: A local model to re-score results with (the caller keeps ownership).
+        open_verifier: Open ``[llm]`` as the verifier (closed with the network).
+        timeout_s: Default wall-clock seconds to wait for a task.
+
+    Returns:
+        The handle; use it as a context manager.
+
+    Raises:
+        ConfigError: Bad settings, e.g. a JSON-RPC chain without ``chain.contracts``.
+        ChainUnavailable, StoreUnavailable: The chain node or the IPFS daemon does not answer.
+        KeystoreError: No usable requester key.
+        LLMError: The verifier model cannot be opened.
+    """
+    settings = settings or load_settings()
+    embedded = settings.chain.backend == "embedded"
+    if not embedded and not settings.chain.contracts:
+        raise ConfigError(
+            "chain.contracts is empty: a requester on a real chain attaches to deployed "
+            "contracts; set their addresses (`chefsplan chain deploy` prints them)"
+        )
+    with _closing_on_error(contextlib.ExitStack()) as stack:
+        if identity is None and not embedded:
+            identity = load_keystore(settings.keystore_path)
+        chain = stack.enter_context(open_chain(settings.chain))
+        deployment = open_deployment(chain, settings.chain)
+        store = stack.enter_context(open_store(settings.storage, settings.blockstore_path))
+        if identity is None:
+            identity = Identity.generate()
+            chain.transfer(identity.address, EMBEDDED_REQUESTER_FUNDS_WEI)
+        registry = RegistryClient(deployment.registry)
+        market = MarketClient(deployment.market, from_block=deployment.deployed_at)
+        requester = Requester(identity, chain, market, store, registry=registry)
+        if verifier is None and open_verifier:
+            verifier = stack.enter_context(open_backend(settings.llm))
+        on_close = stack.pop_all()
+    log.info("connected to %s as %s", chain.endpoint, identity.did)
+    return Network(
+        chain=chain,
+        deployment=deployment,
+        store=store,
+        requester=requester,
+        registry=registry,
+        market=market,
+        verifier=verifier,
+        policy=settings.policy,
+        timeout_s=timeout_s,
+        on_close=on_close.close,
+    )

@@ -1,0 +1,65 @@
+"""A three-node devnet with the scripted tiny model, and a verifier running the same model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.llm import LlamaCppBackend, resolve_model
+from chefsplan_agents.network import Network
+
+
+@pytest.fixture(scope="package")
+def devnet() -> Iterator[Devnet]:
+    with Devnet.create(nodes=3, model="tiny", share_model=True, n_threads=1, n_ctx=512) as net:
+        yield net
+
+
+@pytest.fixture(scope="package")
+def verifier() -> Iterator[LlamaCppBackend]:
+    with LlamaCppBackend(resolve_model("tiny"), n_threads=1, n_ctx=512) as backend:
+        yield backend
+
+
+@pytest.fixture
+def network(devnet: Devnet) -> Iterator[Network]:
+    """The devnet's handle, without a verifier unless a test sets one."""
+    net = devnet.network
+    net.verifier = None
+    yield net
+    net.verifier = None
+
+
+@pytest.fixture
+def sibling(devnet: Devnet) -> Iterator[object]:
+    """Build more handles on the devnet: another requester, policy or store (closed after)."""
+    from chefsplan_agents.identity import Identity
+    from chefsplan_agents.market import Requester
+    from chefsplan_agents.network import InProcessDriver
+
+    made: list[Network] = []
+
+    def build(*, funds: int = 10**18, store: object = None, **kwargs: object) -> Network:
+        identity = Identity.generate()
+        if funds:
+            devnet.chain.transfer(identity.address, funds)
+        content = store or devnet.store
+        requester = Requester(
+            identity, devnet.chain, devnet.market, content, registry=devnet.registry
+        )
+        net = Network(
+            chain=devnet.chain,
+            deployment=devnet.deployment,
+            store=content,
+            requester=requester,
+            driver=InProcessDriver(step=devnet.step, settled=lambda _h: devnet.drain()),
+            **kwargs,
+        )
+        made.append(net)
+        return net
+
+    yield build
+    for net in made:
+        net.close()
