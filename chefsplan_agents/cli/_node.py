@@ -17,6 +17,7 @@ from chefsplan_agents.identity import load_keystore
 from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, StubBackend, is_stub_spec
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.node import (
+    DEFAULT_BOND_FLOOR_WEI,
     DEFAULT_CHAIN_MARGIN_S,
     DEFAULT_MAX_BOND_PER_BOUNTY,
     DEFAULT_MAX_BOND_WEI,
@@ -131,6 +132,14 @@ def run_node(
             min=0,
         ),
     ] = DEFAULT_MAX_BOND_PER_BOUNTY,
+    bond_floor: Annotated[
+        int,
+        typer.Option(
+            "--bond-floor",
+            help="Bonds up to this (wei) are taken whatever the bounty.",
+            min=0,
+        ),
+    ] = DEFAULT_BOND_FLOOR_WEI,
     time_safety_factor: Annotated[
         float,
         typer.Option(
@@ -205,6 +214,7 @@ def run_node(
                     max_tokens=max_tokens,
                     max_bond_wei=max_bond or None,
                     max_bond_per_bounty=max_bond_per_bounty or None,
+                    bond_floor_wei=bond_floor,
                     time_safety_factor=time_safety_factor,
                     chain_margin_s=chain_margin,
                     max_deadline_horizon_s=max_horizon,

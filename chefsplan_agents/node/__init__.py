@@ -31,6 +31,7 @@ from chefsplan_agents.node._http_client import (
     NodeHttpClient,
 )
 from chefsplan_agents.node._policy import (
+    DEFAULT_BOND_FLOOR_WEI,
     DEFAULT_CHAIN_MARGIN_S,
     DEFAULT_MAX_BOND_PER_BOUNTY,
     DEFAULT_MAX_BOND_WEI,
@@ -43,6 +44,7 @@ from chefsplan_agents.node._policy import (
 from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
 
 __all__ = [
+    "DEFAULT_BOND_FLOOR_WEI",
     "DEFAULT_CHAIN_MARGIN_S",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_BOND_PER_BOUNTY",

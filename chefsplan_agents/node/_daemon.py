@@ -21,10 +21,16 @@ sends one transaction when the result is stored::
       └─ save RUNNING ─ run the model ─ put ResultBundle ─ save SETTLING
          ─ claimAndFinalize (claim, reveal, settle, paid) ─ save SETTLED
 
-Tasks assigned to another provider are refused before their bundle is fetched. An open task
-with one replica and no challenge window whose commit window is too short for this node to
-run it (see :meth:`NodePolicy.check_windows`) is taken the same way, if its claim deadline
-leaves the time: its bond is never at stake, so a short window cannot cost it.
+Tasks assigned to another provider are refused before their bundle is fetched.
+
+An open task whose commit window is too short for this node to run it after claiming (see
+:meth:`NodePolicy.check_windows`) is run *before* it is claimed, if its claim and reveal
+deadlines leave the time: the claim then carries the commitment (``claim(p, commitment)``), so
+no commit deadline can pass with the bond at stake, and the output stays hidden until the
+reveal::
+
+      └─ save CLAIMING (salt) ─ run the model ─ put ResultBundle ─ save COMMITTING
+         ─ claim with the commitment ─ save COMMITTED ─ reveal (and settle) as above
 
 The ``VETTING`` record written before a bundle is fetched makes every task's vetting happen at
 most once: a bundle that crashes or hangs the process is never fetched again after a restart.
@@ -44,9 +50,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from chefsplan_agents.bundles import (
@@ -97,6 +103,10 @@ __all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_generation_params"
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_Plan = Literal["claim", "run_then_claim", "run_then_settle"]
+"""How the node takes a vetted task: claim, then run (the commit window fits the run); run,
+then claim with the commitment (it does not); or run, then claimAndFinalize (assigned)."""
 
 _BENCH_PROMPT = "Once upon a time, in a small kitchen by the sea,"
 # How long a node waits for its claim's outcome before it starts the model anyway.
@@ -689,14 +699,19 @@ class ProviderNode:
         # Before anything of the bundle is read: a bundle that stops the node is seen once.
         record = self.state.record_seen(record)
         try:
-            bundle, run_first = self._vet(
+            bundle, plan = self._vet(
                 task_id, params, bundle_cid, in_book=task_id in self._claim_book
             )
         except TaskRefused as refusal:
             return self._refuse(record, refusal.reason)
-        if run_first:
+        record = replace(record, reason=None)  # vetted: the VETTING note no longer holds
+        if plan == "run_then_settle":
             # Saved at RUNNING, with the run counted, by _run_assigned.
             return self._run_assigned(record.advance(TaskStage.RUNNING), bundle)
+        if plan == "run_then_claim":
+            record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()))
+            self.state.save(record)
+            return self._run_then_claim(record, bundle)
         record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()), runs=1)
         self.state.save(record)
         return self._claim_and_run(record, bundle)
@@ -733,7 +748,7 @@ class ProviderNode:
 
     def _vet(
         self, task_id: str, params: TaskParams, bundle_cid: str, *, in_book: bool = False
-    ) -> tuple[TaskBundle, bool]:
+    ) -> tuple[TaskBundle, _Plan]:
         """Every check before claiming; a refusal is a :class:`TaskRefused`.
 
         ``in_book``: the task's claims are counted in the claim book (it has a free slot as
@@ -741,8 +756,7 @@ class ProviderNode:
         the meantime makes the claim revert, which costs nothing either.
 
         Returns:
-            The bundle, and whether to run it before touching the chain (then it is claimed,
-            revealed and settled in one transaction) rather than claim it first.
+            The bundle, and how to take it (see :data:`_Plan`).
         """
         now = self._now()
         self.policy.check_terms(params, now=now)
@@ -794,19 +808,17 @@ class ProviderNode:
         needed = self.policy.run_seconds(self._measured_speed(), n_prompt, bundle.params.max_tokens)
         if params.assigned and params.single_shot:
             self.policy.check_run_first(params, needed_s=needed, now=now)
-            return bundle, True
+            return bundle, "run_then_settle"
         try:
             self.policy.check_windows(params, needed_s=needed)
         except TaskRefused as refusal:
-            if not params.single_shot:
-                raise
-            # Run first, then claim, reveal and settle at once: the bond is never at stake.
+            # Run first, then claim with the commitment: no commit deadline to miss.
             try:
-                self.policy.check_run_first(params, needed_s=needed, now=now)
+                self.policy.check_run_then_claim(params, needed_s=needed, now=now)
             except TaskRefused as late:
                 raise TaskRefused(f"{refusal.reason}; {late.reason}") from late
-            return bundle, True
-        return bundle, False
+            return bundle, "run_then_claim"
+        return bundle, "claim"
 
     def _claim_and_run(self, record: TaskRecordState, bundle: TaskBundle) -> int:
         """Claim with the transaction in flight while the model already runs."""
@@ -862,9 +874,43 @@ class ProviderNode:
         assert result is not None
         return 1 + self._store_and_commit(record, result)
 
+    def _run_then_claim(self, record: TaskRecordState, bundle: TaskBundle) -> int:
+        """Run the task, store the result, then claim it with the commitment (one transaction
+        for claim and commit), and reveal when the market lets it."""
+        counted = self._count_run(record, TaskStage.LOST)
+        if counted is None:
+            return 1
+        record = counted
+        try:
+            result = self.run_bundle(bundle, record.bundle_cid)
+        except (LLMError, NodeError) as err:
+            # Nothing is at stake before the claim.
+            self.state.save(record.advance(TaskStage.LOST, reason=f"cannot run: {err}"))
+            log.error("node %s cannot run task %s: %s", self.address, record.task_id, err)
+            return 1
+        record = self._run_returned(record)
+        return self._claim_committed(self._store_result(record, result, TaskStage.COMMITTING))
+
+    def _claim_committed(self, record: TaskRecordState) -> int:
+        """Claim with the stored result's commitment; a claim that reverts costs nothing."""
+        assert record.salt and record.output_hash
+        commitment = make_commitment(record.output_hash, record.salt, self.address)
+        try:
+            receipt = self.retry.run(
+                "claim and commit",
+                lambda: self.market.claim(record.params, commitment, sender=self.address),
+            )
+        except TxReverted as err:  # full, closed, or this node inactive
+            self.state.save(record.advance(TaskStage.LOST, reason=f"claim failed: {err}"))
+            log.warning("node %s did not get task %s: %s", self.address, record.task_id, err)
+            return 1
+        record = record.with_tx("claim", receipt.tx_hash, receipt.gas_used)
+        record = record.with_tx("commit", receipt.tx_hash, 0).advance(TaskStage.COMMITTED)
+        self.state.save(record)
+        return 1 + self._maybe_reveal(record)
+
     def _run_assigned(self, record: TaskRecordState, bundle: TaskBundle) -> int:
-        """Run a one-shot task (assigned to this node, or open with a commit window too short
-        to claim first), then claim, reveal and settle it in one go."""
+        """Run a task assigned to this node, then claim, reveal and settle it in one go."""
         counted = self._count_run(record, TaskStage.FAILED)
         if counted is None:
             return 1
@@ -1100,14 +1146,18 @@ class ProviderNode:
                 vetted = self._vet_again(record)
                 if vetted is None:
                     return 1
-                bundle, run_first = vetted
-                if run_first:
-                    return self._run_assigned(record.advance(TaskStage.RUNNING), bundle)
+                bundle, plan = vetted
+                if plan == "run_then_claim":
+                    return self._run_then_claim(record, bundle)
                 counted = self._count_run(record, TaskStage.LOST)
                 return 1 if counted is None else self._claim_and_run(counted, bundle)
             record = record.advance(TaskStage.CLAIMED)
             self.state.save(record)
             stage = record.stage
+        if stage is TaskStage.COMMITTING and "claim" not in record.txs:
+            if replica.state is ReplicaState.NONE:
+                # Run first and stored; the claim with the commitment never landed.
+                return self._claim_committed(record)
         if stage is TaskStage.CLAIMED or (
             stage is TaskStage.COMMITTING and replica.state is ReplicaState.CLAIMED
         ):
@@ -1153,7 +1203,7 @@ class ProviderNode:
             return 1
         return 0
 
-    def _vet_again(self, record: TaskRecordState) -> tuple[TaskBundle, bool] | None:
+    def _vet_again(self, record: TaskRecordState) -> tuple[TaskBundle, _Plan] | None:
         """Vet a task again after a restart; a refusal now records it LOST (``None``)."""
         try:
             return self._vet(record.task_id, record.params, record.bundle_cid)

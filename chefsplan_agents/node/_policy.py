@@ -21,6 +21,7 @@ from chefsplan_agents.llm import Generation
 from chefsplan_agents.market import TaskParams
 
 __all__ = [
+    "DEFAULT_BOND_FLOOR_WEI",
     "DEFAULT_CHAIN_MARGIN_S",
     "DEFAULT_MAX_BOND_PER_BOUNTY",
     "DEFAULT_MAX_BOND_WEI",
@@ -35,8 +36,12 @@ DEFAULT_MAX_BOND_WEI = 10**17
 """0.1 ether: the most a node puts at stake on one task unless its operator says otherwise."""
 
 DEFAULT_MAX_BOND_PER_BOUNTY = 10
-"""A bond may be at most this many times the bounty: a node never risks more than ten tasks'
-earnings on one task, however the requester prices it."""
+"""Above :data:`DEFAULT_BOND_FLOOR_WEI`, a bond may be at most this many times the bounty: a
+node never risks more than ten tasks' earnings on one task, however the requester prices it."""
+
+DEFAULT_BOND_FLOOR_WEI = 10**15
+"""Bonds up to 0.001 ether are taken whatever the bounty (a free network's tasks pay 1 wei and
+ask this much, :data:`chefsplan_agents.network.DEFAULT_BOND_WEI`)."""
 
 DEFAULT_TIME_SAFETY_FACTOR = 2.0
 """The node's estimated run time is doubled before it is compared with a task's windows: other
@@ -138,8 +143,9 @@ class NodePolicy:
         max_tokens: Refuse tasks asking for more new tokens than this.
         max_bond_wei: Refuse tasks demanding a larger bond than this (``None``: no absolute
             cap; the default is :data:`DEFAULT_MAX_BOND_WEI`).
-        max_bond_per_bounty: Refuse tasks whose bond is more than this many times the bounty
-            per replica (``None``: no such cap).
+        max_bond_per_bounty: Refuse tasks whose bond is above ``bond_floor_wei`` and more than
+            this many times the bounty per replica (``None``: no such cap).
+        bond_floor_wei: Bonds up to this are not held against the bounty.
         max_bundle_bytes: Refuse bundles larger than this, before parsing them.
         accepted_models: Model sha256 digests the node runs; empty means only its own model.
             A task must name one of them (or, naming no hash, the node's model name).
@@ -158,6 +164,7 @@ class NodePolicy:
     max_tokens: int = 512
     max_bond_wei: int | None = DEFAULT_MAX_BOND_WEI
     max_bond_per_bounty: int | None = DEFAULT_MAX_BOND_PER_BOUNTY
+    bond_floor_wei: int = DEFAULT_BOND_FLOOR_WEI
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     accepted_models: frozenset[str] = field(default_factory=frozenset)
     time_safety_factor: float = DEFAULT_TIME_SAFETY_FACTOR
@@ -171,6 +178,7 @@ class NodePolicy:
             "price_per_1k_tokens_wei",
             "max_bond_wei",
             "max_bond_per_bounty",
+            "bond_floor_wei",
             "chain_margin_s",
             "max_challenge_window_s",
         ):
@@ -213,7 +221,11 @@ class NodePolicy:
                 f"bond {params.bond} wei is above this node's maximum of {self.max_bond_wei} wei"
             )
         ratio = self.max_bond_per_bounty
-        if ratio is not None and params.bond > ratio * params.bounty_per_replica:
+        if (
+            ratio is not None
+            and params.bond > self.bond_floor_wei
+            and params.bond > ratio * params.bounty_per_replica
+        ):
             raise TaskRefused(
                 f"bond {params.bond} wei is over {ratio} times the bounty of "
                 f"{params.bounty_per_replica} wei this node would earn"
@@ -267,11 +279,8 @@ class NodePolicy:
                 )
 
     def check_run_first(self, params: TaskParams, *, needed_s: float, now: int) -> None:
-        """Refuse a one-shot task the node cannot run before its claim deadline.
-
-        A one-replica task without a challenge window can be run *before* claiming and then
-        claimed, revealed and settled in one transaction: the bond is never at stake, so only
-        the claim deadline matters.
+        """Refuse a task the node cannot run before its claim deadline (a task it runs before
+        claiming: assigned to it, or one whose commit window is too short).
 
         Raises:
             TaskRefused: The claim deadline is less than ``needed_s`` ahead.
@@ -281,6 +290,29 @@ class NodePolicy:
             raise TaskRefused(
                 f"claim window of {left} s left is shorter than the {needed_s:.0f} s this node "
                 "needs to run the task first"
+            )
+
+    def check_run_then_claim(self, params: TaskParams, *, needed_s: float, now: int) -> None:
+        """Refuse an open task the node cannot take by running it first and committing in its
+        claim (the way past a commit window too short to run the task after claiming).
+
+        The claim carries the commitment, so the commit timeout no longer matters; the run
+        must end before the claim deadline and the reveal must fit before the reveal deadline
+        (with several replicas, after the commit phase at worst).
+
+        Raises:
+            TaskRefused: The claim deadline is less than ``needed_s`` ahead, or less than
+                ``chain_margin_s`` is left to reveal.
+        """
+        self.check_run_first(params, needed_s=needed_s, now=now)
+        reveal_from = now + needed_s
+        if params.replicas > 1:
+            reveal_from = max(reveal_from, params.commit_phase_end)
+        left = params.reveal_deadline - reveal_from
+        if left < self.chain_margin_s:
+            raise TaskRefused(
+                f"reveal window of {left:.0f} s left after running the task is shorter than "
+                f"this node's margin of {self.chain_margin_s} s"
             )
 
     def check_bundle(

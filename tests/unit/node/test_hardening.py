@@ -19,7 +19,7 @@ from chefsplan_agents.bundles import (
     sign_bundle,
 )
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import ConfigError, StoreUnavailable, TaskRefused
+from chefsplan_agents.errors import ChainUnavailable, ConfigError, StoreUnavailable, TaskRefused
 from chefsplan_agents.llm import SCRIPTED_OUTPUT, Generation
 from chefsplan_agents.llm import Timings as LLMTimings
 from chefsplan_agents.market import TaskParams
@@ -71,7 +71,7 @@ def _post(net: Devnet, data: bytes, **terms: Any) -> tuple[TaskParams, str]:
 
 
 def _claims(net: Devnet, params: TaskParams) -> int:
-    return len(net.market.events("ReplicaClaimed", task_id=params.task_id))
+    return len(net.market.events("ReplicaClaimed", task_id=net.market.task_id(params)))
 
 
 class _FetchSpy:
@@ -107,9 +107,9 @@ def test_a_bundle_that_stops_the_node_is_not_fetched_again_after_restart(net: De
     fresh.store = spy  # type: ignore[assignment]
     fresh.tick()
     assert cid not in spy.fetched
-    record = fresh.task(params.task_id)
+    record = fresh.task(net.market.task_id(params))
     assert record is not None and record.stage is TaskStage.VETTING
-    assert "stopped the node" in fresh.refusals()[_tid(params.task_id)]
+    assert "stopped the node" in fresh.refusals()[_tid(net.market.task_id(params))]
     assert _claims(net, params) == 0
 
     # And the node still works: an honest task after it settles.
@@ -186,7 +186,9 @@ def test_policy_caps_the_bond_absolutely_and_against_the_bounty() -> None:
     policy = NodePolicy()
     policy.check_terms(_params(), now=1_000_000)
     with pytest.raises(TaskRefused, match="over 10 times the bounty"):
-        policy.check_terms(_params(bounty_per_replica=1, bond=11), now=1_000_000)
+        policy.check_terms(_params(bounty_per_replica=10**14, bond=10**15 + 1), now=1_000_000)
+    # Small bonds are taken whatever the bounty (a free network pays 1 wei).
+    policy.check_terms(_params(bounty_per_replica=1, bond=10**15), now=1_000_000)
     with pytest.raises(TaskRefused, match="above this node's maximum"):
         policy.check_terms(_params(bounty_per_replica=10**18, bond=10**18), now=1_000_000)
     NodePolicy(max_bond_wei=None, max_bond_per_bounty=None).check_terms(
@@ -274,24 +276,25 @@ def test_a_short_commit_window_with_a_large_bond_is_refused(net: Devnet) -> None
         commit_timeout=1,
     )
     node.tick()
-    record = node.task(params.task_id)
+    record = node.task(net.market.task_id(params))
     assert record is not None and record.stage is TaskStage.REFUSED
     assert "bond" in (record.reason or "")
     assert _claims(net, params) == 0
 
 
-def test_a_commit_window_shorter_than_the_run_is_refused(net: Devnet) -> None:
+def test_windows_too_short_to_run_the_task_either_way_are_refused(net: Devnet) -> None:
     node = net.nodes[0]
     node.policy = replace(node.policy, max_bond_wei=None, max_bond_per_bounty=None)
     try:
-        # A challenge window rules out running first: the node would have to claim.
+        # Too short to commit after claiming, and claims close before a run first could end.
         params, _ = _post(
-            net, encode_bundle(_bundle(net, "Too quick")), commit_timeout=1, challenge_window=60
+            net, encode_bundle(_bundle(net, "Too quick")), commit_timeout=1, claim_window=10
         )
         node.tick()
-        record = node.task(params.task_id)
+        record = node.task(net.market.task_id(params))
         assert record is not None and record.stage is TaskStage.REFUSED
         assert "commit window of 1 s" in (record.reason or "")
+        assert "claim window of" in (record.reason or "")
         assert _claims(net, params) == 0
     finally:
         node.policy = replace(
@@ -299,17 +302,48 @@ def test_a_commit_window_shorter_than_the_run_is_refused(net: Devnet) -> None:
         )
 
 
-def test_a_one_shot_task_with_a_short_window_is_run_before_it_is_claimed(net: Devnet) -> None:
+def test_a_short_commit_window_is_met_by_committing_in_the_claim(net: Devnet) -> None:
     node = net.nodes[0]
     paid_before = node.withdrawn_wei
     params, _ = _post(net, encode_bundle(_bundle(net, "Quick")), commit_timeout=1)
+    task_id = net.market.task_id(params)
     node.tick()
-    record = node.task(params.task_id)
+    record = node.task(task_id)
     assert record is not None and record.stage is TaskStage.SETTLED
-    # Claimed, revealed and settled in one transaction: the bond was never at stake.
-    assert record.txs["claim"] == record.txs["finalize"]
+    # Run first; the claim carried the commitment, so no commit deadline could pass.
+    assert record.txs["claim"] == record.txs["commit"]
+    [claimed] = net.market.events("ReplicaClaimed", task_id=task_id)
+    assert bytes(claimed.args["commitment"]) != bytes(32)
     assert node.withdrawn_wei - paid_before == BOUNTY + BOND
-    assert not net.market.task_state(params.task_id).open
+    assert net.market.events("ReplicaReopened", task_id=task_id) == []
+    assert not net.market.task_state(task_id).open
+
+
+def test_a_claim_with_its_commitment_survives_a_restart_before_it_lands(net: Devnet) -> None:
+    node = net.nodes[0]
+    market = node.market
+
+    class _ClaimOutage:
+        def claim(self, *args: Any, **kwargs: Any) -> Any:
+            raise ChainUnavailable("chain node at http://127.0.0.1:8545 is not answering")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(market, name)
+
+    node.market = _ClaimOutage()  # type: ignore[assignment]
+    node.retry = RetryPolicy(attempts=1)
+    params, _ = _post(net, encode_bundle(_bundle(net, "Claim later")), commit_timeout=1)
+    task_id = net.market.task_id(params)
+    with pytest.raises(ChainUnavailable):
+        node.tick()  # ran and stored the result; the claim could not be sent
+    stored = node.task(task_id)
+    assert stored is not None and stored.stage is TaskStage.COMMITTING
+    node.market = market  # the chain node is back
+    fresh = net.restart_node(0)
+    fresh.tick()  # claims with the stored commitment, reveals and settles
+    done = fresh.task(task_id)
+    assert done is not None and done.stage is TaskStage.SETTLED
+    assert done.output_hash == stored.output_hash
 
 
 def test_speed_is_measured_by_a_restarted_node(net: Devnet) -> None:

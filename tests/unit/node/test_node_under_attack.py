@@ -98,8 +98,8 @@ def test_a_node_survives_every_attack_then_serves_an_honest_task(tmp_path: Path)
             "short window, large bond, 1 wei": _post(
                 net, honest, bounty_per_replica=1, bond=10**18, commit_timeout=1
             ),
-            "short window, must claim": _post(
-                net, _bundle(net, "quick"), commit_timeout=1, challenge_window=60
+            "short commit and claim windows": _post(
+                net, _bundle(net, "quick"), commit_timeout=1, claim_window=10
             ),
             "claim deadline far ahead": _post(net, _bundle(net, "later"), claim_window=3 * 3600),
             "long challenge window": _post(
@@ -113,9 +113,11 @@ def test_a_node_survives_every_attack_then_serves_an_honest_task(tmp_path: Path)
             node.tick()
 
         for what, params in attacks.items():
-            record = node.task(params.task_id)
+            record = node.task(net.market.task_id(params))
             assert record is not None and record.stage is TaskStage.REFUSED, what
-            assert net.market.events("ReplicaClaimed", task_id=params.task_id) == [], what
+            assert net.market.events("ReplicaClaimed", task_id=net.market.task_id(params)) == [], (
+                what
+            )
         # The requester waits out every window and tries to take a bond: there is none.
         net.chain.advance_time(120)
         for params in attacks.values():
