@@ -16,7 +16,18 @@ from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.identity import load_keystore
 from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, StubBackend, is_stub_spec
 from chefsplan_agents.market import MarketClient
-from chefsplan_agents.node import NodePolicy, ProviderNode
+from chefsplan_agents.node import (
+    DEFAULT_BOND_FLOOR_WEI,
+    DEFAULT_CHAIN_MARGIN_S,
+    DEFAULT_MAX_BOND_PER_BOUNTY,
+    DEFAULT_MAX_BOND_WEI,
+    DEFAULT_MAX_CHALLENGE_WINDOW_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_DEADLINE_HORIZON_S,
+    DEFAULT_TIME_SAFETY_FACTOR,
+    NodePolicy,
+    ProviderNode,
+)
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore, KuboStore, LocalCidStore
 
@@ -90,6 +101,77 @@ def run_node(
     http_host: Annotated[
         str, typer.Option("--http-host", help="Interface for the HTTP API.")
     ] = "127.0.0.1",
+    http_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--http-allow",
+            help="A requester DID that may start (free) HTTP jobs; repeat for more.",
+        ),
+    ] = None,
+    http_open: Annotated[
+        bool,
+        typer.Option(
+            "--http-open", help="Let any DID start HTTP jobs (jobs are free: trusted networks)."
+        ),
+    ] = False,
+    http_max_connections: Annotated[
+        int,
+        typer.Option("--http-max-connections", help="HTTP connections served at once.", min=1),
+    ] = DEFAULT_MAX_CONNECTIONS,
+    max_bond: Annotated[
+        int,
+        typer.Option(
+            "--max-bond", help="Refuse tasks demanding a larger bond (wei; 0: no cap).", min=0
+        ),
+    ] = DEFAULT_MAX_BOND_WEI,
+    max_bond_per_bounty: Annotated[
+        int,
+        typer.Option(
+            "--max-bond-per-bounty",
+            help="Refuse tasks whose bond is over this many times the bounty (0: no cap).",
+            min=0,
+        ),
+    ] = DEFAULT_MAX_BOND_PER_BOUNTY,
+    bond_floor: Annotated[
+        int,
+        typer.Option(
+            "--bond-floor",
+            help="Bonds up to this (wei) are taken whatever the bounty.",
+            min=0,
+        ),
+    ] = DEFAULT_BOND_FLOOR_WEI,
+    time_safety_factor: Annotated[
+        float,
+        typer.Option(
+            "--time-safety-factor",
+            help="Multiply the node's measured run time by this before fitting task windows.",
+            min=1.0,
+        ),
+    ] = DEFAULT_TIME_SAFETY_FACTOR,
+    chain_margin: Annotated[
+        int,
+        typer.Option(
+            "--chain-margin",
+            help="Seconds added to every run-time estimate to get a transaction mined.",
+            min=0,
+        ),
+    ] = DEFAULT_CHAIN_MARGIN_S,
+    max_horizon: Annotated[
+        int,
+        typer.Option(
+            "--max-horizon",
+            help="Refuse tasks whose claim or reveal deadline is further ahead (seconds).",
+            min=1,
+        ),
+    ] = DEFAULT_MAX_DEADLINE_HORIZON_S,
+    max_challenge_window: Annotated[
+        int,
+        typer.Option(
+            "--max-challenge-window",
+            help="Refuse tasks with a longer challenge window (seconds).",
+            min=0,
+        ),
+    ] = DEFAULT_MAX_CHALLENGE_WINDOW_S,
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between polls when idle.", min=0.01)
     ] = 1.0,
@@ -127,11 +209,32 @@ def run_node(
                 store,
                 llm,
                 state_dir=str(state_dir),
-                policy=NodePolicy(min_bounty_wei=min_bounty, max_tokens=max_tokens),
+                policy=NodePolicy(
+                    min_bounty_wei=min_bounty,
+                    max_tokens=max_tokens,
+                    max_bond_wei=max_bond or None,
+                    max_bond_per_bounty=max_bond_per_bounty or None,
+                    bond_floor_wei=bond_floor,
+                    time_safety_factor=time_safety_factor,
+                    chain_margin_s=chain_margin,
+                    max_deadline_horizon_s=max_horizon,
+                    max_challenge_window_s=max_challenge_window,
+                ),
                 stake=stake,
             )
             if http_port is not None:
-                node.serve_http(host=http_host, port=http_port)
+                node.serve_http(
+                    host=http_host,
+                    port=http_port,
+                    allowed_requesters=tuple(http_allow or ()),
+                    open_to_all=http_open,
+                    max_connections=http_max_connections,
+                )
+                if not http_allow and not http_open:
+                    err.print(
+                        "the HTTP API refuses every job: name requesters with --http-allow DID "
+                        "(or --http-open on a trusted network)"
+                    )
             status = node.start()
             ready = {
                 "status": "ready",

@@ -3,9 +3,10 @@
 :class:`ProviderNode` registers a signed offer, watches ``TaskPosted`` events, refuses what its
 :class:`NodePolicy` rejects (before claiming, so it is never slashed for it), claims, runs the
 model, stores a signed ResultBundle, commits, reveals and withdraws its earnings; its
-:class:`NodeStateStore` lets it resume claimed tasks after a restart. :class:`NodeHttpServer`
-and :class:`NodeHttpClient` are its signed HTTP job API for direct, off-chain jobs; a node's
-:meth:`ProviderNode.run_bundle` is a :data:`JobRunner`.
+:class:`NodeStateStore` lets it resume claimed tasks after a restart, and never vets a task
+twice (a bundle that crashes the node is not fetched again after it restarts).
+:class:`NodeHttpServer` and :class:`NodeHttpClient` are its signed HTTP job API for direct,
+off-chain jobs; a node's :meth:`ProviderNode.run_bundle` is a :data:`JobRunner`.
 """
 
 from chefsplan_agents.node._daemon import (
@@ -17,6 +18,7 @@ from chefsplan_agents.node._daemon import (
 )
 from chefsplan_agents.node._http import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
     JobContentStore,
     JobRunner,
     JobState,
@@ -28,11 +30,30 @@ from chefsplan_agents.node._http_client import (
     NodeAvailability,
     NodeHttpClient,
 )
-from chefsplan_agents.node._policy import NodePolicy
+from chefsplan_agents.node._policy import (
+    DEFAULT_BOND_FLOOR_WEI,
+    DEFAULT_CHAIN_MARGIN_S,
+    DEFAULT_MAX_BOND_PER_BOUNTY,
+    DEFAULT_MAX_BOND_WEI,
+    DEFAULT_MAX_CHALLENGE_WINDOW_S,
+    DEFAULT_MAX_DEADLINE_HORIZON_S,
+    DEFAULT_TIME_SAFETY_FACTOR,
+    GenerationSpeed,
+    NodePolicy,
+)
 from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
 
 __all__ = [
+    "DEFAULT_BOND_FLOOR_WEI",
+    "DEFAULT_CHAIN_MARGIN_S",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_BOND_PER_BOUNTY",
+    "DEFAULT_MAX_BOND_WEI",
+    "DEFAULT_MAX_CHALLENGE_WINDOW_S",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_DEADLINE_HORIZON_S",
+    "DEFAULT_TIME_SAFETY_FACTOR",
+    "GenerationSpeed",
     "JobContentStore",
     "JobHandle",
     "JobRunner",

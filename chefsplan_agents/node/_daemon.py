@@ -6,8 +6,9 @@ process; :meth:`~ProviderNode.run_forever` loops it in a daemon process until SI
 
 Per task, in order::
 
-    TaskPosted ─ terms ok? ─ fetch bundle by CID (re-hashed) ─ bundleHash ok? ─ decode+verify
-      ─ policy ok? ──(refuse: logged, recorded, never claimed, so never slashed)
+    TaskPosted ─ save VETTING (durably) ─ terms ok? ─ fetch bundle by CID (re-hashed)
+      ─ bundleHash ok? ─ decode+verify ─ policy ok (model, price, bond, horizons, windows)?
+      ──(refuse: logged, recorded, never claimed, so never slashed)
       └─ save CLAIMING (salt) ─ claim (a thread) ∥ run the model ─ save CLAIMED
          ─ put ResultBundle ─ save COMMITTING ─ commit ─ save COMMITTED
          ─ (reveal phase open) save REVEALING ─ reveal, or revealAndFinalize if last
@@ -22,6 +23,20 @@ sends one transaction when the result is stored::
 
 Tasks assigned to another provider are refused before their bundle is fetched.
 
+An open task whose commit window is too short for this node to run it after claiming (see
+:meth:`NodePolicy.check_windows`) is run *before* it is claimed, if its claim and reveal
+deadlines leave the time: the claim then carries the commitment (``claim(p, commitment)``), so
+no commit deadline can pass with the bond at stake, and the output stays hidden until the
+reveal::
+
+      └─ save CLAIMING (salt) ─ run the model ─ put ResultBundle ─ save COMMITTING
+         ─ claim with the commitment ─ save COMMITTED ─ reveal (and settle) as above
+
+The ``VETTING`` record written before a bundle is fetched makes every task's vetting happen at
+most once: a bundle that crashes or hangs the process is never fetched again after a restart.
+A model run is counted in the task's record before it starts, and a task whose runs stopped
+the node :data:`_MAX_RUNS` times is given up rather than run again after every restart.
+
 The record is written *before* each on-chain step, and on start-up every unfinished record is
 reconciled with the replica's on-chain state, so a restarted node never loses a claimed task.
 """
@@ -34,11 +49,12 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
+from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from chefsplan_agents.bundles import (
     Offer,
     OfferedModel,
@@ -76,8 +92,8 @@ from chefsplan_agents.market import (
     new_salt,
     result_cid_hash,
 )
-from chefsplan_agents.node._http import NodeHttpServer
-from chefsplan_agents.node._policy import NodePolicy
+from chefsplan_agents.node._http import DEFAULT_MAX_CONNECTIONS, NodeHttpServer
+from chefsplan_agents.node._policy import GenerationSpeed, NodePolicy
 from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore
@@ -88,11 +104,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_Plan = Literal["claim", "run_then_claim", "run_then_settle"]
+"""How the node takes a vetted task: claim, then run (the commit window fits the run); run,
+then claim with the commitment (it does not); or run, then claimAndFinalize (assigned)."""
+
 _BENCH_PROMPT = "Once upon a time, in a small kitchen by the sea,"
 # How long a node waits for its claim's outcome before it starts the model anyway.
 _CLAIM_HEAD_START_S = 0.05
 # What a node watches: new tasks, claims (to pass over full ones), and freed slots.
 _WATCHED = ("TaskPosted", "ReplicaClaimed", "ReplicaReopened")
+# Model runs of one task that may end with the node stopping before the task is given up.
+_MAX_RUNS = 2
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,19 @@ def task_generation_params(bundle: TaskBundle) -> GenerationParams:
     )
 
 
+def _check_nesting(data: bytes) -> None:
+    """Refuse a bundle nested deeper than any real one before a JSON parser recurses into it
+    (a parser that overflows the C stack kills the node with no exception to catch)."""
+    try:
+        depth = nesting_depth(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise TaskRefused(f"malformed bundle: not UTF-8 ({err.reason})") from err
+    if depth > DEFAULT_MAX_JSON_DEPTH:
+        raise TaskRefused(
+            f"malformed bundle: JSON nests {depth} levels deep, over {DEFAULT_MAX_JSON_DEPTH}"
+        )
+
+
 class ProviderNode:
     """A provider node serving one local model on the task market.
 
@@ -192,6 +227,10 @@ class ProviderNode:
         stake: Wei to stake when registering (default: the registry's minimum).
         endpoint: The node's HTTP API URL, published in its offer.
         retry: Backoff for an unreachable chain node or IPFS daemon.
+
+    Attributes:
+        speed: The node's measured model speed (set by :meth:`start`, or measured on first
+            need; updated by every completed run), which the policy's window checks use.
     """
 
     def __init__(
@@ -235,6 +274,8 @@ class ProviderNode:
         # Earnings may wait in the market (credited by someone else's settlement).
         self._owed = True
         self._http: NodeHttpServer | None = None
+        self.speed: GenerationSpeed | None = None
+        self._speed_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<ProviderNode {self.did} {self.address}>"
@@ -242,9 +283,30 @@ class ProviderNode:
     # ------------------------------------------------------------------ start-up
 
     def measure(self, max_tokens: int = 32) -> Generation:
-        """Run a short real generation; its timings are the speeds the offer states."""
+        """Run a short real generation; its timings are the speeds the offer states and the
+        starting point of :attr:`speed`."""
+        # A freshly loaded model's first generation pays one-off costs (buffers, graph set-up)
+        # that can make it hundreds of times slower: timed alone, it would make the node refuse
+        # every task, and never learn its real speed from the tasks it then never runs.
+        self.llm.complete(_BENCH_PROMPT, GenerationParams(max_tokens=1))
         params = GenerationParams(max_tokens=max_tokens, logprobs=1)
-        return self.llm.complete(_BENCH_PROMPT, params)
+        generation = self.llm.complete(_BENCH_PROMPT, params)
+        with self._speed_lock:
+            self.speed = GenerationSpeed.from_generation(generation)
+        return generation
+
+    def _measured_speed(self) -> GenerationSpeed:
+        """:attr:`speed`, measured now if this node has not measured it yet (a node restarted
+        without :meth:`start`)."""
+        speed = self.speed
+        if speed is None:
+            try:
+                self.measure()
+            except LLMError as err:
+                raise TaskRefused(f"this node cannot measure its own speed: {err}") from err
+            speed = self.speed
+            assert speed is not None
+        return speed
 
     def offered_model(self) -> OfferedModel:
         """The model this node serves, as its offer names it."""
@@ -256,12 +318,28 @@ class ProviderNode:
             context_length=info.n_ctx,
         )
 
-    def serve_http(self, *, host: str = "127.0.0.1", port: int = 0) -> NodeHttpServer:
+    def serve_http(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed_requesters: Collection[str] = (),
+        open_to_all: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> NodeHttpServer:
         """Start the node's signed HTTP job API; its URL becomes the offer's endpoint.
 
         Call before :meth:`start` so the published offer carries the endpoint. Jobs get the
         same model and size checks as market tasks (no payment terms) and run
-        :meth:`run_bundle`.
+        :meth:`run_bundle`. Jobs are free, so only the requesters the operator names may
+        start them (see :class:`NodeHttpServer`).
+
+        Args:
+            host: Interface to bind.
+            port: TCP port (0: any free one).
+            allowed_requesters: DIDs that may start jobs.
+            open_to_all: Let any DID start jobs.
+            max_connections: Connections served at once; more get 503 at once.
 
         Returns:
             The running server (closed by :meth:`close`).
@@ -276,6 +354,9 @@ class ProviderNode:
             price_per_1k_tokens_wei=self.policy.price_per_1k_tokens_wei,
             host=host,
             port=port,
+            allowed_requesters=allowed_requesters,
+            open_to_all=open_to_all,
+            max_connections=max_connections,
         )
         server.start()
         self._http = server
@@ -290,16 +371,12 @@ class ProviderNode:
 
     def build_offer(self, generation: Generation) -> Offer:
         """The offer this node publishes, with speeds measured from ``generation``."""
-        timings = generation.timings
-        generated = timings.generation_tokens_per_s
-        if generated <= 0 and timings.prompt_ms + timings.generation_ms > 0:
-            total_s = (timings.prompt_ms + timings.generation_ms) / 1000
-            generated = max(generation.completion_tokens, 1) / total_s
+        speed = GenerationSpeed.from_generation(generation)
         return Offer(
             model=self.offered_model(),
             # A model that stops at once leaves no rate to measure; never publish zero.
-            generation_tokens_per_s=max(generated, 1e-3),
-            prefill_tokens_per_s=max(timings.prompt_tokens_per_s, 1e-3),
+            generation_tokens_per_s=speed.generation_tokens_per_s,
+            prefill_tokens_per_s=max(generation.timings.prompt_tokens_per_s, 1e-3),
             price_per_1k_tokens_wei=self.policy.price_per_1k_tokens_wei,
             endpoint=self.endpoint,
             evm_address=self.address,
@@ -382,6 +459,9 @@ class ProviderNode:
                     raise NodeError("generation stopped: the claim did not go through")
 
         gen = self.llm.complete(prompt, task_generation_params(bundle), on_token=on_token)
+        with self._speed_lock:
+            if self.speed is not None:
+                self.speed = self.speed.observe(gen)
         info = self.llm.info
         result = ResultBundle(
             task_cid=bundle_cid,
@@ -424,6 +504,8 @@ class ProviderNode:
                 raise
             except ChefsplanError as err:
                 log.error("task %s: %s", _hex(bytes(event.args["taskId"])), err)
+        # Every new task has a record now: the next read starts after them.
+        self._flush_cursor()
         if self._owed and steps == 0:
             # Earnings wait for a tick with no task to take: settling a task for its requester
             # comes first, the node's own payout can follow a moment later.
@@ -485,8 +567,10 @@ class ProviderNode:
         return self.state.load(key.lower())
 
     def refusals(self) -> dict[str, str]:
-        """Reasons of every refused task, by ``0x`` task id."""
-        return {r.task_id: r.reason or "" for r in self.state.all() if r.stage is TaskStage.REFUSED}
+        """Reasons of every refused task (and of every task whose vetting stopped the node),
+        by ``0x`` task id."""
+        refused = (TaskStage.REFUSED, TaskStage.VETTING)
+        return {r.task_id: r.reason or "" for r in self.state.all() if r.stage in refused}
 
     # ------------------------------------------------------------------ internals
 
@@ -513,8 +597,8 @@ class ProviderNode:
         # all nodes after the same task, and the losers of each claim race would have run the
         # model for nothing; an order of its own (keyed by its address) spreads them out.
         fresh.sort(key=self._take_order)
-        # Record the cursor only after the tasks are taken: a crash re-reads them, and the
-        # per-task records make taking one twice impossible.
+        # Record the cursor only after the tasks are taken (tick does): a crash re-reads them,
+        # and the per-task records make taking one twice impossible.
         self._pending_cursor = head
         if not fresh:
             self.state.cursor = head
@@ -569,7 +653,6 @@ class ProviderNode:
             reason=reason,
         )
         self.state.save(record)
-        self._flush_cursor()
         return 1
 
     def _take_order(self, event: Event) -> bytes:
@@ -611,23 +694,52 @@ class ProviderNode:
         params = TaskParams.from_abi(event.args["params"])
         bundle_cid = str(event.args["bundleCid"])
         record = TaskRecordState(
-            task_id, params, bundle_cid, TaskStage.REFUSED, posted_block=event.block_number
+            task_id, params, bundle_cid, TaskStage.VETTING, posted_block=event.block_number
         )
+        # Before anything of the bundle is read: a bundle that stops the node is seen once.
+        record = self.state.record_seen(record)
         try:
-            bundle = self._vet(task_id, params, bundle_cid, in_book=task_id in self._claim_book)
+            bundle, plan = self._vet(
+                task_id, params, bundle_cid, in_book=task_id in self._claim_book
+            )
         except TaskRefused as refusal:
-            steps = self._refuse(record, refusal.reason)
-            self._flush_cursor()
-            return steps
-        if params.assigned and params.single_shot:
-            record = record.advance(TaskStage.RUNNING)
+            return self._refuse(record, refusal.reason)
+        record = replace(record, reason=None)  # vetted: the VETTING note no longer holds
+        if plan == "run_then_settle":
+            # Saved at RUNNING, with the run counted, by _run_assigned.
+            return self._run_assigned(record.advance(TaskStage.RUNNING), bundle)
+        if plan == "run_then_claim":
+            record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()))
             self.state.save(record)
-            self._flush_cursor()
-            return self._run_assigned(record, bundle)
-        record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()))
+            return self._run_then_claim(record, bundle)
+        record = record.advance(TaskStage.CLAIMING, salt=_hex(new_salt()), runs=1)
         self.state.save(record)
-        self._flush_cursor()
         return self._claim_and_run(record, bundle)
+
+    def _count_run(self, record: TaskRecordState, give_up: TaskStage) -> TaskRecordState | None:
+        """The record with one more model run counted (saved), or ``None`` when earlier runs
+        of the task stopped the node too often: then it is saved at ``give_up``.
+
+        A run that returns, with a result or an error, is uncounted again by
+        :meth:`_run_returned`: only runs that took the process down add up, not outages of
+        the store or the chain that make the node run a task again.
+        """
+        if record.runs >= _MAX_RUNS:
+            reason = f"the node stopped during {record.runs} runs of this task; given up"
+            self.state.save(record.advance(give_up, reason=reason))
+            log.error("node %s gave up task %s: %s", self.address, record.task_id, reason)
+            return None
+        record = record.advance(record.stage, runs=record.runs + 1)
+        self.state.save(record, sync=True)
+        return record
+
+    def _run_returned(self, record: TaskRecordState) -> TaskRecordState:
+        """The record with its count of unfinished runs cleared (saved if it changed)."""
+        if record.runs == 0:
+            return record
+        record = record.advance(record.stage, runs=0)
+        self.state.save(record)
+        return record
 
     def _flush_cursor(self) -> None:
         head = self._pending_cursor
@@ -636,18 +748,22 @@ class ProviderNode:
 
     def _vet(
         self, task_id: str, params: TaskParams, bundle_cid: str, *, in_book: bool = False
-    ) -> TaskBundle:
+    ) -> tuple[TaskBundle, _Plan]:
         """Every check before claiming; a refusal is a :class:`TaskRefused`.
 
         ``in_book``: the task's claims are counted in the claim book (it has a free slot as
         far as the events show), so the chain is not read again here; a task that closed in
         the meantime makes the claim revert, which costs nothing either.
+
+        Returns:
+            The bundle, and how to take it (see :data:`_Plan`).
         """
-        self.policy.check_terms(params)
+        now = self._now()
+        self.policy.check_terms(params, now=now)
         if params.assigned and params.assignee != self.address:
             raise TaskRefused(f"the task is assigned to provider {params.assignee}")
         if not in_book:
-            if self._now() > params.claim_deadline:
+            if now > params.claim_deadline:
                 raise TaskRefused("the claim window has closed")
             state = self.retry.run("read task", lambda: self.market.task_state(task_id))
             if not state.open:
@@ -669,6 +785,7 @@ class ProviderNode:
                 f"bundle {bundle_cid} hashes to {_hex(digest)}, the task names "
                 f"{_hex(params.bundle_hash)}"
             )
+        _check_nesting(data)
         try:
             bundle = decode_task_bundle(data, max_bytes=self.policy.max_bundle_bytes)
         except (BundleError, IdentityError) as err:
@@ -688,7 +805,20 @@ class ProviderNode:
                 f"prompt of {n_prompt} tokens plus max_tokens={bundle.params.max_tokens} does "
                 f"not fit this node's context of {info.n_ctx} tokens"
             )
-        return bundle
+        needed = self.policy.run_seconds(self._measured_speed(), n_prompt, bundle.params.max_tokens)
+        if params.assigned and params.single_shot:
+            self.policy.check_run_first(params, needed_s=needed, now=now)
+            return bundle, "run_then_settle"
+        try:
+            self.policy.check_windows(params, needed_s=needed)
+        except TaskRefused as refusal:
+            # Run first, then claim with the commitment: no commit deadline to miss.
+            try:
+                self.policy.check_run_then_claim(params, needed_s=needed, now=now)
+            except TaskRefused as late:
+                raise TaskRefused(f"{refusal.reason}; {late.reason}") from late
+            return bundle, "run_then_claim"
+        return bundle, "claim"
 
     def _claim_and_run(self, record: TaskRecordState, bundle: TaskBundle) -> int:
         """Claim with the transaction in flight while the model already runs."""
@@ -719,6 +849,7 @@ class ProviderNode:
             run_error = err
         finally:
             worker.join()
+        record = self._run_returned(record)
         error = outcome.get("error")
         if isinstance(error, (ChainUnavailable, StoreUnavailable)):
             raise error  # CLAIMING is saved: the next tick reconciles with the chain
@@ -743,8 +874,47 @@ class ProviderNode:
         assert result is not None
         return 1 + self._store_and_commit(record, result)
 
+    def _run_then_claim(self, record: TaskRecordState, bundle: TaskBundle) -> int:
+        """Run the task, store the result, then claim it with the commitment (one transaction
+        for claim and commit), and reveal when the market lets it."""
+        counted = self._count_run(record, TaskStage.LOST)
+        if counted is None:
+            return 1
+        record = counted
+        try:
+            result = self.run_bundle(bundle, record.bundle_cid)
+        except (LLMError, NodeError) as err:
+            # Nothing is at stake before the claim.
+            self.state.save(record.advance(TaskStage.LOST, reason=f"cannot run: {err}"))
+            log.error("node %s cannot run task %s: %s", self.address, record.task_id, err)
+            return 1
+        record = self._run_returned(record)
+        return self._claim_committed(self._store_result(record, result, TaskStage.COMMITTING))
+
+    def _claim_committed(self, record: TaskRecordState) -> int:
+        """Claim with the stored result's commitment; a claim that reverts costs nothing."""
+        assert record.salt and record.output_hash
+        commitment = make_commitment(record.output_hash, record.salt, self.address)
+        try:
+            receipt = self.retry.run(
+                "claim and commit",
+                lambda: self.market.claim(record.params, commitment, sender=self.address),
+            )
+        except TxReverted as err:  # full, closed, or this node inactive
+            self.state.save(record.advance(TaskStage.LOST, reason=f"claim failed: {err}"))
+            log.warning("node %s did not get task %s: %s", self.address, record.task_id, err)
+            return 1
+        record = record.with_tx("claim", receipt.tx_hash, receipt.gas_used)
+        record = record.with_tx("commit", receipt.tx_hash, 0).advance(TaskStage.COMMITTED)
+        self.state.save(record)
+        return 1 + self._maybe_reveal(record)
+
     def _run_assigned(self, record: TaskRecordState, bundle: TaskBundle) -> int:
         """Run a task assigned to this node, then claim, reveal and settle it in one go."""
+        counted = self._count_run(record, TaskStage.FAILED)
+        if counted is None:
+            return 1
+        record = counted
         try:
             result = self.run_bundle(bundle, record.bundle_cid)
         except (LLMError, NodeError) as err:
@@ -752,6 +922,7 @@ class ProviderNode:
             self.state.save(record.advance(TaskStage.FAILED, reason=str(err)))
             log.error("node %s cannot run task %s: %s", self.address, record.task_id, err)
             return 1
+        record = self._run_returned(record)
         return self._claim_and_finalize(self._store_result(record, result, TaskStage.SETTLING))
 
     def _claim_and_finalize(self, record: TaskRecordState) -> int:
@@ -782,8 +953,8 @@ class ProviderNode:
         if state.open:
             if record.stage is TaskStage.SETTLING:
                 return self._claim_and_finalize(record)
-            bundle = self._vet_again(record)
-            return 1 if bundle is None else self._run_assigned(record, bundle)
+            vetted = self._vet_again(record)
+            return 1 if vetted is None else self._run_assigned(record, vetted[0])
         # Closed: settled by this node's own transaction just before a crash, or cancelled.
         mine = self.retry.run(
             "read claim events",
@@ -972,19 +1143,37 @@ class ProviderNode:
         if stage is TaskStage.CLAIMING:
             if replica.state is ReplicaState.NONE:
                 # The claim never landed: start over if the task still takes claims.
-                bundle = self._vet_again(record)
-                return 1 if bundle is None else self._claim_and_run(record, bundle)
+                vetted = self._vet_again(record)
+                if vetted is None:
+                    return 1
+                bundle, plan = vetted
+                if plan == "run_then_claim":
+                    return self._run_then_claim(record, bundle)
+                counted = self._count_run(record, TaskStage.LOST)
+                return 1 if counted is None else self._claim_and_run(counted, bundle)
             record = record.advance(TaskStage.CLAIMED)
             self.state.save(record)
             stage = record.stage
+        if stage is TaskStage.COMMITTING and "claim" not in record.txs:
+            if replica.state is ReplicaState.NONE:
+                # Run first and stored; the claim with the commitment never landed.
+                return self._claim_committed(record)
         if stage is TaskStage.CLAIMED or (
             stage is TaskStage.COMMITTING and replica.state is ReplicaState.CLAIMED
         ):
             if stage is TaskStage.COMMITTING:
                 return self._commit_or_reveal(record)
             if replica.state is ReplicaState.CLAIMED:
-                bundle = self._vet_claimed(record)
-                return self._store_and_commit(record, self.run_bundle(bundle, record.bundle_cid))
+                counted = self._count_run(record, TaskStage.FAILED)
+                if counted is None:
+                    return 1
+                bundle = self._vet_claimed(counted)
+                try:
+                    result = self.run_bundle(bundle, counted.bundle_cid)
+                except Exception:
+                    self._run_returned(counted)
+                    raise
+                return self._store_and_commit(self._run_returned(counted), result)
         if stage in (TaskStage.CLAIMED, TaskStage.COMMITTING, TaskStage.COMMITTED):
             if replica.state is ReplicaState.COMMITTED:
                 if stage is not TaskStage.COMMITTED:
@@ -1014,7 +1203,7 @@ class ProviderNode:
             return 1
         return 0
 
-    def _vet_again(self, record: TaskRecordState) -> TaskBundle | None:
+    def _vet_again(self, record: TaskRecordState) -> tuple[TaskBundle, _Plan] | None:
         """Vet a task again after a restart; a refusal now records it LOST (``None``)."""
         try:
             return self._vet(record.task_id, record.params, record.bundle_cid)

@@ -11,15 +11,25 @@ Every request is signed by its sender's DID and every response by the node's (se
 ``_signing``). Errors are JSON ``{"error": {"code": …, "message": …}}`` with a one-line message.
 Jobs run on a small worker pool through a pluggable :data:`JobRunner`, and both the task and the
 result are stored in a content store, so what travels over HTTP is also addressable by CID.
+
+Jobs are free, so only requesters the operator names may start them (``allowed_requesters``;
+``open_to_all`` lets anyone). Every request is treated as hostile, in this order, each step
+before the next costs anything: connections beyond ``max_connections`` get 503 at once; the
+route; ``Content-Length`` (ASCII digits only, at most ``max_body_bytes``); the signature
+headers' lengths, forms and timestamp; the requester's authorization; the job queue's room;
+only then is the body read, the signature checked, the nonce counted against the requester's
+quota, and the body parsed (its JSON nesting bounded). Every malformed request gets a 4xx with
+a one-line JSON error, and none is logged with a traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -28,6 +38,8 @@ from types import TracebackType
 from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
+from chefsplan_agents._json import JsonTooDeep
+from chefsplan_agents._json import loads as json_loads
 from chefsplan_agents.bundles import (
     SCHEMA_VERSION,
     OfferedModel,
@@ -51,12 +63,15 @@ from chefsplan_agents.node._signing import (
     HEADER_NONCE,
     NonceCache,
     RequestAuthError,
+    SignedHeaders,
+    parse_request_headers,
     sign_response,
-    verify_request,
+    verify_request_signature,
 )
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
     "JobContentStore",
     "JobRunner",
     "JobState",
@@ -67,6 +82,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 """Largest request body the API reads (a TaskBundle's default size limit)."""
+
+DEFAULT_MAX_CONNECTIONS: Final = 32
+"""Connections served at once (one thread each); more are answered 503 and closed."""
+
+# Content-Length as RFC 9110 writes it: ASCII digits (str.isdigit() also takes "²" and "٣").
+_CONTENT_LENGTH_RE: Final = re.compile(r"[0-9]{1,15}")
 
 JobState = Literal["queued", "running", "completed", "failed"]
 
@@ -135,12 +156,64 @@ _ROUTES: Final[dict[str, str]] = {
 }
 
 
+def _busy_response() -> bytes:
+    body = _error_body("busy", "the node serves as many connections as it may; retry later")
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
 class _QuietServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them."""
+
     daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._busy = _busy_response()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Answered on the accept thread, so it must never wait on the client.
+            try:
+                request.settimeout(0.2)
+                request.sendall(self._busy)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client hanging up mid-answer is routine; the stdlib would print a traceback.
         logger.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class _Body(Protocol):
+    """The request body, read only when the API asks (see ``_Handler``)."""
+
+    def length(self, limit: int) -> int:
+        """The announced length, checked; raises :class:`_ApiError`."""
+        ...
+
+    def read(self, length: int) -> bytes:
+        """Exactly ``length`` bytes; raises :class:`_ApiError`."""
+        ...
 
 
 class NodeHttpServer:
@@ -164,9 +237,16 @@ class NodeHttpServer:
         max_finished_jobs: Finished jobs kept for ``/status``; the oldest are forgotten first.
         max_body_bytes: Larger request bodies get 413, checked from ``Content-Length``.
         max_clock_skew_s: Requests whose timestamp is further off get 401.
-        authorize: Optional check of a requester DID; ``False`` answers 403.
+        authorize: Optional check of a requester DID on every endpoint; ``False`` answers 403.
         clock: Wall clock in Unix seconds (tests pass a fake one).
-        socket_timeout_s: How long a connection may stall mid-request.
+        socket_timeout_s: How long a connection may stall mid-request (then 408 or closed).
+        allowed_requesters: DIDs that may start jobs; everyone else gets 403 from
+            ``/start_job`` before the body is read. Empty (the default): no one, unless
+            ``open_to_all``.
+        open_to_all: Let any DID start jobs (jobs are free: only for a trusted network).
+        max_connections: Connections served at once; more get 503 and are closed at once.
+        max_nonces_per_did: Requests one DID may send per twice the clock-skew window (its
+            nonces are remembered that long); more get 429.
     """
 
     def __init__(
@@ -186,10 +266,16 @@ class NodeHttpServer:
         max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
         authorize: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
-        socket_timeout_s: float = 30.0,
+        socket_timeout_s: float = 15.0,
+        allowed_requesters: Collection[str] = (),
+        open_to_all: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_nonces_per_did: int = 2_000,
     ) -> None:
         if workers < 1:
             raise NodeError(f"workers must be at least 1, got {workers}")
+        if max_connections < 1:
+            raise NodeError(f"max_connections must be at least 1, got {max_connections}")
         if max_body_bytes < 1:
             raise NodeError(f"max_body_bytes must be positive, got {max_body_bytes}")
         if max_clock_skew_s <= 0:
@@ -209,7 +295,10 @@ class NodeHttpServer:
         self._authorize = authorize
         self._clock = clock
         self._socket_timeout = socket_timeout_s
-        self._nonces = NonceCache(2 * max_clock_skew_s)
+        self._allowed = frozenset(allowed_requesters)
+        self._open = open_to_all
+        self._max_connections = max_connections
+        self._nonces = NonceCache(2 * max_clock_skew_s, max_per_did=max_nonces_per_did)
         self._jobs: dict[str, _Job] = {}
         self._jobs_by_task: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -230,7 +319,7 @@ class NodeHttpServer:
             return self
         handler = _make_handler(self)
         try:
-            httpd = _QuietServer((self._host, self._port), handler)
+            httpd = _QuietServer((self._host, self._port), handler, self._max_connections)
         except OSError as err:
             raise NodeError(
                 f"cannot serve the node API on {self._host}:{self._port}: "
@@ -314,7 +403,27 @@ class NodeHttpServer:
             running = sum(1 for job in self._jobs.values() if job.state == "running")
         return queued, running
 
+    def may_start_jobs(self, did: str) -> bool:
+        """Whether ``did`` may start jobs (the allow-list, or an API open to all)."""
+        return self._open or did in self._allowed
+
+    def _check_room(self) -> None:
+        with self._lock:
+            active = sum(1 for job in self._jobs.values() if job.state in ("queued", "running"))
+        if active >= self._max_queued:
+            raise _ApiError(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "busy",
+                f"the node has {active} jobs queued or running; retry later",
+            )
+
     def _start_job(self, requester_did: str, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
+        try:
+            json_loads(body)  # nesting bounded before any parser recurses into it
+        except JsonTooDeep as err:
+            raise _ApiError(HTTPStatus.BAD_REQUEST, "invalid_bundle", str(err)) from err
+        except ValueError:
+            pass  # not JSON: the bundle decoder says so in its own words
         try:
             bundle = decode_task_bundle(body, max_bytes=self._max_body)
         except InvalidSignature as err:
@@ -328,6 +437,7 @@ class NodeHttpServer:
                 f"the bundle's requester_did {bundle.requester_did} is not the request's "
                 f"signer {requester_did}; sign the request with the bundle's identity",
             )
+        self._check_room()  # before anything is stored: a busy node keeps no bundles
         data = encode_bundle(bundle)
         try:
             task_cid = self._store.put(data)
@@ -446,13 +556,20 @@ class NodeHttpServer:
     # --- request handling (called from handler threads) -----------------------------------
 
     def _handle(
-        self, method: str, target: str, headers: Any, read_body: Callable[[int], bytes]
+        self, method: str, target: str, headers: Any, body: _Body
     ) -> tuple[HTTPStatus, bytes]:
-        """Authenticate and route one request; returns the status and the JSON body."""
-        parts = urlsplit(target)
+        """Authenticate and route one request; returns the status and the JSON body.
+
+        Everything that can be judged from the request line and headers is, before the body
+        is read (see the module docs for the order).
+        """
+        try:
+            parts = urlsplit(target)
+        except ValueError as err:
+            raise _ApiError(
+                HTTPStatus.BAD_REQUEST, "bad_target", "the request target is not a URL"
+            ) from err
         path, query = parts.path, parts.query
-        # The body is read (or refused on its length) first so the connection stays usable.
-        body = read_body(self._max_body)
         expected = _ROUTES.get(path)
         if expected is None:
             raise _ApiError(HTTPStatus.NOT_FOUND, "not_found", f"no endpoint {path[:80]!r}")
@@ -460,30 +577,28 @@ class NodeHttpServer:
             raise _ApiError(
                 HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {expected} {path}"
             )
+        length = body.length(self._max_body)
         now = self._clock()
         try:
-            signed = verify_request(
-                headers,
-                method=method,
-                path=path,
-                query=query,
-                body=body,
-                audience_did=self._identity.did,
-                now=now,
-                max_skew_s=self._max_skew,
-            )
+            claimed = parse_request_headers(headers, now=now, max_skew_s=self._max_skew)
         except RequestAuthError as err:
             raise _ApiError(HTTPStatus.UNAUTHORIZED, err.code, str(err)) from err
-        if not self._nonces.check_and_add(signed.did, signed.nonce, now=now):
+        # Authorization by the claimed DID, before the body is read; the signature over the
+        # body is checked next, before anything is done for the requester.
+        if self._authorize is not None and not self._authorize(claimed.did):
             raise _ApiError(
-                HTTPStatus.UNAUTHORIZED,
-                "replayed_nonce",
-                "request nonce was already used; send a freshly signed request",
+                HTTPStatus.FORBIDDEN, "forbidden", f"{claimed.did} may not use this node"
             )
-        if self._authorize is not None and not self._authorize(signed.did):
-            raise _ApiError(
-                HTTPStatus.FORBIDDEN, "forbidden", f"{signed.did} may not use this node"
-            )
+        if path == "/start_job":
+            if not self.may_start_jobs(claimed.did):
+                raise _ApiError(
+                    HTTPStatus.FORBIDDEN,
+                    "not_allowed",
+                    f"{claimed.did} may not start jobs on this node; ask its operator to "
+                    "allow your DID",
+                )
+            self._check_room()
+        signed = self._verify(claimed, method, path, query, body.read(length), now)
         status = HTTPStatus.OK
         result: dict[str, Any]
         if path == "/availability":
@@ -491,10 +606,42 @@ class NodeHttpServer:
         elif path == "/input_schema":
             return status, self._schema_body
         elif path == "/start_job":
-            status, result = self._start_job(signed.did, body)
+            status, result = self._start_job(signed.did, signed.body)
         else:
             result = self._status(signed.did, query)
         return status, canonical_json(result)
+
+    def _verify(
+        self, claimed: SignedHeaders, method: str, path: str, query: str, data: bytes, now: float
+    ) -> _SignedRequest:
+        try:
+            verify_request_signature(
+                claimed,
+                method=method,
+                path=path,
+                query=query,
+                body=data,
+                audience_did=self._identity.did,
+            )
+        except RequestAuthError as err:
+            raise _ApiError(HTTPStatus.UNAUTHORIZED, err.code, str(err)) from err
+        verdict = self._nonces.admit(
+            claimed.did, claimed.nonce, now=now, priority=claimed.did in self._allowed
+        )
+        if verdict == "replayed":
+            raise _ApiError(
+                HTTPStatus.UNAUTHORIZED,
+                "replayed_nonce",
+                "request nonce was already used; send a freshly signed request",
+            )
+        if verdict != "fresh":
+            raise _ApiError(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "too_many_requests",
+                f"too many requests from {claimed.did} (or from everyone) in the last "
+                f"{2 * self._max_skew:g} s; retry later",
+            )
+        return _SignedRequest(claimed.did, data)
 
     def _sign(self, status: int, body: bytes, request_nonce: str) -> dict[str, str]:
         return sign_response(
@@ -506,16 +653,46 @@ class NodeHttpServer:
         ).as_headers()
 
 
+@dataclass(frozen=True)
+class _SignedRequest:
+    did: str
+    body: bytes
+
+
 def _error_body(code: str, message: str) -> bytes:
-    return canonical_json({"error": {"code": code, "message": message}})
+    return canonical_json({"error": {"code": code, "message": " ".join(message.split())}})
+
+
+# What the request parser's own refusals become: a 4xx, never a 5xx, with a fixed message (the
+# parser's messages quote the request). 501 is an unknown method, 505 an HTTP/2+ version.
+_PARSER_ERRORS: Final[dict[int, tuple[HTTPStatus, str, str]]] = {
+    501: (HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or POST"),
+    505: (HTTPStatus.BAD_REQUEST, "bad_version", "send HTTP/1.1 (or HTTP/1.0)"),
+    414: (HTTPStatus.REQUEST_URI_TOO_LONG, "uri_too_long", "the request line is too long"),
+    431: (
+        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        "a header line is too long or there are too many headers",
+    ),
+    408: (HTTPStatus.REQUEST_TIMEOUT, "timeout", "the request was not sent in time"),
+}
+_BAD_REQUEST = (
+    HTTPStatus.BAD_REQUEST,
+    "bad_request",
+    "malformed request; send METHOD PATH HTTP/1.1, then headers",
+)
 
 
 def _make_handler(server: NodeHttpServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Errors found while parsing the request line are answered with a status line too
+        # (the stdlib's default, HTTP/0.9, sends a bare body).
+        default_request_version = "HTTP/1.0"
         server_version = "chefsplan-node"
         sys_version = ""
         timeout = server._socket_timeout
+        _unread = False  # a request body not read (yet)
 
         def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
             self._serve("GET")
@@ -523,21 +700,52 @@ def _make_handler(server: NodeHttpServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             self._serve("POST")
 
-        def _read_body(self, limit: int) -> bytes:
-            raw = self.headers.get("Content-Length")
-            if raw is None:
-                if self.headers.get("Transfer-Encoding"):
-                    self.close_connection = True
-                    raise _ApiError(
-                        HTTPStatus.LENGTH_REQUIRED,
-                        "length_required",
-                        "send a Content-Length; chunked bodies are not accepted",
-                    )
-                return b""
-            if not raw.strip().isdigit():
+        def parse_request(self) -> bool:
+            raw: bytes = getattr(self, "raw_requestline", b"")
+            line = str(raw, "iso-8859-1").rstrip("\r\n")
+            words = line.split()
+            if len(words) != 3:
+                # Blank lines and HTTP/0.9 requests: refused, with a status line.
+                self.requestline = line[:200]
+                self.command = ""
+                self.request_version = self.default_request_version
+                self.close_connection = True
+                self.send_error(HTTPStatus.BAD_REQUEST)
+                return False
+            return super().parse_request()
+
+        def handle_expect_100(self) -> bool:
+            # No 100 Continue: the headers are judged first, and a refusal closes the
+            # connection before the client sends the body.
+            return True
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            # The parser's refusals, as JSON with a one-line message.
+            status, error, text = _PARSER_ERRORS.get(int(code), _BAD_REQUEST)
+            self.close_connection = True
+            self._answer(status, _error_body(error, text), "")
+
+        def length(self, limit: int) -> int:
+            self._unread = False
+            if self.headers.get("Transfer-Encoding") is not None:
                 self.close_connection = True
                 raise _ApiError(
-                    HTTPStatus.BAD_REQUEST, "bad_length", "Content-Length is not a number"
+                    HTTPStatus.LENGTH_REQUIRED,
+                    "length_required",
+                    "send a Content-Length; chunked bodies are not accepted",
+                )
+            values = self.headers.get_all("Content-Length") or []
+            if not values:
+                return 0
+            raw = values[0].strip()
+            if len(values) > 1 or not _CONTENT_LENGTH_RE.fullmatch(raw):
+                self.close_connection = True
+                raise _ApiError(
+                    HTTPStatus.BAD_REQUEST,
+                    "bad_length",
+                    "send one Content-Length of ASCII digits",
                 )
             length = int(raw)
             if length > limit:
@@ -547,7 +755,35 @@ def _make_handler(server: NodeHttpServer) -> type[BaseHTTPRequestHandler]:
                     "body_too_large",
                     f"request body is {length} bytes, over this node's {limit}-byte limit",
                 )
-            return self.rfile.read(length)
+            self._unread = length > 0
+            return length
+
+        def read(self, length: int) -> bytes:
+            if length == 0:
+                return b""
+            try:
+                data = self.rfile.read(length)
+            except TimeoutError as err:
+                self.close_connection = True
+                raise _ApiError(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body was not sent in time",
+                ) from err
+            except OSError as err:
+                self.close_connection = True
+                raise _ApiError(
+                    HTTPStatus.BAD_REQUEST, "bad_body", "the connection broke mid-body"
+                ) from err
+            self._unread = False
+            if len(data) != length:
+                self.close_connection = True
+                raise _ApiError(
+                    HTTPStatus.BAD_REQUEST,
+                    "short_body",
+                    f"the body ended after {len(data)} of {length} bytes",
+                )
+            return data
 
         def _discard(self, length: int, limit: int) -> None:
             # Reading (not keeping) a moderately oversize body lets the client see the 413
@@ -557,31 +793,52 @@ def _make_handler(server: NodeHttpServer) -> type[BaseHTTPRequestHandler]:
             if length > budget:
                 return
             remaining = length
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 64 * 1024))
-                if not chunk:
-                    return
-                remaining -= len(chunk)
+            try:
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 64 * 1024))
+                    if not chunk:
+                        return
+                    remaining -= len(chunk)
+            except OSError:
+                return
 
         def _serve(self, method: str) -> None:
-            nonce = self.headers.get(HEADER_NONCE) or ""
+            raw_nonce = self.headers.get(HEADER_NONCE) or ""
+            # Echoed into a signed header: short printable ASCII only (a folded header line
+            # would otherwise write a line break into the response's headers).
+            echo = len(raw_nonce) <= 128 and raw_nonce.isascii() and raw_nonce.isprintable()
+            nonce = raw_nonce if echo else ""
+            # A body the API never reads leaves the connection unusable.
+            self._unread = bool(
+                self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                or self.headers.get("Transfer-Encoding")
+            )
             try:
-                status, body = server._handle(method, self.path, self.headers, self._read_body)
+                status, body = server._handle(method, self.path, self.headers, self)
             except _ApiError as err:
                 status, body = err.status, _error_body(err.code, err.message)
             except Exception:  # a bug must answer 500, not drop the connection
-                logger.exception("node API failed on %s %s", method, self.path)
+                logger.exception("node API failed on %s %s", method, self.path[:200])
                 status = HTTPStatus.INTERNAL_SERVER_ERROR
                 body = _error_body("internal_error", "the node failed on this request")
-            self.send_response(int(status))
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in server._sign(int(status), body, nonce).items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
+            if self._unread:
+                self.close_connection = True
+            self._answer(status, body, nonce)
+
+        def _answer(self, status: HTTPStatus, body: bytes, nonce: str) -> None:
+            try:
+                self.send_response(int(status))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in server._sign(int(status), body, nonce).items():
+                    self.send_header(name, value)
+                if self.close_connection:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                # The client went away: nothing to answer.
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
             logger.debug("%s " + format, self.address_string(), *args)

@@ -9,6 +9,11 @@ one request it answers.
 
 Both payloads start with a versioned domain tag, so a signature made here can never be mistaken
 for a bundle or credential signature made by the same key.
+
+A server checks a request in two steps: :func:`parse_request_headers` bounds and checks every
+header (lengths, forms, the timestamp) before anything is decoded and before the body is read,
+then :func:`verify_request_signature` checks the signature over the body. Every header is
+bounded in length before it is parsed, so a megabyte-long DID never reaches the base58 decoder.
 """
 
 from __future__ import annotations
@@ -18,29 +23,34 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from chefsplan_agents.errors import InvalidDid, InvalidSignature
 from chefsplan_agents.identity import Identity, encode_signature, verify_signature
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW_S",
+    "DEFAULT_MAX_NONCE_DIDS",
+    "DEFAULT_MAX_NONCES_PER_DID",
     "HEADER_DID",
     "HEADER_NONCE",
     "HEADER_SIGNATURE",
     "HEADER_TIMESTAMP",
     "NonceCache",
+    "NonceVerdict",
     "RequestAuthError",
     "SignedHeaders",
     "check_timestamp",
+    "parse_request_headers",
     "request_payload",
     "response_payload",
     "sign_request",
     "sign_response",
     "verify_request",
+    "verify_request_signature",
     "verify_response",
 ]
 
@@ -56,6 +66,18 @@ _REQUEST_TAG: Final = b"chefsplan-http-request-v1"
 _RESPONSE_TAG: Final = b"chefsplan-http-response-v1"
 _NONCE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _TIMESTAMP_RE: Final = re.compile(r"^[0-9]{1,15}$")
+# A DID as the API accepts it: ASCII, a method, an identifier (did:key's is ~50 characters).
+_DID_RE: Final = re.compile(r"^did:[a-z0-9]{1,32}:[A-Za-z0-9._:%-]{1,200}$")
+# An Ed25519 signature in base64url is 86 characters (88 padded).
+_SIGNATURE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{86}={0,2}$")
+# Longest value read from any signature header, before any other check.
+_MAX_HEADER_CHARS: Final = 256
+
+DEFAULT_MAX_NONCES_PER_DID: Final = 2_000
+"""Nonces one DID may have remembered at once (requests within twice the clock-skew window)."""
+
+DEFAULT_MAX_NONCE_DIDS: Final = 10_000
+"""DIDs whose nonces are remembered at once."""
 
 
 class RequestAuthError(InvalidSignature):
@@ -192,6 +214,10 @@ def _header(headers: Mapping[str, str], name: str, what: str) -> str:
         value = lowered.get(name.lower())
     if not value:
         raise RequestAuthError("missing_signature", f"{what} has no {name} header; sign it")
+    if not isinstance(value, str) or len(value) > _MAX_HEADER_CHARS:
+        raise RequestAuthError(
+            "bad_header", f"{what} {name} header is over {_MAX_HEADER_CHARS} characters"
+        )
     return value.strip()
 
 
@@ -199,9 +225,15 @@ def _parse_headers(headers: Mapping[str, str], what: str) -> tuple[str, int, str
     did = _header(headers, HEADER_DID, what)
     raw_ts = _header(headers, HEADER_TIMESTAMP, what)
     signature = _header(headers, HEADER_SIGNATURE, what)
+    if not _DID_RE.match(did):
+        raise RequestAuthError("invalid_did", f"{what} {HEADER_DID} is not a DID")
     if not _TIMESTAMP_RE.match(raw_ts):
         raise RequestAuthError(
             "bad_timestamp", f"{what} {HEADER_TIMESTAMP} {raw_ts[:40]!r} is not Unix seconds"
+        )
+    if not _SIGNATURE_RE.match(signature):
+        raise RequestAuthError(
+            "bad_signature", f"{what} {HEADER_SIGNATURE} is not a base64url Ed25519 signature"
         )
     return did, int(raw_ts), signature, raw_ts
 
@@ -222,27 +254,20 @@ def check_timestamp(timestamp: int, *, max_skew_s: float, now: float, what: str)
         )
 
 
-def verify_request(
-    headers: Mapping[str, str],
-    *,
-    method: str,
-    path: str,
-    query: str,
-    body: bytes,
-    audience_did: str,
-    now: float,
-    max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+def parse_request_headers(
+    headers: Mapping[str, str], *, now: float, max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
 ) -> SignedHeaders:
-    """Check a request's signature headers (not its nonce's freshness: see :class:`NonceCache`).
+    """Check a request's signature headers for form and freshness, before its body is read.
+
+    Nothing is decoded here: the signature is checked by :func:`verify_request_signature`.
 
     Returns:
-        The verified headers; ``did`` is the requester.
+        The headers, unverified.
 
     Raises:
-        RequestAuthError: A header is missing or malformed (``missing_signature``,
-            ``bad_timestamp``, ``bad_nonce``), the DID does not resolve (``invalid_did``), the
-            timestamp is stale (``stale_request``) or the signature does not verify
-            (``bad_signature``).
+        RequestAuthError: A header is missing, too long or malformed (``missing_signature``,
+            ``bad_header``, ``invalid_did``, ``bad_timestamp``, ``bad_signature``,
+            ``bad_nonce``) or the timestamp is stale (``stale_request``).
     """
     what = "request"
     did, timestamp, signature, _ = _parse_headers(headers, what)
@@ -252,6 +277,28 @@ def verify_request(
             "bad_nonce", f"request {HEADER_NONCE} must be 16-128 URL-safe base64 characters"
         )
     check_timestamp(timestamp, max_skew_s=max_skew_s, now=now, what=what)
+    return SignedHeaders(did, timestamp, nonce, signature)
+
+
+def verify_request_signature(
+    signed: SignedHeaders,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    audience_did: str,
+) -> SignedHeaders:
+    """Check the signature of headers that :func:`parse_request_headers` accepted.
+
+    Returns:
+        ``signed``, now verified; ``did`` is the requester.
+
+    Raises:
+        RequestAuthError: The DID does not resolve (``invalid_did``) or the signature does not
+            verify (``bad_signature``).
+    """
+    did, timestamp, nonce, signature = signed.did, signed.timestamp, signed.nonce, signed.signature
     payload = request_payload(
         method=method,
         path=path,
@@ -271,7 +318,37 @@ def verify_request(
             f"request signature does not verify for {did}: tampered, or signed for another "
             "node, path or body",
         ) from err
-    return SignedHeaders(did, timestamp, nonce, signature)
+    return signed
+
+
+def verify_request(
+    headers: Mapping[str, str],
+    *,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    audience_did: str,
+    now: float,
+    max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+) -> SignedHeaders:
+    """Check a request's signature headers (not its nonce's freshness: see :class:`NonceCache`).
+
+    :func:`parse_request_headers` then :func:`verify_request_signature`.
+
+    Returns:
+        The verified headers; ``did`` is the requester.
+
+    Raises:
+        RequestAuthError: A header is missing or malformed (``missing_signature``,
+            ``bad_header``, ``bad_timestamp``, ``bad_nonce``), the DID does not resolve
+            (``invalid_did``), the timestamp is stale (``stale_request``) or the signature does
+            not verify (``bad_signature``).
+    """
+    signed = parse_request_headers(headers, now=now, max_skew_s=max_skew_s)
+    return verify_request_signature(
+        signed, method=method, path=path, query=query, body=body, audience_did=audience_did
+    )
 
 
 def verify_response(
@@ -310,39 +387,93 @@ def verify_response(
         ) from err
 
 
+NonceVerdict = Literal["fresh", "replayed", "over_quota", "full"]
+"""What :meth:`NonceCache.admit` says of a nonce: new and recorded; seen before; its DID has its
+quota of nonces remembered already; or the cache holds as many DIDs or entries as it may."""
+
+
 class NonceCache:
-    """Remembers request nonces long enough to refuse replays.
+    """Remembers request nonces long enough to refuse replays, with a quota per DID.
 
     A request older than the clock-skew window is refused on its timestamp, so a nonce only has
-    to be remembered for twice that window. Thread-safe.
+    to be remembered for twice that window. Memory is bounded three ways: nonces per DID, DIDs,
+    and entries in all; one DID that floods the node with validly signed requests uses up its
+    own quota, not everyone's. Thread-safe.
 
     Args:
         ttl_s: How long to remember a nonce.
-        max_entries: Refuse new nonces (as if replayed) rather than grow past this; a flood of
-            validly signed requests then degrades to refusals instead of exhausting memory.
+        max_entries: Refuse new nonces rather than grow past this many in all.
+        max_per_did: Refuse new nonces of a DID that has this many remembered.
+        max_dids: Refuse nonces of a new DID while this many DIDs are remembered.
     """
 
-    def __init__(self, ttl_s: float, *, max_entries: int = 100_000) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        max_entries: int = 100_000,
+        max_per_did: int = DEFAULT_MAX_NONCES_PER_DID,
+        max_dids: int = DEFAULT_MAX_NONCE_DIDS,
+    ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._max_per_did = max_per_did
+        self._max_dids = max_dids
+        self._by_did: dict[str, set[str]] = {}
+        # Insertion order is expiry order: every entry gets the same ttl.
+        self._expiry: deque[tuple[float, str, str]] = deque()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._seen)
+            return len(self._expiry)
+
+    @property
+    def dids(self) -> int:
+        """DIDs with a nonce remembered now."""
+        with self._lock:
+            return len(self._by_did)
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, did, nonce = self._expiry.popleft()
+            nonces = self._by_did.get(did)
+            if nonces is not None:
+                nonces.discard(nonce)
+                if not nonces:
+                    del self._by_did[did]
+
+    def admit(self, did: str, nonce: str, *, now: float, priority: bool = False) -> NonceVerdict:
+        """Record a nonce of ``did`` unless it is a replay or over a bound.
+
+        Args:
+            did: The (verified) requester.
+            nonce: Its request's nonce.
+            now: Unix seconds.
+            priority: ``did`` is one the operator named (a short list): it is not refused
+                because strangers filled the cache, only for its own quota.
+
+        Returns:
+            ``"fresh"`` when recorded; otherwise why not (see :data:`NonceVerdict`).
+        """
+        with self._lock:
+            self._expire(now)
+            nonces = self._by_did.get(did)
+            if nonces is not None and nonce in nonces:
+                return "replayed"
+            if nonces is not None and len(nonces) >= self._max_per_did:
+                return "over_quota"
+            if not priority and (
+                (nonces is None and len(self._by_did) >= self._max_dids)
+                or len(self._expiry) >= self._max_entries
+            ):
+                return "full"
+            if nonces is None:
+                nonces = self._by_did[did] = set()
+            nonces.add(nonce)
+            self._expiry.append((now + self._ttl_s, did, nonce))
+            return "fresh"
 
     def check_and_add(self, did: str, nonce: str, *, now: float) -> bool:
-        """Record a nonce; ``False`` when it was seen before (a replay) or the cache is full."""
-        key = (did, nonce)
-        with self._lock:
-            # Insertion order is expiry order: every entry gets the same ttl.
-            while self._seen:
-                oldest_key, expires = next(iter(self._seen.items()))
-                if expires > now:
-                    break
-                del self._seen[oldest_key]
-            if key in self._seen or len(self._seen) >= self._max_entries:
-                return False
-            self._seen[key] = now + self._ttl_s
-            return True
+        """Record a nonce; ``False`` when it was seen before (a replay) or a bound is reached."""
+        return self.admit(did, nonce, now=now) == "fresh"

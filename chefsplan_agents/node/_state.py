@@ -23,8 +23,15 @@ __all__ = ["NodeStateStore", "TaskRecordState", "TaskStage"]
 
 
 class TaskStage(StrEnum):
-    """Where a node stands with one task."""
+    """Where a node stands with one task.
 
+    ``VETTING`` is written (durably) before a task's bundle is fetched. A record still at
+    ``VETTING`` after a restart means vetting never finished: the bundle crashed or hung the
+    node. It is final, like ``REFUSED``, so no bundle can make a node fetch it again after every
+    restart while its claimed tasks miss their deadlines.
+    """
+
+    VETTING = "vetting"  # seen; its bundle is being fetched and checked (see below)
     REFUSED = "refused"  # policy or bundle check failed; never claimed
     RUNNING = "running"  # assigned to this node: the model runs before any transaction
     SETTLING = "settling"  # assigned: result stored, claimAndFinalize about to be sent
@@ -91,6 +98,8 @@ class TaskRecordState:
         gas: Gas used by step.
         updated_at: Unix time of the last write.
         posted_block: The block of the task's ``TaskPosted`` event (event scans start there).
+        runs: Model runs started for the task (counted before each run, so a run that
+            crashes the node still counts).
     """
 
     task_id: str
@@ -105,6 +114,7 @@ class TaskRecordState:
     gas: dict[str, int] = field(default_factory=dict)
     updated_at: float = 0.0
     posted_block: int = 0
+    runs: int = 0
 
     def advance(self, stage: TaskStage, **changes: Any) -> TaskRecordState:
         """A copy at ``stage`` with ``changes`` applied."""
@@ -157,10 +167,17 @@ class NodeStateStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, file)
+            if durable:
+                # The rename itself reaches the disk only with its folder.
+                dir_fd = os.open(file.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         except OSError as err:
             raise NodeError(f"cannot write node state {file}: {err}") from err
 
-    def save(self, record: TaskRecordState) -> None:
+    def save(self, record: TaskRecordState, *, sync: bool = False) -> None:
         """Write a task's record (atomically: a crash leaves the old or the new one).
 
         Records of tasks the node still has work on (a salt, a bond at stake) reach the disk
@@ -169,14 +186,31 @@ class NodeStateStore:
         two of an assigned task (RUNNING, SETTLING): nothing is at stake in them, since its one
         transaction puts up the bond and pays it back. After a power failure the node finds its
         own settlement among the task's events, or runs the task again while it is open.
+        ``sync`` flushes any record.
         """
-        durable = record.stage.active and record.stage not in _SINGLE_SHOT
+        durable = sync or (record.stage.active and record.stage not in _SINGLE_SHOT)
         self._write(self._tasks / f"{record.task_id}.json", record.to_json(), durable=durable)
         if self._active is not None:
             if record.stage.active:
                 self._active[record.task_id] = record
             else:
                 self._active.pop(record.task_id, None)
+
+    def record_seen(self, record: TaskRecordState) -> TaskRecordState:
+        """Remember a task, durably, before its bundle is fetched: the record at ``VETTING``.
+
+        Whatever the bundle does to the process (a parser crash, a hang killed by a
+        supervisor), the restarted node finds this record and never looks at the task again.
+
+        Returns:
+            The record written.
+        """
+        seen = record.advance(
+            TaskStage.VETTING,
+            reason="vetting never finished: the task's bundle stopped the node",
+        )
+        self.save(seen, sync=True)
+        return seen
 
     def load(self, task_id: str) -> TaskRecordState | None:
         """One task's record, or ``None``."""

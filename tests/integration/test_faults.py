@@ -134,7 +134,9 @@ def test_a_killed_node_is_slashed_and_another_serves_the_task(
     rpc_url: str,
 ) -> None:
     nodes = fleet.start(2, chain_url=rpc_url, model="stub:4")
-    timeouts = Timeouts(claim_window=3600, commit_timeout=60, reveal_window=600)
+    # The commit window must fit the node's policy (twice its estimated run of the stub's
+    # speed, plus a 30 s chain margin: ~125 s), or the node would run the task before claiming.
+    timeouts = Timeouts(claim_window=3600, commit_timeout=180, reveal_window=600)
     handle = _post(requester, 1, timeouts)
 
     claimer = _wait_for("the first claim", lambda: _claims(requester, handle), 60, 0.05)[0]

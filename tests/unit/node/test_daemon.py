@@ -361,7 +361,8 @@ def test_a_reopened_replica_is_picked_up_by_another_node(net: Devnet) -> None:
     stuck.store = FailingPuts(net.store)  # type: ignore[assignment]
     stuck.retry = RetryPolicy(attempts=1)
     try:
-        timeouts = Timeouts(commit_timeout=30)
+        # Long enough for the node's policy: its estimate plus the 30 s chain margin.
+        timeouts = Timeouts(commit_timeout=60)
         handle = net.delegate("Left hanging", replicas=1, bond=BOND, timeouts=timeouts)
         # Ticks by hand: an idle Devnet.step() would jump the clock past the claim window.
         with pytest.raises(StoreUnavailable):
@@ -372,7 +373,7 @@ def test_a_reopened_replica_is_picked_up_by_another_node(net: Devnet) -> None:
         assert _claims(net, handle.params) == 1
 
         assert net.requester.reopen_stale(handle) == []  # not due before the commit deadline
-        net.chain.advance_time(31)
+        net.chain.advance_time(61)
         owed_before = net.market.balance_of(net.requester.address)
         slashed_before = net.registry.reputation(stuck.address).slashed
         assert net.requester.reopen_stale(handle) == [stuck.address]
@@ -655,7 +656,7 @@ def test_node_serves_jobs_over_its_signed_http_api(net: Devnet, tmp_path: Any) -
         policy=NodePolicy(max_tokens=MAX_TOKENS),
     )
     with node:
-        server = node.serve_http()
+        server = node.serve_http(allowed_requesters=[net.requester.identity.did])
         assert node.endpoint == server.url
         assert node.build_offer(node.measure(4)).endpoint == server.url
         client = NodeHttpClient(server.url, net.requester.identity, node.did)

@@ -117,9 +117,16 @@ def store() -> MemoryCidStore:
 
 
 @pytest.fixture(scope="module")
-def server(node: Identity, store: MemoryCidStore) -> Iterator[NodeHttpServer]:
+def server(
+    node: Identity, requester: Identity, stranger: Identity, store: MemoryCidStore
+) -> Iterator[NodeHttpServer]:
     with NodeHttpServer(
-        node, reversing_runner(node), store, model=MODEL, price_per_1k_tokens_wei=PRICE
+        node,
+        reversing_runner(node),
+        store,
+        model=MODEL,
+        price_per_1k_tokens_wei=PRICE,
+        allowed_requesters=(requester.did, stranger.did),
     ) as srv:
         yield srv
 
@@ -273,7 +280,9 @@ def test_same_bundle_twice_is_the_same_job(client: NodeHttpClient, requester: Id
 def test_unsigned_result_is_signed_by_the_node(
     node: Identity, requester: Identity, store: MemoryCidStore
 ) -> None:
-    with NodeHttpServer(node, reversing_runner(node, sign=False), store) as srv:
+    with NodeHttpServer(
+        node, reversing_runner(node, sign=False), store, allowed_requesters=[requester.did]
+    ) as srv:
         client = NodeHttpClient(srv.url, requester, node.did)
         done = client.wait(client.start_job(make_task(requester, "abc")).job_id, timeout=30)
     assert done.result is not None and done.result.signature is not None
@@ -284,7 +293,9 @@ def test_job_states_while_the_runner_works(
     node: Identity, requester: Identity, store: MemoryCidStore
 ) -> None:
     gate = Gate(node)
-    with NodeHttpServer(node, gate, store, max_queued_jobs=1) as srv:
+    with NodeHttpServer(
+        node, gate, store, max_queued_jobs=1, allowed_requesters=[requester.did]
+    ) as srv:
         client = NodeHttpClient(srv.url, requester, node.did)
         try:
             handle = client.start_job(make_task(requester, "slow"))
@@ -308,7 +319,7 @@ def test_failing_runner_fails_the_job_not_the_server(
     def broken(bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
         raise RuntimeError("model file vanished\nsecond line")
 
-    with NodeHttpServer(node, broken, store) as srv:
+    with NodeHttpServer(node, broken, store, allowed_requesters=[requester.did]) as srv:
         client = NodeHttpClient(srv.url, requester, node.did)
         handle = client.start_job(make_task(requester))
         with pytest.raises(JobFailed, match="RuntimeError: model file vanished second line") as exc:
@@ -320,7 +331,9 @@ def test_failing_runner_fails_the_job_not_the_server(
 def test_result_for_another_node_fails_the_job(
     node: Identity, stranger: Identity, requester: Identity, store: MemoryCidStore
 ) -> None:
-    with NodeHttpServer(node, reversing_runner(stranger), store) as srv:
+    with NodeHttpServer(
+        node, reversing_runner(stranger), store, allowed_requesters=[requester.did]
+    ) as srv:
         client = NodeHttpClient(srv.url, requester, node.did)
         handle = client.start_job(make_task(requester))
         with pytest.raises(JobFailed, match="not this node"):
@@ -509,7 +522,9 @@ def test_malformed_bundles_get_400_with_the_bundle_message(
 
 
 def test_oversize_body_gets_413(node: Identity, requester: Identity, store: MemoryCidStore) -> None:
-    with NodeHttpServer(node, reversing_runner(node), store, max_body_bytes=2048) as srv:
+    with NodeHttpServer(
+        node, reversing_runner(node), store, max_body_bytes=2048, allowed_requesters=[requester.did]
+    ) as srv:
         client = NodeHttpClient(srv.url, requester, node.did)
         with pytest.raises(NodeRequestRejected) as exc:
             client.start_job(make_task(requester, "x" * 4096))
