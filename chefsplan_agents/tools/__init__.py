@@ -2,9 +2,11 @@
 
 Every tool is a plain function taking a :class:`~chefsplan_agents.network.Network` first and
 returning a pydantic receipt (``.text()`` for a model, ``model_dump()`` for code); each has an
-``a``-prefixed async twin. :func:`autogen_tools` and :func:`langchain_tools` hand the same
-functions to AutoGen and LangChain through :class:`ToolSpec`'s safe path, on which every error
-is a one-line :class:`ToolFailure` and nothing raises into the framework.
+``a``-prefixed async twin. :func:`autogen_tools`, :func:`langchain_tools`, :func:`crewai_tools`
+and :func:`mcp_server` hand the same functions to AutoGen, LangChain, CrewAI and MCP clients
+through :class:`ToolSpec`'s safe path, on which every error is a one-line :class:`ToolFailure`
+and nothing raises into the framework. CrewAI and MCP import their framework only when called
+(the ``[crewai]`` and ``[mcp]`` extras).
 """
 
 from chefsplan_agents.tools._autogen import NetworkFunctionTool, autogen_tools
@@ -29,6 +31,7 @@ from chefsplan_agents.tools._core import (
     verify_output,
 )
 from chefsplan_agents.tools._langchain import langchain_tools
+from chefsplan_agents.tools._mcp import mcp_server, serve_mcp_stdio
 from chefsplan_agents.tools._receipts import (
     LoggedOutputReceipt,
     PolicyReport,
@@ -77,7 +80,9 @@ __all__ = [
     "get_result",
     "langchain_tools",
     "log_output",
+    "mcp_server",
     "second_opinion",
+    "serve_mcp_stdio",
     "split_and_delegate",
     "split_text",
     "tool_specs",
