@@ -30,6 +30,7 @@ from chefsplan_agents.tools._core import (
     split_text,
     verify_output,
 )
+from chefsplan_agents.tools._crewai import crewai_tools
 from chefsplan_agents.tools._langchain import langchain_tools
 from chefsplan_agents.tools._mcp import mcp_server, serve_mcp_stdio
 from chefsplan_agents.tools._receipts import (
@@ -75,6 +76,7 @@ __all__ = [
     "autogen_tools",
     "averify_output",
     "check_policy",
+    "crewai_tools",
     "delegate_task",
     "find_providers",
     "get_result",
