@@ -27,12 +27,27 @@ def _protocol_stdout() -> Iterator[None]:
     protocol_fd = os.dup(1)
     saved = sys.stdout
     os.dup2(2, 1)
-    sys.stdout = os.fdopen(protocol_fd, "w", encoding="utf-8", closefd=True)
+    sys.stdout = os.fdopen(os.dup(protocol_fd), "w", encoding="utf-8")
     try:
         yield
     finally:
         sys.stdout.close()
         sys.stdout = saved
+        os.dup2(protocol_fd, 1)
+        os.close(protocol_fd)
+
+
+def _check_flags(devnet: int, model: str, names: list[str] | None) -> None:
+    if not 0 <= devnet <= 16:
+        raise ConfigError(f"--devnet must be 0 (no devnet) to 16 nodes (got {devnet})")
+    if devnet and model not in DEVNET_MODELS and not model.endswith(".gguf"):
+        known = ", ".join(sorted(DEVNET_MODELS))
+        raise ConfigError(f"unknown --model {model!r}; use one of: {known}, or a .gguf path")
+    unknown = [n for n in names or () if n not in TOOL_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"unknown tool {unknown[0]!r} in --tools; the tools are {', '.join(TOOL_NAMES)}"
+        )
 
 
 @contextlib.contextmanager
@@ -41,11 +56,6 @@ def _open_network(devnet: int, model: str, n_threads: int) -> Iterator[Network]:
         with connect(load_settings()) as net:
             yield net
         return
-    if not 1 <= devnet <= 16:
-        raise ConfigError(f"--devnet must be 1 to 16 nodes (got {devnet})")
-    if model not in DEVNET_MODELS and not model.endswith(".gguf"):
-        known = ", ".join(sorted(DEVNET_MODELS))
-        raise ConfigError(f"unknown --model {model!r}; use one of: {known}, or a .gguf path")
     with Devnet.create(nodes=devnet, model=model, share_model=True, n_threads=n_threads) as net:
         yield net.network
 
@@ -76,6 +86,7 @@ def mcp(
 ) -> None:
     """Serve the network tools to an MCP client over stdio (stdout carries only the protocol)."""
     names = [n.strip() for n in tools.split(",") if n.strip()] if tools else None
+    _check_flags(devnet, model, names)
     with _protocol_stdout(), _open_network(devnet, model, n_threads) as network:
         where = f"a {devnet}-node devnet ({model})" if devnet else repr(network)
         err.print(f"chefsplan mcp: serving {len(names or TOOL_NAMES)} tools on {where} over stdio")

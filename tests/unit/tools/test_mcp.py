@@ -125,3 +125,23 @@ def test_bad_arguments_are_tool_errors_with_one_line(served: dict[str, Any]) -> 
     assert _text(refused) == "find_providers failed (ToolError): limit must be 1 to 50 (got 500)"
     assert served["nonexistent"].isError is True
     assert "unknown tool 'bake_bread'" in _text(served["nonexistent"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--devnet", "40"], "--devnet must be 0 (no devnet) to 16 nodes (got 40)"),
+        (["--devnet", "1", "--model", "gpt-9"], "unknown --model 'gpt-9'"),
+        (["--tools", "find_providers,bake"], "unknown tool 'bake' in --tools"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chefsplan_agents.cli import run
+
+    assert run(["mcp", *flags]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ") and message in captured.err
+    assert captured.err.count("\n") == 1
