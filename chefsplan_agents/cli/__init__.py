@@ -11,6 +11,7 @@ from chefsplan_agents.cli import (  # noqa: F401
     _demo,
     _devnet,
     _identity,
+    _mcp,
     _node,
     _registry,
     _task,

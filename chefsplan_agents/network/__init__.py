@@ -11,7 +11,9 @@ from chefsplan_agents.network._network import (
     EMBEDDED_REQUESTER_FUNDS_WEI,
     InProcessDriver,
     Network,
+    ProgressListener,
     connect,
+    progress_listener,
 )
 
 __all__ = [
@@ -19,5 +21,7 @@ __all__ = [
     "EMBEDDED_REQUESTER_FUNDS_WEI",
     "InProcessDriver",
     "Network",
+    "ProgressListener",
     "connect",
+    "progress_listener",
 ]

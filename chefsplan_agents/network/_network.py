@@ -10,6 +10,8 @@ provider nodes when they run in this process (a devnet).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from chefsplan_agents.errors import (
 from chefsplan_agents.identity import Identity, load_keystore
 from chefsplan_agents.llm import LLMBackend, open_backend
 from chefsplan_agents.market import (
+    DelegationProgress,
     DelegationReceipt,
     MarketClient,
     OutputLogClient,
@@ -54,7 +57,9 @@ __all__ = [
     "EMBEDDED_REQUESTER_FUNDS_WEI",
     "InProcessDriver",
     "Network",
+    "ProgressListener",
     "connect",
+    "progress_listener",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,31 @@ EMBEDDED_REQUESTER_FUNDS_WEI = 100 * 10**18
 
 def _nothing(_handle: TaskHandle) -> None:
     return None
+
+
+ProgressListener = Callable[[TaskHandle, DelegationProgress], None]
+
+# A context variable, not a Network attribute: concurrent callers on one handle each hear only
+# their own tasks, and asyncio.to_thread carries it into the tools' worker threads.
+_listener: contextvars.ContextVar[ProgressListener | None] = contextvars.ContextVar(
+    "chefsplan_progress_listener", default=None
+)
+
+
+@contextlib.contextmanager
+def progress_listener(listener: ProgressListener) -> Iterator[None]:
+    """Within the block (and worker threads started from it), every :meth:`Network.wait`
+    calls ``listener(handle, progress)`` whenever a task's progress changes.
+
+    Progress stages are ``posted``, ``claimed``, ``committed``, ``revealed``, ``finalized``
+    (:class:`~chefsplan_agents.market.DelegationProgress`). A listener runs on the waiting
+    thread; it must be quick and must not raise.
+    """
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
 
 
 @dataclass(frozen=True)
@@ -302,12 +332,16 @@ class Network:
             VerificationError: The winning result failed the requester's checks.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        listener = _listener.get()
+        on_progress = None
+        if listener is not None:
+            on_progress = functools.partial(listener, handle)
         if self.driver is None:
-            return self.requester.wait_result(handle, timeout)
+            return self.requester.wait_result(handle, timeout, on_progress)
         with self._driving:
             try:
                 return self.requester.wait_result(
-                    handle, timeout, step=self.driver.step, poll_interval=0.0
+                    handle, timeout, on_progress, step=self.driver.step, poll_interval=0.0
                 )
             finally:
                 self.driver.settled(handle)

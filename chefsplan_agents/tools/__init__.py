@@ -2,9 +2,11 @@
 
 Every tool is a plain function taking a :class:`~chefsplan_agents.network.Network` first and
 returning a pydantic receipt (``.text()`` for a model, ``model_dump()`` for code); each has an
-``a``-prefixed async twin. :func:`autogen_tools` and :func:`langchain_tools` hand the same
-functions to AutoGen and LangChain through :class:`ToolSpec`'s safe path, on which every error
-is a one-line :class:`ToolFailure` and nothing raises into the framework.
+``a``-prefixed async twin. :func:`autogen_tools`, :func:`langchain_tools`, :func:`crewai_tools`
+and :func:`mcp_server` hand the same functions to AutoGen, LangChain, CrewAI and MCP clients
+through :class:`ToolSpec`'s safe path, on which every error is a one-line :class:`ToolFailure`
+and nothing raises into the framework. CrewAI and MCP import their framework only when called
+(the ``[crewai]`` and ``[mcp]`` extras).
 """
 
 from chefsplan_agents.tools._autogen import NetworkFunctionTool, autogen_tools
@@ -28,7 +30,9 @@ from chefsplan_agents.tools._core import (
     split_text,
     verify_output,
 )
+from chefsplan_agents.tools._crewai import crewai_tools
 from chefsplan_agents.tools._langchain import langchain_tools
+from chefsplan_agents.tools._mcp import mcp_server, serve_mcp_stdio
 from chefsplan_agents.tools._receipts import (
     LoggedOutputReceipt,
     PolicyReport,
@@ -72,12 +76,15 @@ __all__ = [
     "autogen_tools",
     "averify_output",
     "check_policy",
+    "crewai_tools",
     "delegate_task",
     "find_providers",
     "get_result",
     "langchain_tools",
     "log_output",
+    "mcp_server",
     "second_opinion",
+    "serve_mcp_stdio",
     "split_and_delegate",
     "split_text",
     "tool_specs",

@@ -369,6 +369,8 @@ def _receipt(
             for r in done.replicas
         ),
         verification=verification,
+        prompt_tokens=done.result.timings.prompt_tokens,
+        completion_tokens=len(done.result.token_ids) or done.result.timings.generated_tokens,
     )
 
 

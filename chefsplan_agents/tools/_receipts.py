@@ -181,6 +181,8 @@ class TaskReceipt(ToolResult):
         gas_used: Gas of every transaction of the task.
         committers: Every provider that claimed, in claim order.
         verification: The local verifier's re-score, if one was run.
+        prompt_tokens: Prompt tokens the winning node reports (its ResultBundle's timings).
+        completion_tokens: Tokens of the accepted output (the winning result's token ids).
     """
 
     task_id: str
@@ -200,6 +202,8 @@ class TaskReceipt(ToolResult):
     gas_used: int
     committers: tuple[ReplicaInfo, ...]
     verification: RescoreReport | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def text(self) -> str:
         line = (
