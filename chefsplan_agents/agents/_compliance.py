@@ -1,0 +1,402 @@
+"""The Compliance agent: the watchdog over every delegated output.
+
+For each part it checks the app's declarative policy (``check_policy``), asks a local model
+the policy's fuzzy ``judge_rules`` as yes/no questions under a grammar, gets a second opinion
+when the trust level asks for one, and decides. A task posted with a challenge window
+(``policy.challenge_window_s``) is still open when its results are revealed: a rejected
+result is challenged on chain inside the window — settlement, and so the provider's payment,
+is frozen until the market's resolver decides — and an accepted one is released to settle.
+Every verdict is written to the on-chain ``OutputLog`` (``log_output``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from typing import Literal
+
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+from pydantic import BaseModel
+
+from chefsplan_agents import _json
+from chefsplan_agents.agents._matching import _task_receipt, revealed_results
+from chefsplan_agents.agents._plan import Plan, Step
+from chefsplan_agents.agents._reports import (
+    ChallengeInfo,
+    ComplianceReport,
+    Delegation,
+    DelegationReport,
+    JudgeRuling,
+    Verdict,
+)
+from chefsplan_agents.agents._workflow import StreamItem, WorkflowAgent, one_line
+from chefsplan_agents.config import PolicySettings
+from chefsplan_agents.errors import InsufficientFunds, PolicyViolation
+from chefsplan_agents.network import Network
+from chefsplan_agents.tools import (
+    LoggedOutputReceipt,
+    PolicyReport,
+    SecondOpinion,
+    ToolFailure,
+    ToolResult,
+    check_policy,
+    log_output,
+    second_opinion,
+)
+
+__all__ = ["ComplianceAgent", "Released", "Rulings", "challenge_task"]
+
+log = logging.getLogger(__name__)
+
+_JUDGE_OUTPUT_CHARS = 2000
+
+
+class _YesNo(BaseModel):
+    answer: Literal["yes", "no"]
+
+
+class Rulings(ToolResult):
+    """The local model's answers to the fuzzy rules."""
+
+    rulings: tuple[JudgeRuling, ...]
+
+    def text(self) -> str:
+        return (
+            "; ".join(f"{r.rule!r}: {'yes' if r.complies else 'NO'}" for r in self.rulings)
+            or "no fuzzy rules"
+        )
+
+
+class Released(ToolResult):
+    """What ``challenge_or_release`` did to a part's tasks."""
+
+    delegation: Delegation
+    challenges: tuple[ChallengeInfo, ...] = ()
+    released: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        bits = [
+            f"challenged task {c.task_id} (tx {c.tx_hash}, bond {c.bond_wei} wei): settlement "
+            "frozen until the resolver decides"
+            for c in self.challenges
+        ]
+        bits += [f"released task {t}: settled" for t in self.released]
+        return "; ".join(bits) or "nothing to challenge or release"
+
+
+def challenge_task(network: Network, task_id: str, policy: PolicySettings) -> ChallengeInfo:
+    """Challenge a task inside its challenge window, posting the market's challenge bond.
+
+    Raises:
+        PolicyViolation: The bond is over ``policy.max_spend_per_task_wei``.
+        InsufficientFunds: The requester cannot pay the bond.
+        MarketError: No such task.
+        TxReverted: The window has closed (``ChallengeClosed``) or it was challenged already.
+    """
+    handle = network.handle_of(task_id)
+    bond = network.market.challenge_bond
+    cap = policy.max_spend_per_task_wei
+    if cap is not None and bond > cap:
+        raise PolicyViolation(
+            f"a challenge bonds {bond} wei, over policy.max_spend_per_task_wei={cap}; raise "
+            "the cap to let the agents challenge"
+        )
+    balance = network.balance_wei()
+    if balance < bond:
+        raise InsufficientFunds(
+            f"requester {network.address} holds {balance} wei, the challenge bond is {bond}"
+        )
+    receipt = network.market.challenge(handle.params, sender=network.address, value=bond)
+    log.info("challenged task %s (tx %s)", task_id, receipt.tx_hash)
+    return ChallengeInfo(task_id=task_id, tx_hash=receipt.tx_hash, bond_wei=bond)
+
+
+def _challenge_or_release(
+    network: Network, policy: PolicySettings, delegation: Delegation, accept: bool
+) -> Released:
+    """Challenge the tasks whose revealed output is not the accepted one; settle the rest."""
+    challenges: list[ChallengeInfo] = []
+    released: list[str] = []
+    settled = delegation
+    for task_id in delegation.task_ids:
+        handle = network.handle_of(task_id)
+        outputs = {r.output_hash for r in revealed_results(network, handle)}
+        good = accept and outputs <= {delegation.output_hash}
+        if not good:
+            challenges.append(challenge_task(network, task_id, policy))
+            continue
+        done = network.wait(handle)
+        released.append(task_id)
+        receipt = _task_receipt(handle, done, delegation.trust)
+        if receipt.output_hash == delegation.output_hash:
+            receipt = receipt.model_copy(update={"verification": delegation.verification})
+            settled = settled.model_copy(update={"status": "settled", "receipt": receipt})
+    return Released(delegation=settled, challenges=tuple(challenges), released=tuple(released))
+
+
+class ComplianceAgent(WorkflowAgent):
+    """Checks every delegated part, challenges bad ones, releases good ones, logs verdicts.
+
+    It acts on the latest ``StructuredMessage[DelegationReport]`` it receives (following the
+    Copilot's plan when one is in the conversation); given plain text, it checks that text
+    against the policy and logs the verdict. Its reply is a
+    ``StructuredMessage[ComplianceReport]``.
+
+    Args:
+        network: The network (its verifier re-scores; its account challenges and logs).
+        judge: A model that answers the policy's ``judge_rules`` yes or no (optional; a
+            ``LocalModelClient`` does it under a grammar). Without one the fuzzy rules are
+            not checked, and each verdict says so.
+        name: Its name in a team.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        judge: ChatCompletionClient | None = None,
+        name: str = "compliance",
+    ) -> None:
+        super().__init__(
+            name,
+            "Checks delegated outputs against the app's policy, gets second opinions, "
+            "challenges bad results on chain and logs every verdict.",
+            network,
+        )
+        self.judge = judge
+
+    @property
+    def policy(self) -> PolicySettings:
+        """The app's rules: the network's (``Network.policy``)."""
+        return self.network.policy
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (StructuredMessage[ComplianceReport], TextMessage)
+
+    async def _stream(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+    ) -> AsyncGenerator[StreamItem, None]:
+        report: DelegationReport | None = None
+        plan: Plan | None = None
+        text: str | None = None
+        for message in reversed(messages):
+            if isinstance(message, StructuredMessage):
+                if report is None and isinstance(message.content, DelegationReport):
+                    report = message.content
+                if plan is None and isinstance(message.content, Plan):
+                    plan = message.content
+            elif text is None and isinstance(message, TextMessage):
+                text = message.content
+        if report is None and text is not None:
+            report = DelegationReport(
+                attempt=1,
+                delegations=(
+                    Delegation(part=0, prompt="", status="settled", output=text, replicas=0),
+                ),
+                merged=text,
+                providers=0,
+            )
+        if report is None:
+            yield Response(
+                chat_message=TextMessage(
+                    content="nothing to check: no delegation report or text", source=self.name
+                )
+            )
+            return
+        result: ComplianceReport | None = None
+        async for item in self.review(report, plan):
+            if isinstance(item, ComplianceReport):
+                result = item
+            else:
+                yield item
+        assert result is not None
+        yield Response(
+            chat_message=StructuredMessage[ComplianceReport](content=result, source=self.name)
+        )
+
+    def _steps(self, delegation: Delegation, plan: Plan | None) -> list[Step]:
+        if plan is not None:
+            mine = [
+                s
+                for s in plan.steps
+                if s.agent == "compliance" and s.arguments.get("part") == delegation.part
+            ]
+            if mine:
+                return mine
+        p = {"part": delegation.part}
+        steps = [Step(agent="compliance", tool="check_policy", arguments=p, why="app rules")]
+        if self.policy.judge_rules:
+            steps.append(Step(agent="compliance", tool="judge", arguments=p, why="fuzzy rules"))
+        if delegation.trust != "low" and delegation.result_cid:
+            steps.append(
+                Step(
+                    agent="compliance",
+                    tool="second_opinion",
+                    arguments=p | {"method": "auto"},
+                    why="re-score or peer re-run",
+                )
+            )
+        if delegation.status == "revealed":
+            steps.append(
+                Step(agent="compliance", tool="challenge_or_release", arguments=p, why="window")
+            )
+        steps.append(Step(agent="compliance", tool="log_output", arguments=p, why="on chain"))
+        return steps
+
+    async def review(
+        self, report: DelegationReport, plan: Plan | None = None
+    ) -> AsyncGenerator[StreamItem | ComplianceReport, None]:
+        """Judge every delegation of ``report``; yield the steps' events, then the report."""
+        verdicts = []
+        for delegation in report.delegations:
+            verdict: Verdict | None = None
+            async for item in self._judge_part(delegation, plan):
+                if isinstance(item, Verdict):
+                    verdict = item
+                else:
+                    yield item
+            assert verdict is not None
+            verdicts.append(verdict)
+        yield ComplianceReport(attempt=report.attempt, verdicts=tuple(verdicts))
+
+    async def _judge_part(
+        self, delegation: Delegation, plan: Plan | None
+    ) -> AsyncGenerator[StreamItem | Verdict, None]:
+        reasons: list[str] = []
+        policy_report: PolicyReport | None = None
+        rulings: tuple[JudgeRuling, ...] = ()
+        opinion: SecondOpinion | None = None
+        challenge: ChallengeInfo | None = None
+        logged: LoggedOutputReceipt | None = None
+        if delegation.status == "failed":
+            reasons.append(f"not delegated: {delegation.error}")
+        elif delegation.verification is not None and not delegation.verification.passed:
+            reasons.append(f"re-score failed: {delegation.verification.reason}")
+        for step in self._steps(delegation, plan):
+            if delegation.status == "failed" and step.tool != "log_output":
+                continue
+            if step.tool == "log_output" and not delegation.task_ids:
+                continue  # nothing was delegated, so nothing is accounted for on chain
+            arguments = dict(step.arguments)
+            if step.tool == "check_policy":
+                arguments["text"] = one_line(delegation.output, 80)
+            elif step.tool in ("second_opinion", "challenge_or_release"):
+                arguments["result_cid"] = delegation.result_cid
+            event = self.call_event(step.tool, arguments)
+            yield event
+            result: ToolResult
+            if step.tool == "check_policy":
+                result = await self.run_step(
+                    step.tool, functools.partial(check_policy, self.network, delegation.output)
+                )
+                if isinstance(result, PolicyReport):
+                    policy_report = result
+                    reasons += [f"policy: output {v}" for v in result.violations]
+                else:
+                    reasons.append(f"policy check failed: {result.text()}")
+            elif step.tool == "judge":
+                result = await self._judge(delegation.output)
+                if isinstance(result, Rulings):
+                    rulings = result.rulings
+                    reasons += [f"judge: rule not met: {r.rule}" for r in rulings if not r.complies]
+                else:
+                    reasons.append(f"judge unavailable: {result.text()}")
+            elif step.tool == "second_opinion":
+                method = str(step.arguments.get("method", "auto"))
+                result = await self.run_step(
+                    step.tool,
+                    functools.partial(second_opinion, self.network, delegation.result_cid, method),  # type: ignore[arg-type]
+                )
+                if isinstance(result, SecondOpinion):
+                    opinion = result
+                    if result.verdict == "disputed":
+                        reasons.append("second opinion disputed the result")
+                else:
+                    log.info("second opinion unavailable: %s", result.text())
+            elif step.tool == "challenge_or_release":
+                accept = not reasons
+                result = await self.run_step(
+                    step.tool,
+                    functools.partial(
+                        _challenge_or_release, self.network, self.policy, delegation, accept
+                    ),
+                )
+                if isinstance(result, Released):
+                    delegation = result.delegation
+                    if not accept and result.challenges:
+                        challenge = result.challenges[0]
+                else:
+                    reasons.append(f"challenge or release failed: {result.text()}")
+            else:  # log_output
+                decision = "rejected" if reasons else "accepted"
+                record = json.dumps(
+                    {
+                        "verdict": decision,
+                        "part": delegation.part,
+                        "tasks": list(delegation.task_ids),
+                        "result_cid": delegation.result_cid,
+                        "output_hash": delegation.output_hash,
+                        "provider": delegation.provider_did,
+                        "reasons": reasons,
+                    },
+                    sort_keys=True,
+                )
+                subject = delegation.task_ids[0] if delegation.task_ids else "verdict"
+                result = await self.run_step(
+                    step.tool, functools.partial(log_output, self.network, record, subject)
+                )
+                if isinstance(result, LoggedOutputReceipt):
+                    logged = result
+            yield self.result_event(event, result)
+        yield Verdict(
+            part=delegation.part,
+            decision="rejected" if reasons else "accepted",
+            reasons=tuple(reasons),
+            delegation=delegation,
+            policy=policy_report,
+            judge=rulings,
+            second_opinion=opinion,
+            challenge=challenge,
+            logged=logged,
+        )
+
+    async def _judge(self, output: str) -> ToolResult:
+        if self.judge is None:
+            return ToolFailure(
+                tool="judge",
+                error="NoJudge",
+                message="no judge model: the fuzzy rules were not checked",
+            )
+        rulings = []
+        for rule in self.policy.judge_rules:
+            messages: list[LLMMessage] = [
+                SystemMessage(content="You check texts against a rule. Answer only yes or no."),
+                UserMessage(
+                    content=f"Rule: {rule}\n\nText: {output[:_JUDGE_OUTPUT_CHARS]}\n\n"
+                    "Does the text follow the rule?",
+                    source=self.name,
+                ),
+            ]
+            try:
+                made = await self.judge.create(
+                    messages, json_output=_YesNo, extra_create_args={"max_tokens": 16}
+                )
+                content = made.content if isinstance(made.content, str) else ""
+                try:
+                    answer = _YesNo.model_validate(_json.loads(content)).answer
+                except ValueError:
+                    word = content.strip().lower()
+                    answer = "yes" if word.startswith("yes") else "no"
+            except Exception as err:  # the judge's trouble is a verdict, never a crash
+                log.info("judge failed on rule %r: %s", rule, err)
+                return ToolFailure(
+                    tool="judge", error=type(err).__name__, message=one_line(str(err))
+                )
+            rulings.append(JudgeRuling(rule=rule, complies=answer == "yes"))
+        return Rulings(rulings=tuple(rulings))
