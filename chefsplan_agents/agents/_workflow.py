@@ -83,11 +83,14 @@ class WorkflowAgent(BaseChatAgent):
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
     ) -> Response:
         result: Response | None = None
+        inner: list[BaseAgentEvent | BaseChatMessage] = []
         async for item in self.on_messages_stream(messages, cancellation_token):
             if isinstance(item, Response):
                 result = item
+            else:
+                inner.append(item)
         assert result is not None  # every stream ends with a Response
-        return result
+        return Response(chat_message=result.chat_message, inner_messages=inner)
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         return None

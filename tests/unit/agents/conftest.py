@@ -3,9 +3,7 @@ helpers to run the agents' team and read what it did."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -36,7 +34,3 @@ def network(devnet: Devnet) -> Iterator[Network]:
     yield net
     net.verifier = None
     net.policy = PolicySettings()
-
-
-def run(awaitable: Any) -> Any:
-    return asyncio.run(awaitable)
