@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, TextMessage
@@ -36,7 +36,7 @@ from chefsplan_agents.agents._reports import (
 )
 from chefsplan_agents.agents._workflow import StreamItem, WorkflowAgent, one_line
 from chefsplan_agents.config import PolicySettings
-from chefsplan_agents.errors import InsufficientFunds, PolicyViolation
+from chefsplan_agents.errors import InsufficientFunds, PolicyViolation, ToolError
 from chefsplan_agents.network import Network
 from chefsplan_agents.tools import (
     LoggedOutputReceipt,
@@ -70,6 +70,13 @@ class Rulings(ToolResult):
             "; ".join(f"{r.rule!r}: {'yes' if r.complies else 'NO'}" for r in self.rulings)
             or "no fuzzy rules"
         )
+
+
+class _Skipped(ToolResult):
+    reason: str
+
+    def text(self) -> str:
+        return f"skipped: {self.reason}"
 
 
 class Released(ToolResult):
@@ -310,8 +317,7 @@ class ComplianceAgent(WorkflowAgent):
             elif step.tool == "second_opinion":
                 method = str(step.arguments.get("method", "auto"))
                 result = await self.run_step(
-                    step.tool,
-                    functools.partial(second_opinion, self.network, delegation.result_cid, method),  # type: ignore[arg-type]
+                    step.tool, functools.partial(self._second_opinion, delegation, method)
                 )
                 if isinstance(result, SecondOpinion):
                     opinion = result
@@ -364,6 +370,26 @@ class ComplianceAgent(WorkflowAgent):
             second_opinion=opinion,
             challenge=challenge,
             logged=logged,
+        )
+
+    def _second_opinion(self, delegation: Delegation, method: str) -> ToolResult:
+        """A second opinion — but no peer re-run when several providers already agreed: the
+        vote was the second opinion, and the one peer asked could be the outvoted one."""
+        if delegation.agreed >= 2 and method in ("auto", "peer"):
+            verifier = self.network.verifier
+            model = delegation.receipt.model_sha256 if delegation.receipt else None
+            if verifier is None or (model is not None and verifier.info.sha256 != model):
+                return _Skipped(
+                    reason=f"{delegation.agreed} of {delegation.replicas} providers already "
+                    "agreed, and no local verifier runs the model"
+                )
+            method = "rescore"
+        if method not in ("auto", "rescore", "peer", "both"):
+            raise ToolError(f"method must be auto, rescore, peer or both (got {method!r})")
+        return second_opinion(
+            self.network,
+            delegation.result_cid,
+            cast(Literal["auto", "rescore", "peer", "both"], method),
         )
 
     async def _judge(self, output: str) -> ToolResult:

@@ -77,8 +77,11 @@ def test_copilot_at_high_trust_reports_the_agreement(network: Network) -> None:
     answer = final_text(result)
     [verdict] = structured(result, ComplianceReport)[0].verdicts
     assert verdict.accepted and verdict.delegation.replicas == 3
-    assert "3 of 3 agreed" in answer and "second opinion confirmed" in answer
-    assert verdict.second_opinion is not None and verdict.second_opinion.peer is not None
+    assert "3 of 3 agreed" in answer
+    # The vote was the second opinion: no peer re-run (the peer could be the outvoted one).
+    assert verdict.second_opinion is None
+    [skipped] = tool_results(result, "second_opinion")
+    assert skipped.content.startswith("skipped: 3 of 3 providers already agreed")
 
 
 class _Forger:
