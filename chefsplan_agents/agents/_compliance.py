@@ -11,10 +11,12 @@ Every verdict is written to the on-chain ``OutputLog`` (``log_output``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from autogen_agentchat.base import Response
@@ -70,6 +72,19 @@ class Rulings(ToolResult):
             "; ".join(f"{r.rule!r}: {'yes' if r.complies else 'NO'}" for r in self.rulings)
             or "no fuzzy rules"
         )
+
+
+@dataclass
+class _PartState:
+    """What the Compliance agent has found out about one part so far."""
+
+    delegation: Delegation
+    reasons: list[str] = field(default_factory=list)
+    policy: PolicyReport | None = None
+    rulings: tuple[JudgeRuling, ...] = ()
+    opinion: SecondOpinion | None = None
+    challenge: ChallengeInfo | None = None
+    logged: LoggedOutputReceipt | None = None
 
 
 class _Skipped(ToolResult):
@@ -275,102 +290,131 @@ class ComplianceAgent(WorkflowAgent):
     async def _judge_part(
         self, delegation: Delegation, plan: Plan | None
     ) -> AsyncGenerator[StreamItem | Verdict, None]:
-        reasons: list[str] = []
-        policy_report: PolicyReport | None = None
-        rulings: tuple[JudgeRuling, ...] = ()
-        opinion: SecondOpinion | None = None
-        challenge: ChallengeInfo | None = None
-        logged: LoggedOutputReceipt | None = None
+        state = _PartState(delegation=delegation)
         if delegation.status == "failed":
-            reasons.append(f"not delegated: {delegation.error}")
+            state.reasons.append(f"not delegated: {delegation.error}")
         elif delegation.verification is not None and not delegation.verification.passed:
-            reasons.append(f"re-score failed: {delegation.verification.reason}")
-        for step in self._steps(delegation, plan):
-            if delegation.status == "failed" and step.tool != "log_output":
-                continue
-            if step.tool == "log_output" and not delegation.task_ids:
-                continue  # nothing was delegated, so nothing is accounted for on chain
-            arguments = dict(step.arguments)
-            if step.tool == "check_policy":
-                arguments["text"] = one_line(delegation.output, 80)
-            elif step.tool in ("second_opinion", "challenge_or_release"):
-                arguments["result_cid"] = delegation.result_cid
-            event = self.call_event(step.tool, arguments)
-            yield event
-            result: ToolResult
-            if step.tool == "check_policy":
-                result = await self.run_step(
-                    step.tool, functools.partial(check_policy, self.network, delegation.output)
-                )
-                if isinstance(result, PolicyReport):
-                    policy_report = result
-                    reasons += [f"policy: output {v}" for v in result.violations]
-                else:
-                    reasons.append(f"policy check failed: {result.text()}")
-            elif step.tool == "judge":
-                result = await self._judge(delegation.output)
-                if isinstance(result, Rulings):
-                    rulings = result.rulings
-                    reasons += [f"judge: rule not met: {r.rule}" for r in rulings if not r.complies]
-                else:
-                    reasons.append(f"judge unavailable: {result.text()}")
-            elif step.tool == "second_opinion":
-                method = str(step.arguments.get("method", "auto"))
-                result = await self.run_step(
-                    step.tool, functools.partial(self._second_opinion, delegation, method)
-                )
-                if isinstance(result, SecondOpinion):
-                    opinion = result
-                    if result.verdict == "disputed":
-                        reasons.append("second opinion disputed the result")
-                else:
-                    log.info("second opinion unavailable: %s", result.text())
-            elif step.tool == "challenge_or_release":
-                accept = not reasons
-                result = await self.run_step(
-                    step.tool,
-                    functools.partial(
-                        _challenge_or_release, self.network, self.policy, delegation, accept
-                    ),
-                )
-                if isinstance(result, Released):
-                    delegation = result.delegation
-                    if not accept and result.challenges:
-                        challenge = result.challenges[0]
-                else:
-                    reasons.append(f"challenge or release failed: {result.text()}")
-            else:  # log_output
-                decision = "rejected" if reasons else "accepted"
-                record = json.dumps(
-                    {
-                        "verdict": decision,
-                        "part": delegation.part,
-                        "tasks": list(delegation.task_ids),
-                        "result_cid": delegation.result_cid,
-                        "output_hash": delegation.output_hash,
-                        "provider": delegation.provider_did,
-                        "reasons": reasons,
-                    },
-                    sort_keys=True,
-                )
-                subject = delegation.task_ids[0] if delegation.task_ids else "verdict"
-                result = await self.run_step(
-                    step.tool, functools.partial(log_output, self.network, record, subject)
-                )
-                if isinstance(result, LoggedOutputReceipt):
-                    logged = result
-            yield self.result_event(event, result)
+            state.reasons.append(f"re-score failed: {delegation.verification.reason}")
+        steps = [
+            s
+            for s in self._steps(delegation, plan)
+            if (delegation.status != "failed" or s.tool == "log_output")
+            # nothing delegated, nothing to account for on chain
+            and (s.tool != "log_output" or delegation.task_ids)
+        ]
+        i = 0
+        while i < len(steps):
+            # The blocking steps in a row run in one worker-thread call, their events around it.
+            j = i + 1
+            if steps[i].tool not in ("judge", "check_policy"):
+                while j < len(steps) and steps[j].tool not in ("judge", "check_policy"):
+                    j += 1
+            batch = steps[i:j]
+            events = [self.call_event(s.tool, self._shown(s, delegation)) for s in batch]
+            for event in events:
+                yield event
+            if batch[0].tool == "judge":
+                results: list[ToolResult] = [await self._judge(delegation.output)]
+                self._take(batch[0], results[0], state)
+            elif batch[0].tool == "check_policy":
+                results = [self._run(batch[0], state)]  # a few regular expressions: no thread
+            else:
+                results = await asyncio.to_thread(self._run_all, batch, state)
+            for event, result in zip(events, results, strict=True):
+                yield self.result_event(event, result)
+            i = j
         yield Verdict(
             part=delegation.part,
-            decision="rejected" if reasons else "accepted",
-            reasons=tuple(reasons),
-            delegation=delegation,
-            policy=policy_report,
-            judge=rulings,
-            second_opinion=opinion,
-            challenge=challenge,
-            logged=logged,
+            decision="rejected" if state.reasons else "accepted",
+            reasons=tuple(state.reasons),
+            delegation=state.delegation,
+            policy=state.policy,
+            judge=state.rulings,
+            second_opinion=state.opinion,
+            challenge=state.challenge,
+            logged=state.logged,
         )
+
+    @staticmethod
+    def _shown(step: Step, delegation: Delegation) -> dict[str, object]:
+        arguments = dict(step.arguments)
+        if step.tool == "check_policy":
+            arguments["text"] = one_line(delegation.output, 80)
+        elif step.tool in ("second_opinion", "challenge_or_release"):
+            arguments["result_cid"] = delegation.result_cid
+        return arguments
+
+    def _run_all(self, steps: list[Step], state: _PartState) -> list[ToolResult]:
+        return [self._run(step, state) for step in steps]
+
+    def _run(self, step: Step, state: _PartState) -> ToolResult:
+        """Run one blocking step on the safe path and fold its result into ``state``."""
+        delegation = state.delegation
+        func: Callable[[], ToolResult]
+        if step.tool == "check_policy":
+            func = functools.partial(check_policy, self.network, delegation.output)
+        elif step.tool == "second_opinion":
+            method = str(step.arguments.get("method", "auto"))
+            func = functools.partial(self._second_opinion, delegation, method)
+        elif step.tool == "challenge_or_release":
+            accept = not state.reasons
+            func = functools.partial(
+                _challenge_or_release, self.network, self.policy, delegation, accept
+            )
+        elif step.tool == "log_output":
+            record = json.dumps(
+                {
+                    "verdict": "rejected" if state.reasons else "accepted",
+                    "part": delegation.part,
+                    "tasks": list(delegation.task_ids),
+                    "result_cid": delegation.result_cid,
+                    "output_hash": delegation.output_hash,
+                    "provider": delegation.provider_did,
+                    "reasons": state.reasons,
+                },
+                sort_keys=True,
+            )
+            subject = delegation.task_ids[0] if delegation.task_ids else "verdict"
+            func = functools.partial(log_output, self.network, record, subject)
+        else:
+            return ToolFailure(tool=step.tool, error="UnknownStep", message="not a Compliance step")
+        result = self.call_safely(step.tool, func)
+        self._take(step, result, state)
+        return result
+
+    def _take(self, step: Step, result: ToolResult, state: _PartState) -> None:
+        """What a step's result means for the verdict."""
+        if step.tool == "check_policy":
+            if isinstance(result, PolicyReport):
+                state.policy = result
+                state.reasons += [f"policy: output {v}" for v in result.violations]
+            else:
+                state.reasons.append(f"policy check failed: {result.text()}")
+        elif step.tool == "judge":
+            if isinstance(result, Rulings):
+                state.rulings = result.rulings
+                state.reasons += [
+                    f"judge: rule not met: {r.rule}" for r in result.rulings if not r.complies
+                ]
+            else:
+                state.reasons.append(f"judge unavailable: {result.text()}")
+        elif step.tool == "second_opinion":
+            if isinstance(result, SecondOpinion):
+                state.opinion = result
+                if result.verdict == "disputed":
+                    state.reasons.append("second opinion disputed the result")
+            else:
+                log.info("second opinion unavailable: %s", result.text())
+        elif step.tool == "challenge_or_release":
+            if isinstance(result, Released):
+                rejected = bool(state.reasons)
+                state.delegation = result.delegation
+                if rejected and result.challenges:
+                    state.challenge = result.challenges[0]
+            else:
+                state.reasons.append(f"challenge or release failed: {result.text()}")
+        elif step.tool == "log_output" and isinstance(result, LoggedOutputReceipt):
+            state.logged = result
 
     def _second_opinion(self, delegation: Delegation, method: str) -> ToolResult:
         """A second opinion — but no peer re-run when several providers already agreed: the

@@ -9,6 +9,7 @@ and only ever to assigned tasks — an open task could be claimed by anyone.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -605,46 +606,29 @@ class MatchingAgent(WorkflowAgent):
         )
 
     async def delegate(self, plan: Plan) -> AsyncGenerator[StreamItem | DelegationReport, None]:
-        """Run the plan's Matching steps; yield their events, then the report."""
+        """Run the plan's Matching steps; yield their events, then the report.
+
+        Ranking and posting run in one worker-thread call (every part is posted before any is
+        awaited); each part is then collected in its own.
+        """
         request = plan.request
         steps = [s for s in plan.steps if s.agent == "matching"]
         find = next(s for s in steps if s.tool == "find_providers")
-        event = self.call_event(find.tool, find.arguments)
-        yield event
-        ranked = await self.run_step(
-            find.tool,
-            lambda: self._engine.rank(
-                model=request.model, sensitive=request.sensitive, exclude=plan.exclude
-            ),
-        )
-        yield self.result_event(event, ranked)
-        by_part = {p.index: p for p in plan.parts}
-        if not isinstance(ranked, RankedProviders):
-            why = ranked.text() if isinstance(ranked, ToolFailure) else "no providers"
-            yield self._report(plan, [self._unposted(p, why, request.trust) for p in plan.parts])
-            return
         delegate_steps = [s for s in steps if s.tool == "delegate_task"]
+        by_part = {p.index: p for p in plan.parts}
+        parts = [by_part[s.arguments["part"]] for s in delegate_steps]
+        event = self.call_event(find.tool, find.arguments)
         calls = [self.call_event(s.tool, s.arguments) for s in delegate_steps]
+        yield event
         for call in calls:
             yield call
-        posted = await self.run_step(
-            "delegate_task",
-            lambda: _PostedResult(
-                jobs=self._engine.post(
-                    [by_part[s.arguments["part"]] for s in delegate_steps],
-                    ranked.ranked,
-                    trust=request.trust,
-                    max_tokens=request.max_tokens,
-                    window=plan.challenge_window_s,
-                    sensitive=request.sensitive,
-                    restricted=request.sensitive or bool(plan.exclude),
-                )
-            ),
-        )
+        ranked, posted = await asyncio.to_thread(self._rank_and_post, plan, parts)
+        yield self.result_event(event, ranked)
         if not isinstance(posted, _PostedResult):
+            failed = posted or ranked
             for call in calls:
-                yield self.result_event(call, posted)
-            why = posted.text() if isinstance(posted, ToolFailure) else "not posted"
+                yield self.result_event(call, failed)
+            why = failed.text() if isinstance(failed, ToolFailure) else "not posted"
             yield self._report(plan, [self._unposted(p, why, request.trust) for p in plan.parts])
             return
         delegations = []
@@ -660,6 +644,35 @@ class MatchingAgent(WorkflowAgent):
             delegations.append(delegation)
             yield self.result_event(call, delegation.text())
         yield self._report(plan, delegations)
+
+    def _rank_and_post(self, plan: Plan, parts: list[Part]) -> tuple[ToolResult, ToolResult | None]:
+        request = plan.request
+        ranked = self.call_safely(
+            "find_providers",
+            functools.partial(
+                self._engine.rank,
+                model=request.model,
+                sensitive=request.sensitive,
+                exclude=plan.exclude,
+            ),
+        )
+        if not isinstance(ranked, RankedProviders):
+            return ranked, None
+
+        def post() -> _PostedResult:
+            return _PostedResult(
+                jobs=self._engine.post(
+                    parts,
+                    ranked.ranked,
+                    trust=request.trust,
+                    max_tokens=request.max_tokens,
+                    window=plan.challenge_window_s,
+                    sensitive=request.sensitive,
+                    restricted=request.sensitive or bool(plan.exclude),
+                )
+            )
+
+        return ranked, self.call_safely("delegate_task", post)
 
     def _collect(self, job: _Posted, window: int) -> _Collected:
         return _Collected(delegation=self._engine.collect(job, window=window))

@@ -135,8 +135,12 @@ class WorkflowAgent(BaseChatAgent):
 
     async def run_step(self, tool: str, func: Callable[[], ToolResult]) -> ToolResult:
         """Run ``func`` in a worker thread; every error comes back as a :class:`ToolFailure`."""
+        return await asyncio.to_thread(self.call_safely, tool, func)
+
+    def call_safely(self, tool: str, func: Callable[[], ToolResult]) -> ToolResult:
+        """Run ``func`` here; every error comes back as a :class:`ToolFailure`."""
         try:
-            return await asyncio.to_thread(func)
+            return func()
         except (ChefsplanError, ValidationError) as err:
             log.info("%s: step %s refused: %s", self.name, tool, err)
             return failure(tool, err)
