@@ -17,12 +17,14 @@ from chefsplan_agents.agents._compliance import (
 from chefsplan_agents.agents._copilot import CopilotAgent
 from chefsplan_agents.agents._local_client import DEFAULT_MAX_TOKENS, LocalModelClient
 from chefsplan_agents.agents._matching import (
+    DEFAULT_TASK_CAP_WEI,
     MatchingAgent,
     RankedProvider,
     RankedProviders,
     RankWeights,
     rank_providers,
     sensitive_refusal,
+    task_cap_wei,
 )
 from chefsplan_agents.agents._plan import (
     DEFAULT_MAX_CHUNK_CHARS,
@@ -30,6 +32,7 @@ from chefsplan_agents.agents._plan import (
     MAX_REQUEST_CHARS,
     Part,
     Plan,
+    PlanMessage,
     Step,
     TaskRequest,
     build_plan,
@@ -37,8 +40,10 @@ from chefsplan_agents.agents._plan import (
 )
 from chefsplan_agents.agents._reports import (
     ChallengeInfo,
+    ComplianceMessage,
     ComplianceReport,
     Delegation,
+    DelegationMessage,
     DelegationReport,
     JudgeRuling,
     Verdict,
@@ -55,20 +60,24 @@ __all__ = [
     "COMPLIANCE_TOOLS",
     "DEFAULT_MAX_CHUNK_CHARS",
     "DEFAULT_MAX_TOKENS",
+    "DEFAULT_TASK_CAP_WEI",
     "MATCHING_TOOLS",
     "MAX_PARTS",
     "MAX_REQUEST_CHARS",
     "ChallengeInfo",
     "ComplianceAgent",
+    "ComplianceMessage",
     "ComplianceReport",
     "CopilotAgent",
     "Delegation",
+    "DelegationMessage",
     "DelegationReport",
     "JudgeRuling",
     "LocalModelClient",
     "MatchingAgent",
     "Part",
     "Plan",
+    "PlanMessage",
     "RankWeights",
     "RankedProvider",
     "RankedProviders",
@@ -84,5 +93,6 @@ __all__ = [
     "parse_request",
     "rank_providers",
     "sensitive_refusal",
+    "task_cap_wei",
     "team",
 ]

@@ -23,7 +23,7 @@ from autogen_core import CancellationToken
 from pydantic import BaseModel, ConfigDict
 
 from chefsplan_agents.agents._plan import Part, Plan, build_plan, parse_request
-from chefsplan_agents.agents._reports import Delegation, DelegationReport
+from chefsplan_agents.agents._reports import Delegation, DelegationMessage, DelegationReport
 from chefsplan_agents.agents._workflow import StreamItem, WorkflowAgent, failure, one_line
 from chefsplan_agents.bundles import (
     ChatMessage,
@@ -56,17 +56,30 @@ from chefsplan_agents.tools import (
 )
 
 __all__ = [
+    "DEFAULT_TASK_CAP_WEI",
     "MatchingAgent",
     "RankWeights",
     "RankedProvider",
     "RankedProviders",
     "rank_providers",
     "sensitive_refusal",
+    "task_cap_wei",
 ]
 
 log = logging.getLogger(__name__)
 
 _REDUNDANT, _QUORUM = 3, 2
+
+DEFAULT_TASK_CAP_WEI = 10**17
+"""What the agents put on chain for one part (its escrow, or a challenge bond) when the policy
+sets no ``max_spend_per_task_wei``: 0.1 ether. Offers name their own prices; this bounds
+what a provider advertising an absurd one can cost."""
+
+
+def task_cap_wei(policy: PolicySettings) -> int:
+    """The most wei the agents spend on chain for one part under ``policy``."""
+    cap = policy.max_spend_per_task_wei
+    return DEFAULT_TASK_CAP_WEI if cap is None else cap
 
 
 class RankWeights(BaseModel):
@@ -359,11 +372,12 @@ class _Engine:
             )
         bounty = _bounty(same if not single else same[:1], max_tokens)
         per_part = bounty * (1 if single else _REDUNDANT)
-        cap = self.policy.max_spend_per_task_wei
-        if cap is not None and per_part > cap:
+        cap = task_cap_wei(self.policy)
+        if per_part > cap:
             raise PolicyViolation(
-                f"a part escrows {per_part} wei, over policy.max_spend_per_task_wei={cap}; "
-                "lower max_tokens or the trust level, or raise the cap"
+                f"a part escrows {per_part} wei, over the per-task cap of {cap} wei "
+                "(policy.max_spend_per_task_wei): lower max_tokens or the trust level, or "
+                "raise the cap"
             )
         self.network.check_spend(per_part * len(parts))  # all or nothing
         timeouts = Timeouts(challenge_window=window) if window else None
@@ -569,7 +583,7 @@ class MatchingAgent(WorkflowAgent):
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
-        return (StructuredMessage[DelegationReport], TextMessage)
+        return (DelegationMessage, TextMessage)
 
     def _plan_from(self, messages: Sequence[BaseChatMessage]) -> Plan | str | None:
         for message in reversed(messages):
@@ -599,11 +613,7 @@ class MatchingAgent(WorkflowAgent):
             else:
                 yield item
         assert report is not None
-        yield Response(
-            chat_message=StructuredMessage[DelegationReport](
-                content=report, source=self.name, format_string=None
-            )
-        )
+        yield Response(chat_message=DelegationMessage(content=report, source=self.name))
 
     async def delegate(self, plan: Plan) -> AsyncGenerator[StreamItem | DelegationReport, None]:
         """Run the plan's Matching steps; yield their events, then the report.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from autogen_agentchat.messages import StructuredMessage
 from pydantic import BaseModel, ConfigDict
 
 from chefsplan_agents.tools import (
@@ -21,8 +22,10 @@ from chefsplan_agents.tools import (
 
 __all__ = [
     "ChallengeInfo",
+    "ComplianceMessage",
     "ComplianceReport",
     "Delegation",
+    "DelegationMessage",
     "DelegationReport",
     "JudgeRuling",
     "Verdict",
@@ -214,3 +217,23 @@ class ComplianceReport(BaseModel):
 
     def text(self) -> str:
         return "\n".join(v.text() for v in self.verdicts)
+
+
+class DelegationMessage(StructuredMessage[DelegationReport]):
+    """Matching's report as a chat message; its text is the report's lines, not JSON."""
+
+    def to_text(self) -> str:
+        return self.content.text()
+
+    def to_model_text(self) -> str:
+        return self.content.text()
+
+
+class ComplianceMessage(StructuredMessage[ComplianceReport]):
+    """Compliance's verdicts as a chat message; its text is one line per verdict."""
+
+    def to_text(self) -> str:
+        return self.content.text()
+
+    def to_model_text(self) -> str:
+        return self.content.text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from agent_helpers import run, structured
 from autogen_agentchat.messages import (
     StructuredMessage,
@@ -11,6 +12,7 @@ from autogen_agentchat.messages import (
 )
 
 from chefsplan_agents.agents import (
+    DelegationMessage,
     DelegationReport,
     MatchingAgent,
     Plan,
@@ -22,9 +24,10 @@ from chefsplan_agents.agents import (
 from chefsplan_agents.bundles import decode_task_bundle
 from chefsplan_agents.config import PolicySettings
 from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import PolicyViolation
 from chefsplan_agents.llm import SCRIPTED_OUTPUT
 from chefsplan_agents.network import Network
-from chefsplan_agents.tools import ProviderInfo
+from chefsplan_agents.tools import ProviderInfo, delegate_task
 
 
 def _provider(n: int, **changes: object) -> ProviderInfo:
@@ -180,3 +183,23 @@ def test_high_trust_sensitive_needs_three_qualifying_nodes(
     result = run(MatchingAgent(network).run(task="sensitive: yes\ntrust: high\nMy diagnosis."))
     [report] = structured(result, DelegationReport)
     assert "needs 3 providers" in str(report.delegations[0].error)
+
+
+def test_the_per_task_cap_refuses_before_anything_is_posted(network: Network) -> None:
+    network.policy = PolicySettings(max_spend_per_task_wei=0)
+    spent = network.spent_wei
+    result = run(MatchingAgent(network).run(task="trust: low\nmax_tokens: 16\nName a soup."))
+    [report] = structured(result, DelegationReport)
+    [failed] = report.delegations
+    assert failed.status == "failed" and "over the per-task cap of 0 wei" in str(failed.error)
+    # The cap holds on the tools' path too: Network.delegate checks it for every task.
+    with pytest.raises(PolicyViolation, match="max_spend_per_task_wei=0"):
+        delegate_task(network, "Name a soup.", max_tokens=16, trust="low")
+    assert network.spent_wei == spent
+
+
+def test_reports_read_as_text(network: Network) -> None:
+    result = run(MatchingAgent(network).run(task="trust: low\nmax_tokens: 16\nName a soup."))
+    message = result.messages[-1]
+    assert isinstance(message, DelegationMessage)
+    assert message.to_text().startswith("part 1: node did:key:") and "{" not in message.to_text()
