@@ -270,6 +270,8 @@ def await_reveals(network: Network, handle: TaskHandle, timeout_s: float) -> Non
         state = network.market.task_state(handle.task_id)
         if not state.open or state.revealed >= replicas:
             return
+        if network.chain.block_timestamp() > handle.params.reveal_deadline:
+            return  # no reveal can come any more: collect what there is
         if time.monotonic() > deadline:
             raise DelegationTimeout(
                 f"task 0x{handle.task_id.hex()} had {state.revealed} of {replicas} reveals "
