@@ -174,9 +174,12 @@ class Verdict(BaseModel):
 
     def provenance(self) -> str:
         """Where the part came from, in one line (what the Copilot's answer cites)."""
+        return f"part {self.part + 1}: {self._details()}"
+
+    def _details(self) -> str:
         d = self.delegation
         if d.status == "failed":
-            return f"part {self.part + 1}: not delegated ({d.error})"
+            return f"not delegated ({d.error})"
         bits = [f"node {d.provider_did} answered", f"{d.agreed} of {d.replicas} agreed"]
         bits.append(f"result {d.result_cid}")
         if d.verification is not None:
@@ -194,10 +197,10 @@ class Verdict(BaseModel):
             )
         if self.logged is not None:
             bits.append(f"verdict logged (tx {_short(self.logged.tx_hash)})")
-        return f"part {self.part + 1}: " + ", ".join(bits)
+        return ", ".join(bits)
 
     def text(self) -> str:
-        line = f"part {self.part + 1} {self.decision.upper()}: {self.provenance()}"
+        line = f"part {self.part + 1} {self.decision.upper()}: {self._details()}"
         if self.reasons:
             line += " — " + "; ".join(self.reasons)
         return line
