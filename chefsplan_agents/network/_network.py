@@ -301,10 +301,18 @@ class Network:
             The handle to pass to :meth:`wait`.
 
         Raises:
-            PolicyViolation, InsufficientFunds: See :meth:`check_spend`.
+            PolicyViolation: The escrow passes ``policy.max_spend_per_task_wei``, or see
+                :meth:`check_spend`.
+            InsufficientFunds: See :meth:`check_spend`.
             MarketError, StorageError, TxReverted: As ``Requester.delegate``.
         """
         escrow = bounty_per_replica * replicas
+        per_task = self.policy.max_spend_per_task_wei
+        if per_task is not None and escrow > per_task:
+            raise PolicyViolation(
+                f"the task escrows {escrow} wei, over policy.max_spend_per_task_wei={per_task}: "
+                "ask for fewer tokens or replicas, or raise the cap"
+            )
         with self._spent_lock:
             self.check_spend(escrow)
             handle = self.requester.delegate(
