@@ -167,29 +167,63 @@ def sampled_pass(
     }
 
 
+def _old_rescore_ms(backend: LlamaCppBackend, prompt: str, ids: tuple[int, ...]) -> float:
+    """The verifier before this change: logits for every prompt position too."""
+    import numpy as np
+
+    from chefsplan_agents.llm._base import log_softmax, rescored_positions
+
+    llm = backend.llama
+    ptoks = backend.tokenize(prompt)
+    t = time.perf_counter()
+    backend._set_all_logits(True)
+    try:
+        llm.reset()
+        llm.eval(ptoks + list(ids))
+    finally:
+        backend._set_all_logits(False)
+    first = len(ptoks) - 1
+    rows = np.array(llm.scores[first : first + len(ids)], copy=True)
+    rescored_positions(log_softmax(rows), ids, 5)
+    return (time.perf_counter() - t) * 1000
+
+
 def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> dict[str, Any]:
     from chefsplan_agents.verify import spot_window
 
+    old: list[float] = []
     full: list[float] = []
     spot: list[float] = []
+    near_ties = {0.05: 0, 0.1: 0, 0.25: 0, 0.5: 0}
+    positions = 0
     for text in prompts:
         prompt = backend.format_chat([ChatMessage(role="user", content=text)])
-        # EOG would stop early: a length-bound run measures exactly n_tokens.
+        # An end token would stop early; ignoring it is not possible here, so the ratio is
+        # per run, whatever its length.
         gen = backend.complete(prompt, GenerationParams(max_tokens=n_tokens))
         gen_ms = gen.timings.prompt_ms + gen.timings.generation_ms
+        for entry in gen.fingerprint:
+            positions += 1
+            for eps in near_ties:
+                near_ties[eps] += entry[0][1] - entry[1][1] <= eps
+        old.append(_old_rescore_ms(backend, prompt, gen.token_ids) / gen_ms)
         t = time.perf_counter()
-        backend.rescore(prompt, gen.token_ids, k=5)
+        backend.rescore(prompt, gen.token_ids, k=2 * 5)
         full.append((time.perf_counter() - t) * 1000 / gen_ms)
-        lo, hi = spot_window(b"cost" + text.encode(), len(gen.token_ids))
+        _, hi = spot_window(b"cost" + text.encode(), len(gen.token_ids))
         t = time.perf_counter()
-        backend.rescore(prompt, gen.token_ids[:hi], k=5)
+        backend.rescore(prompt, gen.token_ids[:hi], k=2 * 5)
         spot.append((time.perf_counter() - t) * 1000 / gen_ms)
     return {
-        "tokens": n_tokens,
+        "max_tokens": n_tokens,
+        "runs": len(prompts),
+        "old_ratio_median": statistics.median(old),
         "full_ratio_median": statistics.median(full),
         "full_ratio_max": max(full),
         "spot_ratio_median": statistics.median(spot),
         "spot_ratio_max": max(spot),
+        "positions": positions,
+        "top2_gap_at_most": {str(k): v for k, v in near_ties.items()},
     }
 
 

@@ -453,10 +453,11 @@ class LlamaCppBackend(BackendBase):
             prompt: Prompt text (tokenized like :meth:`complete`) or its token ids.
             continuation: The claimed generated token ids.
             k: Alternatives to report per position.
-            sampling: For a sampled claim (``temperature > 0``): the task's parameters. The
-                sampler chain a node builds for them, seeded with ``sampling.seed``, is run over
-                the verifier's own logits position by position (fed the claimed tokens), and
-                what it picks is reported in :attr:`RescoreResult.replayed`.
+            sampling: The task's parameters. When they sample (``temperature > 0``) or
+                penalize repeats, the sampler chain a node builds for them, seeded with
+                ``sampling.seed``, is run over the verifier's own logits position by position
+                (fed the claimed tokens), and what it picks is reported in
+                :attr:`RescoreResult.replayed`.
 
         Raises:
             InvalidGenerationParams: ``k < 1``, an empty prompt or an id outside the vocabulary.
@@ -488,7 +489,7 @@ class LlamaCppBackend(BackendBase):
             first = len(ptoks) - 1
             raw = np.array(self._llm.scores[first : first + len(cont) + 1], copy=True)
             replayed: tuple[int, ...] = ()
-            if sampling is not None and not sampling.greedy:
+            if sampling is not None and (not sampling.greedy or sampling.repeat_penalty != 1.0):
                 replayed = self._replay_sampler(raw[: len(cont)], cont, sampling)
         rows = log_softmax(raw)
         positions = rescored_positions(rows[: len(cont)], cont, k) if cont else ()

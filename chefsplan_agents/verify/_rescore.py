@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -148,6 +149,11 @@ def spot_window(seed: bytes, n_tokens: int, width: int = SPOT_WIDTH) -> tuple[in
     return start, start + width
 
 
+def _plain_greedy(params: GenerationParams) -> bool:
+    """Greedy on the raw logits: no repeat penalty reshapes what the node's argmax saw."""
+    return params.greedy and params.repeat_penalty == 1.0
+
+
 def _support_boundary(top: TopK, params: GenerationParams) -> float | None:
     """The logprob of the least likely token the sampler keeps, or None if unknown."""
     kept = list(top)
@@ -190,6 +196,35 @@ def support_violation(position: RescoredPosition, params: GenerationParams) -> f
     if boundary is None:
         return 0.0
     return max(0.0, boundary - position.logprob)
+
+
+def _replay_problem(replayed: Sequence[int], positions: Sequence[RescoredPosition]) -> str | None:
+    """Why the claimed tokens are not what the task's seeded sampler draws (None: they are).
+
+    Drift can move a draw across the boundary between two neighbouring tokens of the sorted
+    distribution, so a few mismatches are allowed, each only to the replayed token's neighbour.
+    """
+    misses = []
+    for i, (picked, pos) in enumerate(zip(replayed, positions, strict=True)):
+        if picked == pos.token_id:
+            continue
+        theirs = dict(pos.top)
+        if picked not in theirs:
+            return f"the task's seeded sampler picks token {picked} at position {i}, unseen"
+        picked_rank = 1 + sum(1 for _, lp in pos.top if lp > theirs[picked])
+        if abs(picked_rank - pos.rank) > 1:
+            return (
+                f"claimed token {i} is ranked {pos.rank}, the task's seeded sampler draws the "
+                f"one ranked {picked_rank} there"
+            )
+        misses.append(i)
+    allowed = math.floor(REPLAY_MISMATCH_FRACTION * len(positions))
+    if len(misses) > allowed:
+        return (
+            f"the task's seeded sampler picks another token at {len(misses)} of "
+            f"{len(positions)} positions (at most {allowed} allowed for drift)"
+        )
+    return None
 
 
 def _position_drift(entry: TopK, position: RescoredPosition) -> float:
@@ -243,10 +278,11 @@ def _shape_problem(
             return "fingerprint", f"fingerprint entry {i} holds a logprob that is not finite <= 0"
         if any(a < b - 1e-6 for a, b in zip(lps, lps[1:], strict=False)):
             return "fingerprint", f"fingerprint entry {i} is not sorted most likely first"
-        # A sampled token may rank below the committed top-k; a greedy one is the first.
-        if params.greedy and tok not in toks:
+        # A sampled token may rank below the committed top-k; a greedy one is the first
+        # (unless repeat penalties, which the raw-logit fingerprint does not see, moved it).
+        if _plain_greedy(params) and tok not in toks:
             return "fingerprint", f"claimed token {i} ({tok}) is not in its fingerprint entry"
-        if params.greedy and toks[0] != tok and dict(entry)[tok] < lps[0]:
+        if _plain_greedy(params) and toks[0] != tok and dict(entry)[tok] < lps[0]:
             return "fingerprint", (
                 f"claimed token {i} ({tok}) is not its fingerprint's first choice in a greedy task"
             )
@@ -266,7 +302,7 @@ def _stops_here(
     if rescored.next_eog_logprob is None or not rescored.next_top:
         return None  # the backend cannot tell; the other checks still ran
     best = rescored.next_top[0][1]
-    if params.greedy:
+    if _plain_greedy(params):
         allowed = [(t, lp) for t, lp in rescored.next_top if best - lp <= NEAR_TIE_NATS]
         end_ok = best - rescored.next_eog_logprob <= NEAR_TIE_NATS
     else:
@@ -400,7 +436,7 @@ def rescore_result(
         _, end = spot_window(encode_bundle(result), len(ids))
     checked = ids[:end]
     query_k = _GREEDY_QUERY_K
-    if not params.greedy:
+    if not _plain_greedy(params):
         query_k = min(max(params.top_k + 1, _GREEDY_QUERY_K), _MAX_QUERY_K, info.n_vocab)
         if params.top_k == 0:
             query_k = min(_MAX_QUERY_K, info.n_vocab)
@@ -414,7 +450,7 @@ def rescore_result(
     max_gap = max(gaps, default=0.0)
     max_drift = max(drifts, default=0.0)
     found = _Findings()
-    if params.greedy:
+    if _plain_greedy(params):
         worst = max(range(len(gaps)), key=gaps.__getitem__, default=None)
         if worst is not None and gaps[worst] > near_tie:
             found.fail(
@@ -432,14 +468,9 @@ def rescore_result(
                 "sampling support",
             )
         if rescored.replayed:
-            misses = sum(1 for r, t in zip(rescored.replayed, checked, strict=True) if r != t)
-            allowed = math.floor(REPLAY_MISMATCH_FRACTION * len(checked))
-            if misses > allowed:
-                found.fail(
-                    "replay",
-                    f"the task's seeded sampler picks another token at {misses} of "
-                    f"{len(checked)} positions (at most {allowed} allowed for drift)",
-                )
+            problem = _replay_problem(rescored.replayed, positions)
+            if problem is not None:
+                found.fail("replay", problem)
     worst_d = max(range(len(drifts)), key=drifts.__getitem__, default=None)
     if worst_d is not None and drifts[worst_d] > drift:
         found.fail(

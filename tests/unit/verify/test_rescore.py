@@ -242,3 +242,37 @@ def test_a_spot_check_reads_a_prefix_and_still_catches_a_change_inside_it(
     forged = ChangeToken(position=0).forge(task, cid, random_llm, cheater)  # in every window
     spot = rescore_result(random_llm, task, forged, mode="spot")
     assert not spot.passed and spot.check == "token", spot.reason
+
+
+# --- sampled and penalized tasks -----------------------------------------------------------
+
+
+def test_an_honest_greedy_result_with_a_repeat_penalty_passes(
+    random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+) -> None:
+    task, cid = make_task(random_llm, "Soup, soup, soup", max_tokens=40, repeat_penalty=1.5)
+    with LlamaCppBackend(resolve_model("tiny-random"), n_threads=2, n_batch=5) as node:
+        result = honest_result(task, cid, node, cheater)
+    verdict = rescore_result(random_llm, task, result)
+    assert verdict.passed, verdict.reason
+
+
+@pytest.mark.parametrize("position", [3, -1])
+def test_a_sampled_token_the_seeded_sampler_did_not_draw_fails(
+    position: int, random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+) -> None:
+    # The prover cannot pick among the tokens in the support: the seed is in the signed task.
+    task, cid = make_task(random_llm, "Soup of the day", max_tokens=40, temperature=1.0, seed=3)
+    honest = honest_result(task, cid, random_llm, cheater)
+    ids = list(honest.token_ids)
+    i = position % len(ids)
+    entry = honest.fingerprint[i]
+    # The fourth choice: in the support (top_k=40), far from the drawn token in the ordering.
+    ids[i] = next(t for t, _ in entry[3:] if t != ids[i])
+    text = random_llm.detokenize(ids)
+    forged = _forged(honest, token_ids=tuple(ids), output=text, output_hash=output_hash(text))
+    verdict = rescore_result(random_llm, task, forged)
+    assert not verdict.passed
+    assert "the task's seeded sampler draws" in verdict.reason
+    if position == -1:  # nothing after it changed: only the replay can tell
+        assert verdict.check == "replay", verdict.reason
