@@ -103,7 +103,8 @@ def greedy_pass(
     positions = 0
     outputs_differ = 0
     worst_rank = 1
-    for text in prompts:
+    for n, text in enumerate(prompts):
+        sys.stderr.write(f"greedy {n + 1}/{len(prompts)}\n")
         prompt = next(iter(gens.values())).format_chat([ChatMessage(role="user", content=text)])
         params = GenerationParams(max_tokens=n_tokens)
         outs = {g: b.complete(prompt, params) for g, b in gens.items()}
@@ -135,6 +136,21 @@ def greedy_pass(
     }
 
 
+def _replay_stats(r: Any, ids: tuple[int, ...]) -> tuple[int, list[int]]:
+    """Mismatches of the replayed sampler and, for each, its rank distance to the claim."""
+    distances = []
+    for pos, picked in zip(r.positions, r.replayed, strict=True):
+        if picked == pos.token_id:
+            continue
+        theirs = dict(pos.top)
+        if picked not in theirs:
+            distances.append(999)
+            continue
+        picked_rank = 1 + sum(1 for _, lp in pos.top if lp > theirs[picked])
+        distances.append(abs(picked_rank - pos.rank))
+    return len(distances), distances
+
+
 def sampled_pass(
     gens: dict[tuple[int, int], LlamaCppBackend],
     vers: dict[tuple[int, int], LlamaCppBackend],
@@ -144,26 +160,39 @@ def sampled_pass(
     from chefsplan_agents.verify import support_violation
 
     violations: list[float] = []
-    replay_mismatch = 0
+    honest_fractions: list[float] = []
+    distances: list[int] = []
+    greedy_fractions: list[float] = []
     positions = 0
     for i, text in enumerate(prompts):
+        sys.stderr.write(f"sampled {i + 1}/{len(prompts)}\n")
         prompt = next(iter(gens.values())).format_chat([ChatMessage(role="user", content=text)])
         params = GenerationParams(max_tokens=n_tokens, temperature=1.0, top_p=0.95, seed=1000 + i)
+        k = max(params.top_k + 1, 20)
         for backend in gens.values():
             gen = backend.complete(prompt, params)
             for verifier in vers.values():
-                k = max(params.top_k + 1, 20)
                 r = verifier.rescore(prompt, gen.token_ids, k=k, sampling=params)
-                for j, pos in enumerate(r.positions):
-                    positions += 1
-                    violations.append(support_violation(pos, params))
-                    if r.replayed and r.replayed[j] != pos.token_id:
-                        replay_mismatch += 1
+                positions += len(r.positions)
+                violations.extend(support_violation(pos, params) for pos in r.positions)
+                misses, dist = _replay_stats(r, gen.token_ids)
+                honest_fractions.append(misses / max(len(r.positions), 1))
+                distances.extend(dist)
+        # A cheater answering greedily when sampling was asked: how often does the replay agree?
+        greedy = next(iter(gens.values())).complete(
+            prompt, params.model_copy(update={"temperature": 0.0})
+        )
+        r = next(iter(vers.values())).rescore(prompt, greedy.token_ids, k=k, sampling=params)
+        misses, _ = _replay_stats(r, greedy.token_ids)
+        greedy_fractions.append(misses / max(len(r.positions), 1))
     return {
         "prompts": len(prompts),
+        "results": len(honest_fractions),
         "positions": positions,
         "support_violation_nats": quantiles(violations),
-        "replay_mismatches": replay_mismatch,
+        "honest_replay_mismatch_fraction": quantiles(honest_fractions),
+        "honest_mismatch_rank_distance": quantiles([float(d) for d in distances]),
+        "greedy_cheat_replay_mismatch_fraction": quantiles(greedy_fractions),
     }
 
 
@@ -196,7 +225,8 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
     spot: list[float] = []
     near_ties = {0.05: 0, 0.1: 0, 0.25: 0, 0.5: 0}
     positions = 0
-    for text in prompts:
+    for n, text in enumerate(prompts):
+        sys.stderr.write(f"cost {n_tokens} {n + 1}/{len(prompts)}\n")
         prompt = backend.format_chat([ChatMessage(role="user", content=text)])
         # An end token would stop early; ignoring it is not possible here, so the ratio is
         # per run, whatever its length.

@@ -11,6 +11,7 @@ can run one where it would run the model honestly:
 * :class:`TextSwap` — honest tokens, other text;
 * :class:`Truncate` / :class:`Pad` — stops early / appends its own tokens;
 * :class:`SampledWhenGreedy` — samples when greedy was asked;
+* :class:`ChosenSeed` — samples with a seed of its own, not the task's;
 * :class:`ChangeToken` — one token swapped for the runner-up (a flipped "not");
 * :class:`Adaptive` — any of these on a fraction of its tasks, honest on the rest.
 
@@ -21,6 +22,7 @@ from chefsplan_agents.testing._cheats import (
     Adaptive,
     ChangeToken,
     Cheat,
+    ChosenSeed,
     Copycat,
     Lazy,
     Pad,
@@ -38,6 +40,7 @@ __all__ = [
     "Adaptive",
     "ChangeToken",
     "Cheat",
+    "ChosenSeed",
     "Copycat",
     "Lazy",
     "Pad",

@@ -27,6 +27,7 @@ __all__ = [
     "Adaptive",
     "ChangeToken",
     "Cheat",
+    "ChosenSeed",
     "Copycat",
     "Lazy",
     "Pad",
@@ -323,6 +324,25 @@ class SampledWhenGreedy:
     ) -> ResultBundle:
         asked = task_generation_params(task)
         params = asked.model_copy(update={"temperature": self.temperature, "seed": self.seed})
+        gen = llm.complete(task_prompt(task, llm), params)
+        return result_from_generation(task_cid, gen, llm, identity)
+
+
+@dataclass(frozen=True)
+class ChosenSeed:
+    """Samples with a seed of its own instead of the task's (resampling until it likes one).
+
+    Attributes:
+        seed: The seed used.
+    """
+
+    seed: int = 12345
+    name: str = "chosen-seed"
+
+    def forge(
+        self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
+    ) -> ResultBundle:
+        params = task_generation_params(task).model_copy(update={"seed": self.seed})
         gen = llm.complete(task_prompt(task, llm), params)
         return result_from_generation(task_cid, gen, llm, identity)
 

@@ -60,14 +60,20 @@ __all__ = [
 #: Pairs per fingerprint entry: a protocol constant (what nodes commit, ``GenerationParams``'s
 #: ``logprobs`` default), never read from the prover's fingerprint.
 FINGERPRINT_K = 5
+# The tolerances below cover llama.cpp's drift between a node's one-token decode steps and a
+# verifier's batched prefill, measured on SmolLM2-135M Q4_1 (benchmarks/verify_calibration.py,
+# docs/verification.md): first-choice changes trailed by at most 0.36 nats, committed logprobs
+# drifted by at most 0.70 (p99.9 0.49) over 54,855 pairs. Each is about twice the worst seen.
+
 #: Greedy near-tie margin: a claimed token may trail the verifier's first choice by this much.
-NEAR_TIE_NATS = 0.1
+NEAR_TIE_NATS = 0.75
 #: Largest allowed difference between a committed fingerprint logprob and the verifier's.
-DRIFT_NATS = 0.1
+DRIFT_NATS = 1.0
 #: How far (nats) a sampled token may lie beyond the verifier's support boundary.
-SUPPORT_NATS = 0.1
-#: Share of sampled positions where the replayed seeded sampler may pick another token.
-REPLAY_MISMATCH_FRACTION = 0.05
+SUPPORT_NATS = 1.0
+#: Share of sampled positions where the replayed seeded sampler may draw another token (honest
+#: SmolLM2 results: at most 0.18 over 36 runs; drawn with another seed or greedily: 0.3-0.7).
+REPLAY_MISMATCH_FRACTION = 0.3
 #: Positions a spot check re-scores at least (a window chosen after the result is committed).
 SPOT_WIDTH = 16
 
@@ -201,28 +207,19 @@ def support_violation(position: RescoredPosition, params: GenerationParams) -> f
 def _replay_problem(replayed: Sequence[int], positions: Sequence[RescoredPosition]) -> str | None:
     """Why the claimed tokens are not what the task's seeded sampler draws (None: they are).
 
-    Drift can move a draw across the boundary between two neighbouring tokens of the sorted
-    distribution, so a few mismatches are allowed, each only to the replayed token's neighbour.
+    Drift moves draws across the boundaries of the sorted distribution (and reorders near
+    ties), so honest results disagree at up to 18% of positions on SmolLM2; a result drawn with
+    another seed, or greedily, disagrees at 30-70%.
     """
-    misses = []
-    for i, (picked, pos) in enumerate(zip(replayed, positions, strict=True)):
-        if picked == pos.token_id:
-            continue
-        theirs = dict(pos.top)
-        if picked not in theirs:
-            return f"the task's seeded sampler picks token {picked} at position {i}, unseen"
-        picked_rank = 1 + sum(1 for _, lp in pos.top if lp > theirs[picked])
-        if abs(picked_rank - pos.rank) > 1:
-            return (
-                f"claimed token {i} is ranked {pos.rank}, the task's seeded sampler draws the "
-                f"one ranked {picked_rank} there"
-            )
-        misses.append(i)
-    allowed = math.floor(REPLAY_MISMATCH_FRACTION * len(positions))
-    if len(misses) > allowed:
+    misses = sum(
+        1 for picked, pos in zip(replayed, positions, strict=True) if picked != pos.token_id
+    )
+    # Two more for short results, where the share of a few chance misses swings widely.
+    allowed = math.floor(REPLAY_MISMATCH_FRACTION * len(positions)) + 2
+    if misses > allowed:
         return (
-            f"the task's seeded sampler picks another token at {len(misses)} of "
-            f"{len(positions)} positions (at most {allowed} allowed for drift)"
+            f"the task's seeded sampler draws another token at {misses} of {len(positions)} "
+            f"positions (at most {allowed} allowed for drift): not drawn with the task's seed"
         )
     return None
 

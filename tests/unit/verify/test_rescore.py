@@ -21,7 +21,7 @@ from chefsplan_agents.errors import VerificationError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend, resolve_model
 from chefsplan_agents.market import DelegationReceipt
-from chefsplan_agents.testing import ChangeToken, TextSwap, honest_result
+from chefsplan_agents.testing import ChangeToken, ChosenSeed, TextSwap, honest_result
 from chefsplan_agents.verify import FINGERPRINT_K, rescore_result, spot_window
 
 MakeTask = Callable[..., Any]
@@ -257,22 +257,30 @@ def test_an_honest_greedy_result_with_a_repeat_penalty_passes(
     assert verdict.passed, verdict.reason
 
 
-@pytest.mark.parametrize("position", [3, -1])
-def test_a_sampled_token_the_seeded_sampler_did_not_draw_fails(
-    position: int, random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+@pytest.mark.parametrize("seed", [4, 99])
+def test_a_sampled_result_drawn_with_another_seed_fails(
+    seed: int, random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
 ) -> None:
-    # The prover cannot pick among the tokens in the support: the seed is in the signed task.
+    # The prover cannot pick its draw: the seed is in the signed task, and the verifier replays it.
     task, cid = make_task(random_llm, "Soup of the day", max_tokens=40, temperature=1.0, seed=3)
+    forged = ChosenSeed(seed=seed).forge(task, cid, random_llm, cheater)
+    verdict = rescore_result(random_llm, task, forged)
+    assert not verdict.passed
+    assert verdict.check == "replay", verdict.reason
+    assert "not drawn with the task's seed" in verdict.reason
+
+
+def test_a_sampled_token_outside_the_support_fails(
+    random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+) -> None:
+    task, cid = make_task(
+        random_llm, "Soup of the day", max_tokens=40, temperature=1.0, top_k=3, seed=3
+    )
     honest = honest_result(task, cid, random_llm, cheater)
     ids = list(honest.token_ids)
-    i = position % len(ids)
-    entry = honest.fingerprint[i]
-    # The fourth choice: in the support (top_k=40), far from the drawn token in the ordering.
-    ids[i] = next(t for t, _ in entry[3:] if t != ids[i])
+    ids[-1] = 100  # a byte token, which the random model biases far below its top 3
     text = random_llm.detokenize(ids)
     forged = _forged(honest, token_ids=tuple(ids), output=text, output_hash=output_hash(text))
     verdict = rescore_result(random_llm, task, forged)
     assert not verdict.passed
-    assert "the task's seeded sampler draws" in verdict.reason
-    if position == -1:  # nothing after it changed: only the replay can tell
-        assert verdict.check == "replay", verdict.reason
+    assert verdict.check == "support", verdict.reason

@@ -19,7 +19,14 @@ from chefsplan_agents.bundles import (
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.storage import compute_cid
-from chefsplan_agents.testing import ChangeToken, TextSwap, WrongModel, honest_result, requantize
+from chefsplan_agents.testing import (
+    ChangeToken,
+    ChosenSeed,
+    TextSwap,
+    WrongModel,
+    honest_result,
+    requantize,
+)
 from chefsplan_agents.verify import NEAR_TIE_NATS, rescore_result
 
 pytestmark = pytest.mark.slow
@@ -84,6 +91,8 @@ def test_an_honest_sampled_result_passes(smol: LlamaCppBackend) -> None:
     verdict = rescore_result(smol, task, honest)
     assert verdict.passed, verdict.reason
     assert verdict.top1_fraction < 0.9  # the old 0.9 rule failed exactly this
+    reseeded = ChosenSeed(seed=8).forge(task, cid, smol, Identity.generate())
+    assert rescore_result(smol, task, reseeded).check == "replay"
 
 
 def test_a_requantized_model_fails(smol: LlamaCppBackend, tmp_path: Path) -> None:
