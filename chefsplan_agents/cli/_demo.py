@@ -41,6 +41,8 @@ from chefsplan_agents.devnet import DEVNET_MODELS, Devnet
 from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.llm import LlamaCppBackend, default_cache_dir, resolve_model
 from chefsplan_agents.market import Settlement
+from chefsplan_agents.network import Network
+from chefsplan_agents.node import ProviderNode
 from chefsplan_agents.testing import WrongModel, requantize
 from chefsplan_agents.verify import RescoreVerdict, rescore_result
 
@@ -237,6 +239,7 @@ def demo(
             on_stage("audit", "re-scoring the cheater's own results with the pinned model")
             caught = _cheater_results(net, verifier, verdicts, cheater.address)
             reputation = net.registry.reputation(cheater.address)
+            cheater_reputation = _reputation(net, cheater.address)
             requester_credit = net.market.balance_of(net.requester.address)
             node_rows = [
                 {
@@ -253,18 +256,15 @@ def demo(
     elapsed = time.perf_counter() - started
 
     if as_json:
-        doc = _json_doc(
-            request, answer, verdicts, caught, node_rows, cheater, requester_credit, elapsed
-        )
-        doc["cheater"]["reputation"] = {
-            "won": reputation.won,
-            "lost": reputation.lost,
-            "slashed": reputation.slashed,
-        }
+        doc = _json_doc(request, answer, verdicts, caught, node_rows, cheater, requester_credit)
+        doc["cheater"]["reputation"] = cheater_reputation
+        doc["wall_s"] = round(elapsed, 2)
         out.print(json.dumps(doc, sort_keys=True), markup=False, soft_wrap=True)
         return
-    out.print(f"[bold]Request[/bold]\n{request}\n", markup=True, highlight=False)
-    out.print("[bold]The Copilot's answer[/bold]", markup=True)
+    out.print(Text("Request", style="bold"))
+    out.print(request, markup=False, highlight=False)
+    out.print()
+    out.print(Text("The Copilot's answer", style="bold"))
     out.print(answer, markup=False, highlight=False)
     out.print()
     for v in verdicts:
@@ -287,7 +287,7 @@ def _reputation(net: Devnet, address: str) -> dict[str, int]:
 
 
 async def _run_team(
-    network: Any, request: str, max_tokens: int, on_stage: Callable[[str, str], None]
+    network: Network, request: str, max_tokens: int, on_stage: Callable[[str, str], None]
 ) -> list[BaseAgentEvent | BaseChatMessage]:
     """Run the three agents on ``request``; every part at trust ``high``."""
     text = f"trust: high\nmax_tokens: {max_tokens}\n{request}"
@@ -337,9 +337,8 @@ def _json_doc(
     verdicts: list[Verdict],
     caught: list[_CheatResult],
     node_rows: list[dict[str, Any]],
-    cheater: Any,
+    cheater: ProviderNode,
     requester_credit: int,
-    elapsed: float,
 ) -> dict[str, Any]:
     return {
         "request": request,
@@ -349,7 +348,7 @@ def _json_doc(
         "cheater": {
             "did": cheater.did,
             "address": cheater.address,
-            "cheat": cheater.cheat.name,
+            "cheat": cheater.cheat.name if cheater.cheat is not None else None,
             "results": [
                 {
                     "part": c.part + 1,
@@ -370,7 +369,6 @@ def _json_doc(
             ],
         },
         "requester_market_credit_wei": requester_credit,
-        "wall_s": round(elapsed, 2),
     }
 
 
