@@ -181,6 +181,7 @@ class LlamaCppBackend(BackendBase):
         self._closed = False
         self._rows: npt.NDArray[np.float32] | None = None
         self._eog: npt.NDArray[np.intp] | None = None
+        self._rescore_head: tuple[int, ...] | None = None
         self._info = ModelInfo(
             name=meta.get("general.name") or self._file.name,
             path=str(self._file.path),
@@ -212,6 +213,7 @@ class LlamaCppBackend(BackendBase):
         does, and must not run while the backend generates on another thread.
         """
         self._check_open()
+        self._rescore_head = None  # a direct call may rewrite the cache a re-score would reuse
         return self._llm
 
     @property
@@ -345,6 +347,7 @@ class LlamaCppBackend(BackendBase):
         text = ""
         finish = "length"
         llm.reset()  # no prompt cache: every call evaluates its prompt from scratch
+        self._rescore_head = None
         llm.set_seed(params.seed)
         start = time.perf_counter()
         first: float | None = None
@@ -477,9 +480,7 @@ class LlamaCppBackend(BackendBase):
         start = time.perf_counter()
         with self._lock:
             try:
-                self._llm.reset()
-                if len(ptoks) > 1:
-                    self._llm.eval(ptoks[:-1])
+                self._seek_prompt(ptoks[:-1])
                 self._set_all_logits(True)
                 self._llm.eval(ptoks[-1:] + cont)
             except RuntimeError as err:
@@ -504,6 +505,31 @@ class LlamaCppBackend(BackendBase):
             next_eog_logprob=float(np.max(after[eog])) if eog.size else None,
             replayed=replayed,
         )
+
+    def _seek_prompt(self, head: list[int]) -> None:
+        """Leave the context holding exactly ``head``, evaluated as one prefill.
+
+        Re-scoring several results of one task (replicas, or a full check after a spot check)
+        shares the prompt: when the context already starts with ``head`` (what the last
+        re-score left there; generation always starts from scratch), only the tokens after it
+        are dropped and evaluated again. The reused cache is the one the same prefill wrote,
+        so the numbers are those of a fresh evaluation.
+        """
+        llm = self._llm
+        m = len(head)
+        held = int(llm.n_tokens)
+        if (
+            m
+            and held >= m
+            and self._rescore_head == tuple(head)
+            and ([int(t) for t in llm.input_ids[:m]] == head)
+        ):
+            llm.n_tokens = m  # eval() drops the cache after n_tokens before appending
+            return
+        llm.reset()
+        self._rescore_head = tuple(head)
+        if head:
+            llm.eval(head)
 
     def _eog_ids(self) -> npt.NDArray[np.intp]:
         """Ids of the end-of-generation tokens (computed once per backend)."""
