@@ -443,7 +443,8 @@ def rescore_result(
     entries = result.fingerprint[:end]
     top1 = claimed_tokens_top1_fraction(rescored)
     agreement = fingerprint_agreement(entries, rescored, tolerance=drift)
-    gaps = [p.top[0][1] - p.logprob for p in positions]
+    # A backend that reports no alternatives at a position (the stub) gives it no gap.
+    gaps = [p.top[0][1] - p.logprob if p.top else 0.0 for p in positions]
     drifts = [_position_drift(e, p) for e, p in zip(entries, positions, strict=True)]
     max_gap = max(gaps, default=0.0)
     max_drift = max(drifts, default=0.0)
