@@ -288,7 +288,11 @@ def _shape_problem(
 
 
 def _stops_here(
-    llm: LLMBackend, result: ResultBundle, rescored: RescoreResult, params: GenerationParams
+    llm: LLMBackend,
+    result: ResultBundle,
+    rescored: RescoreResult,
+    params: GenerationParams,
+    near_tie: float,
 ) -> str | None:
     """Why a result shorter than ``max_tokens`` should not have ended there (None: it should).
 
@@ -301,8 +305,8 @@ def _stops_here(
         return None  # the backend cannot tell; the other checks still ran
     best = rescored.next_top[0][1]
     if _plain_greedy(params):
-        allowed = [(t, lp) for t, lp in rescored.next_top if best - lp <= NEAR_TIE_NATS]
-        end_ok = best - rescored.next_eog_logprob <= NEAR_TIE_NATS
+        allowed = [(t, lp) for t, lp in rescored.next_top if best - lp <= near_tie]
+        end_ok = best - rescored.next_eog_logprob <= near_tie
     else:
         eog = RescoredPosition(
             token_id=0, logprob=rescored.next_eog_logprob, rank=1, top=rescored.next_top
@@ -478,7 +482,7 @@ def rescore_result(
             f"{drifts[worst_d]:.2f} nats (tolerance {drift:.2f})",
         )
     if end == len(ids) and len(ids) < params.max_tokens:
-        problem = _stops_here(llm, result, rescored, params)
+        problem = _stops_here(llm, result, rescored, params, near_tie)
         if problem is not None:
             found.fail("end", problem)
     return RescoreVerdict(
