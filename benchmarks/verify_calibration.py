@@ -224,6 +224,7 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
     full: list[float] = []
     spot: list[float] = []
     replica: list[float] = []
+    exact: list[float] = []
     tokens: list[int] = []
     near_ties = {0.1: 0, 0.25: 0, 0.5: 0, 0.75: 0}
     positions = 0
@@ -247,6 +248,9 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
         t = time.perf_counter()
         backend.rescore(prompt, gen.token_ids, k=2 * 5)
         replica.append((time.perf_counter() - t) * 1000 / gen_ms)
+        t = time.perf_counter()
+        backend.rescore(prompt, gen.token_ids, k=2 * 5, stepwise=True)
+        exact.append((time.perf_counter() - t) * 1000 / gen_ms)
         _, hi = spot_window(b"cost" + text.encode(), len(gen.token_ids))
         t = time.perf_counter()
         backend.rescore(prompt, gen.token_ids[:hi], k=2 * 5)
@@ -261,6 +265,8 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
         "spot_ratio_max": max(spot),
         "replica_ratio_median": statistics.median(replica),
         "replica_ratio_max": max(replica),
+        "exact_ratio_median": statistics.median(exact),
+        "exact_ratio_max": max(exact),
         "generated_tokens_median": statistics.median(tokens),
         "positions": positions,
         "top2_gap_at_most": {str(k): v for k, v in near_ties.items()},

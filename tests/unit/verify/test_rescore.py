@@ -300,3 +300,25 @@ def test_rescoring_replicas_of_one_task_reuses_the_prompt_and_gives_the_same_num
     assert again[0].positions == again[1].positions == expected.positions
     assert other.positions == expected.positions[:7]
     assert other.next_top == expected.positions[7].top
+
+
+# --- exact re-scores -----------------------------------------------------------------------
+
+
+def test_an_exact_rescore_passes_honest_results_and_raises_for_another_build(
+    random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+) -> None:
+    greedy, gcid = make_task(random_llm, "Dinner for two, please.", max_tokens=32)
+    sampled, scid = make_task(random_llm, "Soup", max_tokens=32, temperature=1.0, seed=5)
+    with LlamaCppBackend(resolve_model("tiny-random"), n_threads=2) as node:
+        results = [
+            honest_result(greedy, gcid, node, cheater),
+            honest_result(sampled, scid, node, cheater),
+        ]
+    for task, result in zip((greedy, sampled), results, strict=True):
+        verdict = rescore_result(random_llm, task, result, mode="exact")
+        assert verdict.passed, verdict.reason
+        assert verdict.max_drift < 1e-4
+    elsewhere = _forged(results[0], llama_cpp_build="llama-cpp-python 0.0.0 | other")
+    with pytest.raises(VerificationError, match="mode='full'"):
+        rescore_result(random_llm, greedy, elsewhere, mode="exact")
