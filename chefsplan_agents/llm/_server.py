@@ -326,6 +326,8 @@ class LlamaServerBackend(BackendBase):
         prompt: str | Sequence[int],
         continuation: Sequence[int],
         k: int = 5,
+        *,
+        sampling: GenerationParams | None = None,
     ) -> RescoreResult:
         """Score a claimed continuation with one echo request (prefill only on the server).
 

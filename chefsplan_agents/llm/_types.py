@@ -138,6 +138,21 @@ class RescoreResult(_Frozen):
     prompt_tokens: int
     elapsed_ms: float
     model_sha256: str
+    next_top: TopK = Field(
+        default=(),
+        description="Top-k after the last claimed token: where an honest run went on or "
+        "stopped (empty when the backend cannot tell).",
+    )
+    next_eog_logprob: float | None = Field(
+        default=None,
+        description="The best end-of-generation token's logprob after the last claimed token "
+        "(None when the backend cannot tell).",
+    )
+    replayed: tuple[int, ...] = Field(
+        default=(),
+        description="For a sampled claim: the token the task's seeded sampler picks from the "
+        "verifier's logits at each position (empty when not replayed).",
+    )
 
     @property
     def fingerprint(self) -> Fingerprint:
