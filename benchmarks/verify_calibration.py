@@ -223,7 +223,10 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
     old: list[float] = []
     full: list[float] = []
     spot: list[float] = []
-    near_ties = {0.05: 0, 0.1: 0, 0.25: 0, 0.5: 0}
+    replica: list[float] = []
+    exact: list[float] = []
+    tokens: list[int] = []
+    near_ties = {0.1: 0, 0.25: 0, 0.5: 0, 0.75: 0}
     positions = 0
     for n, text in enumerate(prompts):
         sys.stderr.write(f"cost {n_tokens} {n + 1}/{len(prompts)}\n")
@@ -232,6 +235,7 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
         # per run, whatever its length.
         gen = backend.complete(prompt, GenerationParams(max_tokens=n_tokens))
         gen_ms = gen.timings.prompt_ms + gen.timings.generation_ms
+        tokens.append(len(gen.token_ids))
         for entry in gen.fingerprint:
             positions += 1
             for eps in near_ties:
@@ -240,6 +244,13 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
         t = time.perf_counter()
         backend.rescore(prompt, gen.token_ids, k=2 * 5)
         full.append((time.perf_counter() - t) * 1000 / gen_ms)
+        # Another replica's result for the same task: the prompt's cache is reused.
+        t = time.perf_counter()
+        backend.rescore(prompt, gen.token_ids, k=2 * 5)
+        replica.append((time.perf_counter() - t) * 1000 / gen_ms)
+        t = time.perf_counter()
+        backend.rescore(prompt, gen.token_ids, k=2 * 5, stepwise=True)
+        exact.append((time.perf_counter() - t) * 1000 / gen_ms)
         _, hi = spot_window(b"cost" + text.encode(), len(gen.token_ids))
         t = time.perf_counter()
         backend.rescore(prompt, gen.token_ids[:hi], k=2 * 5)
@@ -252,6 +263,11 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
         "full_ratio_max": max(full),
         "spot_ratio_median": statistics.median(spot),
         "spot_ratio_max": max(spot),
+        "replica_ratio_median": statistics.median(replica),
+        "replica_ratio_max": max(replica),
+        "exact_ratio_median": statistics.median(exact),
+        "exact_ratio_max": max(exact),
+        "generated_tokens_median": statistics.median(tokens),
         "positions": positions,
         "top2_gap_at_most": {str(k): v for k, v in near_ties.items()},
     }

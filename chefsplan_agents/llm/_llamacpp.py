@@ -181,6 +181,7 @@ class LlamaCppBackend(BackendBase):
         self._closed = False
         self._rows: npt.NDArray[np.float32] | None = None
         self._eog: npt.NDArray[np.intp] | None = None
+        self._rescore_head: tuple[int, ...] | None = None
         self._info = ModelInfo(
             name=meta.get("general.name") or self._file.name,
             path=str(self._file.path),
@@ -212,6 +213,7 @@ class LlamaCppBackend(BackendBase):
         does, and must not run while the backend generates on another thread.
         """
         self._check_open()
+        self._rescore_head = None  # a direct call may rewrite the cache a re-score would reuse
         return self._llm
 
     @property
@@ -345,6 +347,7 @@ class LlamaCppBackend(BackendBase):
         text = ""
         finish = "length"
         llm.reset()  # no prompt cache: every call evaluates its prompt from scratch
+        self._rescore_head = None
         llm.set_seed(params.seed)
         start = time.perf_counter()
         first: float | None = None
@@ -442,6 +445,7 @@ class LlamaCppBackend(BackendBase):
         k: int = 5,
         *,
         sampling: GenerationParams | None = None,
+        stepwise: bool = False,
     ) -> RescoreResult:
         """Score a claimed continuation in one prefill pass; see :meth:`LLMBackend.rescore`.
 
@@ -458,6 +462,10 @@ class LlamaCppBackend(BackendBase):
                 ``sampling.seed``, is run over the verifier's own logits position by position
                 (fed the claimed tokens), and what it picks is reported in
                 :attr:`RescoreResult.replayed`.
+            stepwise: Evaluate the prompt in one prefill and then the claimed tokens one at a
+                time, exactly as generation does: the logits are then bit-identical to a node's
+                on the same llama.cpp build (any thread count), where a batched prefill drifts
+                by up to ~0.4 nats. Costs about as much as generating.
 
         Raises:
             InvalidGenerationParams: ``k < 1``, an empty prompt or an id outside the vocabulary.
@@ -477,17 +485,19 @@ class LlamaCppBackend(BackendBase):
         start = time.perf_counter()
         with self._lock:
             try:
-                self._llm.reset()
-                if len(ptoks) > 1:
-                    self._llm.eval(ptoks[:-1])
-                self._set_all_logits(True)
-                self._llm.eval(ptoks[-1:] + cont)
+                if stepwise:
+                    raw = self._stepwise_logits(ptoks, cont)
+                else:
+                    self._seek_prompt(ptoks[:-1])
+                    self._set_all_logits(True)
+                    self._llm.eval(ptoks[-1:] + cont)
             except RuntimeError as err:
                 raise GenerationError(f"llama.cpp failed while re-scoring: {err}") from err
             finally:
                 self._set_all_logits(False)
-            first = len(ptoks) - 1
-            raw = np.array(self._llm.scores[first : first + len(cont) + 1], copy=True)
+            if not stepwise:
+                first = len(ptoks) - 1
+                raw = np.array(self._llm.scores[first : first + len(cont) + 1], copy=True)
             replayed: tuple[int, ...] = ()
             if sampling is not None and (not sampling.greedy or sampling.repeat_penalty != 1.0):
                 replayed = self._replay_sampler(raw[: len(cont)], cont, sampling)
@@ -504,6 +514,44 @@ class LlamaCppBackend(BackendBase):
             next_eog_logprob=float(np.max(after[eog])) if eog.size else None,
             replayed=replayed,
         )
+
+    def _stepwise_logits(self, ptoks: list[int], cont: list[int]) -> npt.NDArray[np.float32]:
+        """Logits after the prompt and after each claimed token, evaluated as generation does."""
+        llm = self._llm
+        llm.reset()
+        self._rescore_head = None
+        rows = np.empty((len(cont) + 1, self._n_vocab), dtype=np.float32)
+        llm.eval(ptoks)
+        rows[0] = self._last_logits()
+        for j, tok in enumerate(cont):
+            llm.eval([tok])
+            rows[j + 1] = self._last_logits()
+        return rows
+
+    def _seek_prompt(self, head: list[int]) -> None:
+        """Leave the context holding exactly ``head``, evaluated as one prefill.
+
+        Re-scoring several results of one task (replicas, or a full check after a spot check)
+        shares the prompt: when the context already starts with ``head`` (what the last
+        re-score left there; generation always starts from scratch), only the tokens after it
+        are dropped and evaluated again. The reused cache is the one the same prefill wrote,
+        so the numbers are those of a fresh evaluation.
+        """
+        llm = self._llm
+        m = len(head)
+        held = int(llm.n_tokens)
+        if (
+            m
+            and held >= m
+            and self._rescore_head == tuple(head)
+            and ([int(t) for t in llm.input_ids[:m]] == head)
+        ):
+            llm.n_tokens = m  # eval() drops the cache after n_tokens before appending
+            return
+        llm.reset()
+        self._rescore_head = tuple(head)
+        if head:
+            llm.eval(head)
 
     def _eog_ids(self) -> npt.NDArray[np.intp]:
         """Ids of the end-of-generation tokens (computed once per backend)."""

@@ -9,6 +9,7 @@ explains each check, its cost and its limits.
 
 from chefsplan_agents.verify._rescore import (
     DRIFT_NATS,
+    EXACT_NATS,
     FINGERPRINT_K,
     NEAR_TIE_NATS,
     REPLAY_MISMATCH_FRACTION,
@@ -23,6 +24,7 @@ from chefsplan_agents.verify._rescore import (
 
 __all__ = [
     "DRIFT_NATS",
+    "EXACT_NATS",
     "FINGERPRINT_K",
     "NEAR_TIE_NATS",
     "REPLAY_MISMATCH_FRACTION",

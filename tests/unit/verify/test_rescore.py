@@ -21,6 +21,7 @@ from chefsplan_agents.errors import VerificationError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend, resolve_model
 from chefsplan_agents.market import DelegationReceipt
+from chefsplan_agents.node import task_prompt
 from chefsplan_agents.testing import ChangeToken, ChosenSeed, TextSwap, honest_result
 from chefsplan_agents.verify import FINGERPRINT_K, rescore_result, spot_window
 
@@ -284,3 +285,40 @@ def test_a_sampled_token_outside_the_support_fails(
     verdict = rescore_result(random_llm, task, forged)
     assert not verdict.passed
     assert verdict.check == "support", verdict.reason
+
+
+def test_rescoring_replicas_of_one_task_reuses_the_prompt_and_gives_the_same_numbers(
+    random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+) -> None:
+    task, cid = make_task(random_llm, "Dinner for two, please.", max_tokens=24)
+    first = honest_result(task, cid, random_llm, cheater)
+    prompt = task_prompt(task, random_llm)
+    with LlamaCppBackend(resolve_model("tiny-random"), n_threads=1) as fresh:
+        expected = fresh.rescore(prompt, first.token_ids, k=10)
+    again = [random_llm.rescore(prompt, first.token_ids, k=10) for _ in range(2)]
+    other = random_llm.rescore(prompt, first.token_ids[:7], k=10)
+    assert again[0].positions == again[1].positions == expected.positions
+    assert other.positions == expected.positions[:7]
+    assert other.next_top == expected.positions[7].top
+
+
+# --- exact re-scores -----------------------------------------------------------------------
+
+
+def test_an_exact_rescore_passes_honest_results_and_raises_for_another_build(
+    random_llm: LlamaCppBackend, make_task: MakeTask, cheater: Identity
+) -> None:
+    greedy, gcid = make_task(random_llm, "Dinner for two, please.", max_tokens=32)
+    sampled, scid = make_task(random_llm, "Soup", max_tokens=32, temperature=1.0, seed=5)
+    with LlamaCppBackend(resolve_model("tiny-random"), n_threads=2) as node:
+        results = [
+            honest_result(greedy, gcid, node, cheater),
+            honest_result(sampled, scid, node, cheater),
+        ]
+    for task, result in zip((greedy, sampled), results, strict=True):
+        verdict = rescore_result(random_llm, task, result, mode="exact")
+        assert verdict.passed, verdict.reason
+        assert verdict.max_drift < 1e-4
+    elsewhere = _forged(results[0], llama_cpp_build="llama-cpp-python 0.0.0 | other")
+    with pytest.raises(VerificationError, match="mode='full'"):
+        rescore_result(random_llm, greedy, elsewhere, mode="exact")

@@ -103,3 +103,28 @@ def test_a_requantized_model_fails(smol: LlamaCppBackend, tmp_path: Path) -> Non
     verdict = rescore_result(smol, task, forged)
     assert not verdict.passed
     assert verdict.check in ("token", "drift"), verdict.reason
+
+
+def test_a_near_tie_swap_passes_the_full_rescore_but_not_the_exact_one(
+    smol: LlamaCppBackend,
+) -> None:
+    task, cid = _task(smol, "Write a limerick about a chef.")
+    with LlamaCppBackend(_smollm2(), n_threads=2) as node:
+        honest = honest_result(task, cid, node, Identity.generate())
+        exact = rescore_result(smol, task, honest, mode="exact")
+        assert exact.passed, exact.reason
+        assert exact.max_drift < 1e-4  # one-token steps: the node's own numbers
+        # A near-tie swap the drift allowance hides: the latest near tie whose swap the full
+        # re-score accepts (a swap can also change where the model stops, which it catches).
+        gaps = [e[0][1] - e[1][1] for e in honest.fingerprint]
+        hidden = None
+        for i in sorted(
+            (i for i, g in enumerate(gaps) if 0.01 < g < NEAR_TIE_NATS / 2), reverse=True
+        ):
+            forged = ChangeToken(position=i).forge(task, cid, node, Identity.generate())
+            if rescore_result(smol, task, forged).passed:  # the documented loophole
+                hidden = forged
+                break
+    assert hidden is not None
+    verdict = rescore_result(smol, task, hidden, mode="exact")
+    assert not verdict.passed and verdict.check == "token", verdict.reason
