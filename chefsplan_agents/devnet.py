@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle
 from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts
@@ -52,6 +52,9 @@ from chefsplan_agents.network import InProcessDriver, Network
 from chefsplan_agents.node import NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore, LocalCidStore, MemoryCidStore
+
+if TYPE_CHECKING:
+    from chefsplan_agents.testing import Cheat
 
 __all__ = ["DEVNET_MODELS", "Devnet", "StageCallback"]
 
@@ -155,6 +158,7 @@ class Devnet:
         policy: NodePolicy | None = None,
         workdir: str | Path | None = None,
         on_stage: StageCallback | None = None,
+        cheaters: Mapping[int, Cheat] | None = None,
     ) -> Devnet:
         """Build a network: chain + contracts + store + ``nodes`` registered provider nodes.
 
@@ -170,13 +174,21 @@ class Devnet:
             workdir: Where node state (and a local store) live; default a temporary folder
                 removed by :meth:`close`.
             on_stage: Called as each start-up stage begins.
+            cheaters: TESTING ONLY: node index → a dishonest way to answer
+                (``chefsplan_agents.testing``). That node registers and offers the devnet's
+                model like the others but forges every result (e.g. :class:`WrongModel`: a
+                cheaper model's output claimed as the pinned one's). Its backends are the
+                caller's to close.
 
         Raises:
-            ConfigError: Bad node count or unknown model.
+            ConfigError: Bad node count, unknown model or a cheater index out of range.
             ModelNotFound: The model is not installed.
         """
         if not 1 <= nodes <= _MAX_NODES:
             raise ConfigError(f"a devnet has 1 to {_MAX_NODES} nodes (got {nodes})")
+        cheats = dict(cheaters or {})
+        if any(not 0 <= i < nodes for i in cheats):
+            raise ConfigError(f"cheater indexes must be 0 to {nodes - 1} (got {sorted(cheats)})")
         spec = _model_spec(model)
         stage = on_stage or (lambda _stage, _detail: None)
         own = workdir is None
@@ -215,6 +227,7 @@ class Devnet:
                     llms[0 if share_model else i],
                     state_dir=str(root / f"node{i}"),
                     policy=policy,
+                    cheat=cheats.get(i),
                 )
                 stage("register", f"node {i + 1}/{nodes}: measuring and registering")
                 node.start()
@@ -395,6 +408,7 @@ class Devnet:
             state_dir=str(old.state.path),
             policy=old.policy,
             stake=old.stake,
+            cheat=old.cheat,
         )
         self.nodes[index] = node
         return node

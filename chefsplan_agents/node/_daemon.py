@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from chefsplan_agents.bundles import (
@@ -97,6 +97,9 @@ from chefsplan_agents.node._policy import GenerationSpeed, NodePolicy
 from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore
+
+if TYPE_CHECKING:  # the adversaries import this module; a node only holds one
+    from chefsplan_agents.testing import Cheat
 
 __all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_generation_params", "task_prompt"]
 
@@ -227,6 +230,9 @@ class ProviderNode:
         stake: Wei to stake when registering (default: the registry's minimum).
         endpoint: The node's HTTP API URL, published in its offer.
         retry: Backoff for an unreachable chain node or IPFS daemon.
+        cheat: TESTING ONLY: a dishonest way to answer (``chefsplan_agents.testing``) used
+            wherever the node would run the model, so a devnet can show a cheater caught and
+            slashed. Everything else (offer, vetting, commit-reveal) stays as an honest node's.
 
     Attributes:
         speed: The node's measured model speed (set by :meth:`start`, or measured on first
@@ -247,8 +253,10 @@ class ProviderNode:
         stake: int | None = None,
         endpoint: str | None = None,
         retry: RetryPolicy | None = None,
+        cheat: Cheat | None = None,
     ) -> None:
         self.identity = identity
+        self.cheat = cheat
         self.chain = chain
         self.registry = registry
         self.market = market
@@ -276,6 +284,12 @@ class ProviderNode:
         self._http: NodeHttpServer | None = None
         self.speed: GenerationSpeed | None = None
         self._speed_lock = threading.Lock()
+        if cheat is not None:
+            log.warning(
+                "TESTING MODE: node %s cheats (%s): its results are forged, not its model's",
+                self.did,
+                cheat.name,
+            )
 
     def __repr__(self) -> str:
         return f"<ProviderNode {self.did} {self.address}>"
@@ -450,6 +464,9 @@ class ProviderNode:
             LLMError: The model failed or the prompt does not fit.
             NodeError: The bundle needs inputs this node does not expand, or ``cancel`` was set.
         """
+        if self.cheat is not None:
+            log.warning("TESTING MODE: node %s forges its result (%s)", self.did, self.cheat.name)
+            return self.cheat.forge(bundle, bundle_cid, self.llm, self.identity)
         prompt = task_prompt(bundle, self.llm)
         on_token = None
         if cancel is not None:

@@ -125,3 +125,26 @@ def test_devnet_with_local_store_and_shared_model() -> None:
         assert result.output == receipt.output == SCRIPTED_OUTPUT
         assert receipt.settlement.winners == 2
     assert not workdir.exists()
+
+
+def test_devnet_cheater_node_is_outvoted_and_slashed() -> None:
+    from chefsplan_agents.testing import Lazy
+
+    with pytest.raises(ConfigError, match="cheater indexes must be 0 to 2"):
+        Devnet.create(nodes=3, model="tiny", share_model=True, cheaters={3: Lazy()})
+    with Devnet.create(
+        nodes=3, model="tiny", share_model=True, n_threads=1, cheaters={0: Lazy(n_tokens=4)}
+    ) as net:
+        cheater, honest = net.nodes[0], net.nodes[1:]
+        assert cheater.cheat is not None and all(n.cheat is None for n in honest)
+        receipt = net.run_task(
+            "Dinner?", replicas=3, quorum=2, params=GenerationParams(max_tokens=16)
+        )
+        assert receipt.output == SCRIPTED_OUTPUT
+        votes = {r.address: r.output_hash for r in receipt.replicas}
+        assert votes[cheater.address] not in (None, receipt.output_hash)  # it did reveal
+        assert net.registry.reputation(cheater.address).lost == 1
+        assert all(net.registry.reputation(n.address).won == 1 for n in honest)
+        # Its bond went to the requester with the unearned bounty.
+        bond = net.market.get_task(receipt.task_id).params.bond  # type: ignore[union-attr]
+        assert receipt.settlement.refund >= bond > 0
