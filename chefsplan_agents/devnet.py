@@ -32,7 +32,6 @@ from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBun
 from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts
 from chefsplan_agents.errors import ChefsplanError, ConfigError
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.llm import GenerationParams as LLMGenerationParams
 from chefsplan_agents.llm import (
     LlamaCppBackend,
     LLMBackend,
@@ -84,19 +83,6 @@ def _model_spec(model: str) -> str:
     known = ", ".join(sorted(DEVNET_MODELS))
     raise ConfigError(
         f"unknown devnet model {model!r}; use one of: {known}, a .gguf path or stub:SECONDS"
-    )
-
-
-def _bundle_params(params: LLMGenerationParams) -> GenerationParams:
-    """The backend's sampling settings as a task bundle carries them."""
-    return GenerationParams(
-        max_tokens=params.max_tokens,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        seed=params.seed,
-        repeat_penalty=params.repeat_penalty,
-        stop=params.stop,
     )
 
 
@@ -278,7 +264,7 @@ class Devnet:
         quorum: int | None = None,
         bounty_per_replica: int = 10**15,
         bond: int = 10**15,
-        params: GenerationParams | LLMGenerationParams | None = None,
+        params: GenerationParams | None = None,
         timeouts: Timeouts | None = None,
         assignee: str | None = None,
     ) -> TaskHandle:
@@ -287,8 +273,6 @@ class Devnet:
         A prompt without ``params`` asks for as many tokens as the nodes' policy allows, up to
         256. ``assignee`` (a node's address) assigns a one-replica task to that node.
         """
-        if isinstance(params, LLMGenerationParams):
-            params = _bundle_params(params)
         if params is None and isinstance(task, str):
             params = GenerationParams(max_tokens=min(256, self.nodes[0].policy.max_tokens))
         handle = self.requester.delegate(
@@ -339,7 +323,7 @@ class Devnet:
         quorum: int | None = None,
         bounty_per_replica: int = 10**15,
         bond: int = 10**15,
-        params: GenerationParams | LLMGenerationParams | None = None,
+        params: GenerationParams | None = None,
         timeouts: Timeouts | None = None,
         timeout: float = 600.0,
         on_progress: Callable[[DelegationProgress], None] | None = None,

@@ -17,6 +17,7 @@ from chefsplan_agents.bundles._codec import (
     verify_bundle,
 )
 from chefsplan_agents.bundles._models import (
+    DEFAULT_TASK_MAX_TOKENS,
     SCHEMA_VERSION,
     ChatMessage,
     GenerationParams,
@@ -32,6 +33,7 @@ from chefsplan_agents.bundles._offer import OFFER_CREDENTIAL_TYPE, issue_offer, 
 
 __all__ = [
     "DEFAULT_MAX_BUNDLE_BYTES",
+    "DEFAULT_TASK_MAX_TOKENS",
     "OFFER_CREDENTIAL_TYPE",
     "SCHEMA_VERSION",
     "ChatMessage",

@@ -60,7 +60,6 @@ from chefsplan_agents.bundles import (
     OfferedModel,
     ResultBundle,
     TaskBundle,
-    Timings,
     decode_task_bundle,
     encode_bundle,
     issue_offer,
@@ -81,7 +80,6 @@ from chefsplan_agents.errors import (
     TxReverted,
 )
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.llm import ChatMessage as LLMChatMessage
 from chefsplan_agents.llm import Generation, GenerationParams, LLMBackend
 from chefsplan_agents.market import (
     MarketClient,
@@ -98,7 +96,7 @@ from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskSt
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore
 
-__all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_generation_params", "task_prompt"]
+__all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_prompt"]
 
 log = logging.getLogger(__name__)
 
@@ -180,23 +178,8 @@ def task_prompt(bundle: TaskBundle, llm: LLMBackend) -> str:
     if bundle.recipe_cid is not None or bundle.input_cids:
         raise NodeError("this node does not expand recipe or input CIDs; inline the prompt")
     if bundle.kind == "chat":
-        messages = [LLMChatMessage(role=m.role, content=m.content) for m in bundle.messages or ()]
-        return llm.format_chat(messages)
+        return llm.format_chat(bundle.messages or ())
     return bundle.prompt or ""
-
-
-def task_generation_params(bundle: TaskBundle) -> GenerationParams:
-    """A task's sampling settings as the model backend takes them."""
-    p = bundle.params
-    return GenerationParams(
-        max_tokens=p.max_tokens,
-        temperature=p.temperature,
-        top_p=p.top_p,
-        top_k=p.top_k,
-        seed=p.seed,
-        repeat_penalty=p.repeat_penalty,
-        stop=p.stop,
-    )
 
 
 def _check_nesting(data: bytes) -> None:
@@ -458,7 +441,7 @@ class ProviderNode:
                 if cancel.is_set():
                     raise NodeError("generation stopped: the claim did not go through")
 
-        gen = self.llm.complete(prompt, task_generation_params(bundle), on_token=on_token)
+        gen = self.llm.complete(prompt, bundle.params, on_token=on_token)
         with self._speed_lock:
             if self.speed is not None:
                 self.speed = self.speed.observe(gen)
@@ -470,12 +453,7 @@ class ProviderNode:
             fingerprint=gen.fingerprint,
             model_sha256=info.sha256,
             llama_cpp_build=info.llama_cpp,
-            timings=Timings(
-                prompt_tokens=gen.prompt_tokens,
-                generated_tokens=gen.completion_tokens,
-                prompt_ms=gen.timings.prompt_ms,
-                generation_ms=gen.timings.generation_ms,
-            ),
+            timings=gen.timings,
             node_did=self.did,
             output_hash=output_hash(gen.text),
         )
