@@ -29,16 +29,11 @@ from types import TracebackType
 from typing import Literal, Self
 
 from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle
-from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts
+from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts, open_chain
+from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
 from chefsplan_agents.errors import ChefsplanError, ConfigError
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.llm import (
-    LlamaCppBackend,
-    LLMBackend,
-    StubBackend,
-    is_stub_spec,
-    resolve_model,
-)
+from chefsplan_agents.llm import LLMBackend, is_stub_spec, open_backend
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.market._requester import (
     DelegationProgress,
@@ -50,7 +45,7 @@ from chefsplan_agents.market._requester import (
 from chefsplan_agents.network import InProcessDriver, Network
 from chefsplan_agents.node import NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
-from chefsplan_agents.storage import ContentStore, LocalCidStore, MemoryCidStore
+from chefsplan_agents.storage import ContentStore, open_store
 
 __all__ = ["DEVNET_MODELS", "Devnet", "StageCallback"]
 
@@ -173,18 +168,24 @@ class Devnet:
         content: ContentStore | None = None
         try:
             stage("model", f"loading {spec}")
-            if is_stub_spec(spec):
-                llms += [StubBackend.from_spec(spec, n_ctx=n_ctx) for _ in range(nodes)]
-            else:
-                file = resolve_model(spec)
-                for _ in range(1 if share_model else nodes):
-                    llms.append(LlamaCppBackend(file, n_threads=n_threads, n_ctx=n_ctx))
+            settings = LLMSettings(model=spec, n_threads=n_threads, n_ctx=n_ctx)
+            llms.append(open_backend(settings))
+            # Every node runs the same file: pin its path and hash so the rest skip resolving.
+            if llms[0].info.path is not None:
+                settings = settings.model_copy(
+                    update={"model": llms[0].info.path, "sha256": llms[0].info.sha256}
+                )
+            llms += [open_backend(settings) for _ in range(0 if share_model else nodes - 1)]
             stage("chain", "deploying contracts on the in-process EVM")
-            chain = EmbeddedChain()
+            opened = open_chain(ChainSettings(backend="embedded"))
+            if not isinstance(opened, EmbeddedChain):  # the devnet moves the chain's clock
+                opened.close()
+                raise ConfigError("the devnet needs the embedded chain backend")
+            chain = opened
             deployment = deploy_contracts(chain)
             registry = RegistryClient(deployment.registry)
             market = MarketClient(deployment.market, from_block=deployment.deployed_at)
-            content = MemoryCidStore() if store == "memory" else LocalCidStore(root / "blocks")
+            content = open_store(StorageSettings(backend=store), root / "blocks")
             requester_id = Identity.generate()
             chain.transfer(requester_id.address, _NODE_FUNDS)
             requester = Requester(requester_id, chain, market, content, registry=registry)

@@ -18,8 +18,9 @@ from rich.table import Table
 from chefsplan_agents.bundles import decode_task_bundle
 from chefsplan_agents.cli._app import app, out
 from chefsplan_agents.cli._devnet import check_devnet_flags, progress_printer, receipt_tables
-from chefsplan_agents.devnet import DEVNET_MODELS, Devnet
-from chefsplan_agents.llm import GenerationParams, LlamaCppBackend, resolve_model
+from chefsplan_agents.config import LLMSettings
+from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.llm import GenerationParams, open_backend
 from chefsplan_agents.market import OutputLogClient
 from chefsplan_agents.verify import RescoreVerdict, rescore_result
 
@@ -81,8 +82,7 @@ def demo(
         )
         on_stage("second opinion", "a verifier re-scores the winning output with its own model")
         bundle = decode_task_bundle(net.store.get(receipt.bundle_cid))
-        spec = DEVNET_MODELS.get(model, model)
-        with LlamaCppBackend(resolve_model(spec), n_threads=2) as verifier:
+        with open_backend(LLMSettings(model=model, n_threads=2)) as verifier:
             verdict = rescore_result(verifier, bundle, receipt.result)
         on_stage("audit log", "logging the output hash on chain (OutputLog)")
         log_receipt = OutputLogClient(net.deployment.output_log).log_output(

@@ -11,10 +11,10 @@ import typer
 
 from chefsplan_agents.chain import attach_contracts, deploy_contracts, open_chain
 from chefsplan_agents.cli._app import app, err, out
-from chefsplan_agents.config import ChainSettings
+from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
 from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.identity import load_keystore
-from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, StubBackend, is_stub_spec
+from chefsplan_agents.llm import open_backend
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.node import (
     DEFAULT_BOND_FLOOR_WEI,
@@ -29,7 +29,7 @@ from chefsplan_agents.node import (
     ProviderNode,
 )
 from chefsplan_agents.registry import RegistryClient
-from chefsplan_agents.storage import ContentStore, KuboStore, LocalCidStore
+from chefsplan_agents.storage import open_store
 
 node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
@@ -194,12 +194,12 @@ def run_node(
             deployment = deploy_contracts(chain, sender=identity.address)
         else:
             deployment = attach_contracts(chain, _contracts(contracts or "{}"))
-        store: ContentStore = KuboStore(ipfs) if ipfs else LocalCidStore(store_path or ".")
-        backend: LLMBackend = (
-            StubBackend.from_spec(model, n_ctx=n_ctx)
-            if is_stub_spec(model)
-            else LlamaCppBackend(model, n_threads=n_threads, n_ctx=n_ctx)
+        store = open_store(
+            StorageSettings(backend="kubo", ipfs_api=ipfs)
+            if ipfs
+            else StorageSettings(backend="local", path=store_path)
         )
+        backend = open_backend(LLMSettings(model=model, n_threads=n_threads, n_ctx=n_ctx))
         with store, backend as llm:
             node = ProviderNode(
                 identity,
