@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle
+from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle, check_tags
 from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts, open_chain
 from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
 from chefsplan_agents.errors import ChefsplanError, ConfigError
@@ -136,6 +136,7 @@ class Devnet:
         policy: NodePolicy | None = None,
         workdir: str | Path | None = None,
         on_stage: StageCallback | None = None,
+        node_tags: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
     ) -> Devnet:
         """Build a network: chain + contracts + store + ``nodes`` registered provider nodes.
 
@@ -151,14 +152,26 @@ class Devnet:
             workdir: Where node state (and a local store) live; default a temporary folder
                 removed by :meth:`close`.
             on_stage: Called as each start-up stage begins.
+            node_tags: Tags every node states in its signed offer (one mapping), or one
+                mapping per node (a sequence of ``nodes`` mappings).
 
         Raises:
-            ConfigError: Bad node count or unknown model.
+            ConfigError: Bad node count, unknown model, or not one tag mapping per node.
+            InvalidOfferTags: A tag breaks the rules.
             ModelNotFound: The model is not installed.
         """
         if not 1 <= nodes <= _MAX_NODES:
             raise ConfigError(f"a devnet has 1 to {_MAX_NODES} nodes (got {nodes})")
         spec = _model_spec(model)
+        if node_tags is None or isinstance(node_tags, Mapping):
+            tags_of = [check_tags(node_tags or {})] * nodes
+        else:
+            tags_of = [check_tags(t) for t in node_tags]
+            if len(tags_of) != nodes:
+                raise ConfigError(
+                    f"node_tags lists {len(tags_of)} tag sets for {nodes} nodes; give one per "
+                    "node, or one mapping for all"
+                )
         stage = on_stage or (lambda _stage, _detail: None)
         own = workdir is None
         root = Path(tempfile.mkdtemp(prefix="chefsplan-devnet-")) if own else Path(str(workdir))
@@ -202,6 +215,7 @@ class Devnet:
                     llms[0 if share_model else i],
                     state_dir=str(root / f"node{i}"),
                     policy=policy,
+                    tags=tags_of[i],
                 )
                 stage("register", f"node {i + 1}/{nodes}: measuring and registering")
                 node.start()

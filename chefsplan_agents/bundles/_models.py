@@ -30,12 +30,14 @@ from pydantic import (
     model_validator,
 )
 
+from chefsplan_agents._tags import MAX_OFFER_TAGS, check_tags, parse_tags
 from chefsplan_agents.errors import InvalidGenerationParams
 from chefsplan_agents.identity import public_key_from_did
 
 __all__ = [
     "SCHEMA_VERSION",
     "DEFAULT_TASK_MAX_TOKENS",
+    "MAX_OFFER_TAGS",
     "ChatMessage",
     "GenerationParams",
     "ModelRequirement",
@@ -44,7 +46,9 @@ __all__ = [
     "ResultBundle",
     "TaskBundle",
     "Timings",
+    "check_tags",
     "output_hash",
+    "parse_tags",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -355,6 +359,9 @@ class ResultBundle(_Model):
         return self.node_did
 
 
+OfferTags = Annotated[dict[str, str], AfterValidator(check_tags)]
+
+
 class OfferedModel(_Model):
     """The model a node serves."""
 
@@ -380,3 +387,18 @@ class Offer(_Model):
     # credential issued for one deployment cannot be registered in another.
     chain_id: int | None = Field(default=None, ge=1, description="EIP-155 id of the chain.")
     registry: EvmAddress | None = Field(default=None, description="The AgentRegistry address.")
+    tags: OfferTags = Field(
+        default_factory=dict,
+        description="What the node states about itself, e.g. {'jurisdiction': 'EU'}; signed "
+        "with the rest, so a requester may route by it.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _wire(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        # An offer without tags keeps the bytes offers had before tags existed.
+        if info.mode_is_json() and not data.get("tags"):
+            data.pop("tags", None)
+        return data

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from chefsplan_agents.bundles import parse_tags
 from chefsplan_agents.chain import attach_contracts, deploy_contracts, open_chain
 from chefsplan_agents.cli._app import app, err, out
 from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
@@ -175,6 +176,14 @@ def run_node(
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between polls when idle.", min=0.01)
     ] = 1.0,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            help="key=value the node states in its signed offer (e.g. jurisdiction=EU); "
+            "repeat for more (at most 16).",
+        ),
+    ] = None,
 ) -> None:
     """Register on the market and serve tasks until SIGTERM or Ctrl-C.
 
@@ -186,6 +195,7 @@ def run_node(
         raise ConfigError("say which contracts to use: --contracts JSON, or --deploy fresh ones")
     if (ipfs is None) == (store_path is None):
         raise ConfigError("give exactly one content store: --ipfs MULTIADDR or --store-path DIR")
+    tags = parse_tags(tag or ())
     identity = load_keystore(keystore)
     evm_key = "0x" + identity.export_secrets()[1].hex()
     settings = ChainSettings(backend="jsonrpc", rpc_url=chain_url)
@@ -221,6 +231,7 @@ def run_node(
                     max_challenge_window_s=max_challenge_window,
                 ),
                 stake=stake,
+                tags=tags,
             )
             if http_port is not None:
                 node.serve_http(

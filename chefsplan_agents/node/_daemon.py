@@ -49,7 +49,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -60,6 +60,7 @@ from chefsplan_agents.bundles import (
     OfferedModel,
     ResultBundle,
     TaskBundle,
+    check_tags,
     decode_task_bundle,
     encode_bundle,
     issue_offer,
@@ -210,6 +211,11 @@ class ProviderNode:
         stake: Wei to stake when registering (default: the registry's minimum).
         endpoint: The node's HTTP API URL, published in its offer.
         retry: Backoff for an unreachable chain node or IPFS daemon.
+        tags: What the node states about itself in its signed offer, e.g.
+            ``{"jurisdiction": "EU"}`` (see :func:`~chefsplan_agents.bundles.check_tags`).
+
+    Raises:
+        InvalidOfferTags: ``tags`` break the rules (checked before anything is published).
 
     Attributes:
         speed: The node's measured model speed (set by :meth:`start`, or measured on first
@@ -230,7 +236,9 @@ class ProviderNode:
         stake: int | None = None,
         endpoint: str | None = None,
         retry: RetryPolicy | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
+        self.tags = check_tags(tags or {})
         self.identity = identity
         self.chain = chain
         self.registry = registry
@@ -366,6 +374,7 @@ class ProviderNode:
             did=self.did,
             chain_id=self.registry.chain.chain_id,
             registry=self.registry.address,
+            tags=self.tags,
         )
 
     def start(self) -> NodeStatus:
