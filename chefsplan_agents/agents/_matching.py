@@ -174,13 +174,15 @@ def sensitive_refusal(provider: ProviderInfo, policy: PolicySettings) -> str | N
     """Why ``provider`` may not see sensitive data under ``policy`` (``None``: it may).
 
     The criteria are the policy's ``sensitive_providers`` (DIDs or addresses),
-    ``sensitive_models`` (names or sha256s the signed offer must state) and
-    ``sensitive_max_price_per_1k_wei``; a policy with none of them trusts nobody.
+    ``sensitive_models`` (names or sha256s the signed offer must state),
+    ``sensitive_max_price_per_1k_wei`` and ``sensitive_tags`` (tags the signed offer must
+    state, each with that value); a policy with none of them trusts nobody.
     """
     if not (
         policy.sensitive_providers
         or policy.sensitive_models
         or policy.sensitive_max_price_per_1k_wei is not None
+        or policy.sensitive_tags
     ):
         return "the policy names no criteria for sensitive data"
     if policy.sensitive_providers:
@@ -192,6 +194,11 @@ def sensitive_refusal(provider: ProviderInfo, policy: PolicySettings) -> str | N
     cap = policy.sensitive_max_price_per_1k_wei
     if cap is not None and provider.price_per_1k_tokens_wei > cap:
         return f"its offered price {provider.price_per_1k_tokens_wei} wei/1k is over {cap}"
+    for key, wanted in sorted(policy.sensitive_tags.items()):
+        stated = provider.tags.get(key)
+        if stated != wanted:
+            said = "states no " + key if stated is None else f"states {key}={stated}"
+            return f"its signed offer {said}, policy.sensitive_tags wants {key}={wanted}"
     return None
 
 
@@ -336,7 +343,8 @@ class _Engine:
                 raise NoProviderFound(
                     "no provider qualifies for sensitive data ("
                     + "; ".join(left_out[:3])
-                    + "); set policy.sensitive_providers or sensitive_models to nodes you trust"
+                    + "); set policy.sensitive_providers, sensitive_models or sensitive_tags "
+                    "to nodes you trust"
                 )
             raise NoProviderFound("every matching provider was excluded; try again later")
         ranked = rank_providers(kept, model=model, weights=self.weights)

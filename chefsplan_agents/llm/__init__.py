@@ -15,7 +15,7 @@ from chefsplan_agents.llm._base import (
     OnToken,
     render_chat,
 )
-from chefsplan_agents.llm._factory import open_backend
+from chefsplan_agents.llm._factory import MODEL_ALIASES, open_backend
 from chefsplan_agents.llm._llamacpp import LlamaCppBackend, llama_cpp_build
 from chefsplan_agents.llm._models import (
     KNOWN_MODELS,
@@ -50,6 +50,7 @@ from chefsplan_agents.llm._types import (
 __all__ = [
     "CHATML_TEMPLATE",
     "KNOWN_MODELS",
+    "MODEL_ALIASES",
     "SCRIPTED_OUTPUT",
     "STUB_MODEL_SHA256",
     "ChatMessage",

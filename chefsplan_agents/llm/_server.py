@@ -310,7 +310,7 @@ class LlamaServerBackend(BackendBase):
             prompt_tokens=usage_prompt,
             completion_tokens=n,
             # The server does not split prefill from generation; all of it counts as generation.
-            timings=Timings.measure(0.0, elapsed, usage_prompt, n + 1),
+            timings=Timings.measure(0.0, elapsed, usage_prompt, n),
             model_sha256=self._info.sha256,
         )
 

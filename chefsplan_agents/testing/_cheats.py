@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from chefsplan_agents.bundles import ResultBundle, TaskBundle, Timings, output_hash, sign_bundle
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import Generation, LLMBackend, TopK
-from chefsplan_agents.node import task_generation_params, task_prompt
+from chefsplan_agents.node import task_prompt
 
 __all__ = [
     "Adaptive",
@@ -103,7 +103,7 @@ def honest_result(
     Returns:
         The signed result.
     """
-    gen = llm.complete(task_prompt(task, llm), task_generation_params(task))
+    gen = llm.complete(task_prompt(task, llm), task.params)
     return result_from_generation(task_cid, gen, llm, identity)
 
 
@@ -180,7 +180,7 @@ class WrongModel:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        gen = self.other.complete(task_prompt(task, self.other), task_generation_params(task))
+        gen = self.other.complete(task_prompt(task, self.other), task.params)
         claimed = task.model.sha256 if self.claim_pinned and task.model.sha256 else None
         return result_from_generation(task_cid, gen, self.other, identity, model_sha256=claimed)
 
@@ -221,7 +221,7 @@ class Tamper:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        gen = llm.complete(self.edit(task_prompt(task, llm)), task_generation_params(task))
+        gen = llm.complete(self.edit(task_prompt(task, llm)), task.params)
         return result_from_generation(task_cid, gen, llm, identity)
 
 
@@ -239,7 +239,7 @@ class TextSwap:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        gen = llm.complete(task_prompt(task, llm), task_generation_params(task))
+        gen = llm.complete(task_prompt(task, llm), task.params)
         return result_from_generation(task_cid, gen, llm, identity, output=self.text)
 
 
@@ -257,7 +257,7 @@ class Truncate:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        gen = llm.complete(task_prompt(task, llm), task_generation_params(task))
+        gen = llm.complete(task_prompt(task, llm), task.params)
         n = min(int(len(gen.token_ids) * self.keep), len(gen.token_ids) - 1)
         ids = gen.token_ids[: max(n, 0)]
         return result_from_generation(
@@ -285,7 +285,7 @@ class Pad:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        gen = llm.complete(task_prompt(task, llm), task_generation_params(task))
+        gen = llm.complete(task_prompt(task, llm), task.params)
         extra = [t for t in llm.tokenize(self.extra) if t != _bos(llm)]
         ids = gen.token_ids + tuple(extra)
         n_vocab = llm.info.n_vocab
@@ -322,7 +322,7 @@ class SampledWhenGreedy:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        asked = task_generation_params(task)
+        asked = task.params
         params = asked.model_copy(update={"temperature": self.temperature, "seed": self.seed})
         gen = llm.complete(task_prompt(task, llm), params)
         return result_from_generation(task_cid, gen, llm, identity)
@@ -342,7 +342,7 @@ class ChosenSeed:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        params = task_generation_params(task).model_copy(update={"seed": self.seed})
+        params = task.params.model_copy(update={"seed": self.seed})
         gen = llm.complete(task_prompt(task, llm), params)
         return result_from_generation(task_cid, gen, llm, identity)
 
@@ -364,7 +364,7 @@ class ChangeToken:
     def forge(
         self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
     ) -> ResultBundle:
-        gen = llm.complete(task_prompt(task, llm), task_generation_params(task))
+        gen = llm.complete(task_prompt(task, llm), task.params)
         i = self.position % len(gen.token_ids)
         entry = gen.fingerprint[i]
         new = entry[1][0]

@@ -41,7 +41,7 @@ from chefsplan_agents.llm import (
     claimed_tokens_top1_fraction,
     fingerprint_agreement,
 )
-from chefsplan_agents.node import task_generation_params, task_prompt
+from chefsplan_agents.node import task_prompt
 from chefsplan_agents.storage import compute_cid
 
 __all__ = [
@@ -391,7 +391,7 @@ def rescore_result(
         NodeError: The task needs inputs or recipes that nodes do not expand.
     """
     info = llm.info
-    params = task_generation_params(task)
+    params = task.params
     if mode == "exact":
         if not isinstance(llm, LlamaCppBackend):
             raise VerificationError(

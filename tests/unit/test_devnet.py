@@ -10,7 +10,7 @@ import pytest
 from chefsplan_agents.bundles import GenerationParams, decode_result_bundle
 from chefsplan_agents.cli import run
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.errors import ConfigError, InvalidOfferTags
 from chefsplan_agents.llm import SCRIPTED_OUTPUT
 
 EXPECTED_HASH = "0x" + hashlib.sha256(SCRIPTED_OUTPUT.encode()).hexdigest()
@@ -111,6 +111,17 @@ def test_devnet_rejects_bad_arguments() -> None:
         Devnet.create(nodes=0)
     with pytest.raises(ConfigError, match="unknown devnet model"):
         Devnet.create(nodes=1, model="llama-70b")
+
+
+def test_node_tags_are_one_mapping_or_one_per_node() -> None:
+    with pytest.raises(ConfigError, match="lists 1 tag sets for 2 nodes"):
+        Devnet.create(nodes=2, model="stub:0", node_tags=[{"jurisdiction": "EU"}])
+    with pytest.raises(InvalidOfferTags, match="tag key"):
+        Devnet.create(nodes=1, model="stub:0", node_tags={"Bad": "x"})
+    with Devnet.create(nodes=2, model="stub:0", node_tags={"jurisdiction": "EU"}) as net:
+        assert [n.tags for n in net.nodes] == [{"jurisdiction": "EU"}] * 2
+        found = net.network.providers(tags={"jurisdiction": "EU"})
+        assert {p.address for p in found} == {n.address for n in net.nodes}
 
 
 def test_devnet_with_local_store_and_shared_model() -> None:

@@ -82,6 +82,16 @@ def test_sensitive_criteria() -> None:
         sensitive_refusal(p, PolicySettings(sensitive_models=("stew",)))
     )
     assert "over 5" in str(sensitive_refusal(p, PolicySettings(sensitive_max_price_per_1k_wei=5)))
+    eu = _provider(2, tags={"jurisdiction": "EU", "hardware": "cpu"})
+    wants_eu = PolicySettings(sensitive_tags={"jurisdiction": "EU"})
+    assert sensitive_refusal(eu, wants_eu) is None
+    assert sensitive_refusal(p, wants_eu) == (
+        "its signed offer states no jurisdiction, policy.sensitive_tags wants jurisdiction=EU"
+    )
+    us = _provider(3, tags={"jurisdiction": "US"})
+    assert "states jurisdiction=US" in str(sensitive_refusal(us, wants_eu))
+    both = PolicySettings(sensitive_tags={"jurisdiction": "EU", "hardware": "gpu"})
+    assert "wants hardware=gpu" in str(sensitive_refusal(eu, both))
 
 
 def _plan_message(text: str, policy: PolicySettings, **options: object) -> StructuredMessage[Plan]:
@@ -163,6 +173,47 @@ def test_sensitive_data_reaches_only_qualifying_nodes(network: Network, devnet: 
         if r.name == "find_providers"
     )
     assert devnet.nodes[0].did in ranking and "not in policy.sensitive_providers" in ranking
+
+
+def test_sensitive_data_goes_only_to_nodes_whose_signed_offer_has_the_tags(
+    network: Network, devnet: Devnet
+) -> None:
+    # Node 0's offer states jurisdiction=US, nodes 1 and 2 state EU (see conftest).
+    network.policy = PolicySettings(
+        sensitive_tags={"jurisdiction": "EU"},
+        sensitive_patterns=(r"\b\d{3}-\d{2}-\d{4}\b",),
+    )
+    text = "trust: low\nmax_tokens: 16\nFor patient 123-45-6789:\n- soup\n- salad\n- bread"
+    message = _plan_message(text, network.policy)
+    assert message.content.request.sensitive
+    result = run(MatchingAgent(network).run(task=message))
+    [report] = structured(result, DelegationReport)
+    allowed = {n.address.lower() for n in devnet.nodes[1:]}
+    assert len(report.delegations) == 3
+    for d in report.delegations:
+        assert d.status == "settled"
+        for task_id in d.task_ids:
+            claimed = _claimers(network, task_id)
+            assert claimed and claimed <= allowed
+    ranking = next(
+        r.content
+        for m in result.messages
+        if isinstance(m, ToolCallExecutionEvent)
+        for r in m.content
+        if r.name == "find_providers"
+    )
+    assert devnet.nodes[0].did in ranking and "states jurisdiction=US" in ranking
+
+
+def test_sensitive_tags_nobody_states_refuse_the_task(network: Network) -> None:
+    before = network.spent_wei
+    network.policy = PolicySettings(sensitive_tags={"jurisdiction": "CH"})
+    result = run(MatchingAgent(network).run(task="sensitive: yes\ntrust: low\nMy diagnosis."))
+    [report] = structured(result, DelegationReport)
+    [failed] = report.delegations
+    assert "no provider qualifies for sensitive data" in str(failed.error)
+    assert "jurisdiction=CH" in str(failed.error)
+    assert network.spent_wei == before
 
 
 def test_sensitive_data_with_nobody_qualifying_is_refused(network: Network) -> None:
