@@ -8,6 +8,7 @@ with the bytes under test.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 
 from chefsplan_agents.chain import JsonRpcChain
 from chefsplan_agents.chain._jsonrpc import MAX_RPC_REPLY_BYTES
-from chefsplan_agents.errors import ChainUnavailable
+from chefsplan_agents.errors import ChainUnavailable, TransactionFailed
 
 DEEP = b"[" * 1_000_000
 CHAIN_ID_REPLY = b'{"jsonrpc": "2.0", "id": 0, "result": "0x7a69"}'
@@ -170,3 +171,18 @@ def test_a_reply_dripped_past_the_timeout_is_refused(
     handler.body = b" " * 10_000 + CHAIN_ID_REPLY
     handler.drip_s = 0.05
     assert "did not finish its reply" in _refused(url, timeout_s=1.0)
+
+
+def test_a_node_error_message_is_cut_to_one_short_line(
+    endpoint: tuple[str, type[_Endpoint]],
+) -> None:
+    url, handler = endpoint
+    words = "first line\nsecond line\r\n" + "x" * 100_000
+    handler.body = json.dumps(
+        {"jsonrpc": "2.0", "id": 0, "error": {"code": -32000, "message": words}}
+    ).encode()
+    with pytest.raises(TransactionFailed) as info:
+        JsonRpcChain(url)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message
+    assert "first line second line" in message and len(message) < 500
