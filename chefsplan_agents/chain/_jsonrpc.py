@@ -16,7 +16,7 @@ from chefsplan_agents import _json
 from chefsplan_agents.chain._base import Chain
 from chefsplan_agents.errors import ChainError, ChainUnavailable, ConfigError
 
-__all__ = ["MAX_RPC_REPLY_BYTES", "MAX_RPC_REPLY_DEPTH", "JsonRpcChain"]
+__all__ = ["MAX_RPC_REPLY_BYTES", "JsonRpcChain"]
 
 MAX_RPC_REPLY_BYTES = 32 << 20
 """Largest JSON-RPC reply read from a node (32 MiB): far above a block with its transactions or
@@ -133,9 +133,9 @@ class JsonRpcChain(Chain):
 
     The connection is checked when the chain is opened, so an unreachable node fails at once with
     :class:`~chefsplan_agents.errors.ChainUnavailable` rather than at the first transaction.
-    Every reply is bounded before it is parsed: at most :data:`MAX_RPC_REPLY_BYTES` bytes,
-    finished within ``timeout_s`` and nested at most :data:`MAX_RPC_REPLY_DEPTH` levels; a reply
-    that breaks a bound or is not a JSON object is ``ChainUnavailable`` too.
+    Every reply is bounded before it is parsed: at most ``MAX_RPC_REPLY_BYTES`` (32 MiB),
+    finished within ``timeout_s`` and nested at most 64 levels; a reply that breaks a bound or
+    is not a JSON object is ``ChainUnavailable`` too.
 
     Args:
         rpc_url: The node's ``http(s)://`` endpoint.
