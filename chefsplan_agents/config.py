@@ -133,8 +133,44 @@ class PolicySettings(_Section):
     spending_cap_wei: int | None = Field(
         default=None, ge=0, description="Most wei of bounties one network handle may escrow."
     )
+    max_spend_per_task_wei: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most wei the agents may put on chain for one task: its escrow, and the "
+        "bond of a challenge against it.",
+    )
+    challenge_window_s: int = Field(
+        default=0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds between a task's last reveal and its settlement, in which the "
+        "Compliance agent may challenge it (0: tasks settle at once and cannot be challenged).",
+    )
+    sensitive_patterns: tuple[str, ...] = Field(
+        default=(),
+        description="Regular expressions that mark a request's data as sensitive.",
+    )
+    sensitive_providers: tuple[str, ...] = Field(
+        default=(),
+        description="DIDs or EVM addresses of the providers trusted with sensitive data.",
+    )
+    sensitive_models: tuple[str, ...] = Field(
+        default=(),
+        description="Model names or GGUF sha256s a provider's signed offer must name to be "
+        "sent sensitive data.",
+    )
+    sensitive_max_price_per_1k_wei: int | None = Field(
+        default=None,
+        ge=0,
+        description="Highest offered price per 1,000 tokens for a provider of sensitive data.",
+    )
+    judge_rules: tuple[str, ...] = Field(
+        default=(),
+        description="Fuzzy rules a local model judges an output by, each a yes/no question "
+        "whose 'yes' means the output complies.",
+    )
 
-    @field_validator("forbidden_patterns")
+    @field_validator("forbidden_patterns", "sensitive_patterns")
     @classmethod
     def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
@@ -142,6 +178,18 @@ class PolicySettings(_Section):
                 re.compile(pattern)
             except re.error as err:
                 raise ValueError(f"pattern {pattern!r} is not a regular expression: {err}") from err
+        return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            import jsonschema  # only when a schema is configured
+
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.SchemaError as err:
+                raise ValueError(f"json_schema is not a valid JSON Schema: {err.message}") from err
         return value
 
 
