@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -124,7 +125,11 @@ class _StreamingClient(ChatCompletionClient):
 
     def __init__(self, inner: ChatCompletionClient) -> None:
         self.inner = inner
-        self.on_token: Callable[[str], None] | None = None
+        # Per turn (a context variable, set in the turn's task): a cancelled turn winding down
+        # in the background must not unhook the next turn's view.
+        self.on_token: contextvars.ContextVar[Callable[[str], None] | None] = (
+            contextvars.ContextVar("chefsplan_chat_on_token", default=None)
+        )
 
     async def create(
         self,
@@ -136,7 +141,7 @@ class _StreamingClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},  # noqa: B006 - the interface's default
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        sink = self.on_token
+        sink = self.on_token.get()
         if sink is None or tools or json_output:
             return await self.inner.create(
                 messages,
@@ -276,18 +281,14 @@ class ChatSession:
             view.progress("0x" + handle.task_id.hex(), progress)
 
         if self.model is not None:
-            self.model.on_token = view.token
-        try:
-            # Set here, inside the turn's task: the team's runtime and the tools' worker
-            # threads inherit the listener from this context.
-            with progress_listener(on_progress):
-                async for item in agents.run_stream(
-                    task=question, cancellation_token=cancellation_token
-                ):
-                    self._show(item, view, turn, calls)
-        finally:
-            if self.model is not None:
-                self.model.on_token = None
+            self.model.on_token.set(view.token)
+        # Set here, inside the turn's task: the team's runtime and the tools' worker threads
+        # inherit the listener (and the token sink) from this context.
+        with progress_listener(on_progress):
+            async for item in agents.run_stream(
+                task=question, cancellation_token=cancellation_token
+            ):
+                self._show(item, view, turn, calls)
         return turn
 
     def _show(self, item: object, view: TurnView, turn: Turn, calls: dict[str, str]) -> None:
@@ -536,7 +537,7 @@ async def _interactive(
         )
     )
     interrupted = False
-    loop = asyncio.get_running_loop()
+    background: set[asyncio.Future[Turn]] = set()
     while True:
         try:
             line = await prompt.prompt_async("you › ")
@@ -557,27 +558,76 @@ async def _interactive(
                 return
             continue
         view = TurnView(line)
-        token = CancellationToken()
-        task = asyncio.ensure_future(_turn(session, line[:_MAX_LINE_CHARS], view, token))
+        _print_turn(await _live_turn(session, line, view, console, background), output)
 
-        def cancel(task: asyncio.Future[Turn] = task, token: CancellationToken = token) -> None:
-            token.cancel()
-            task.cancel()
 
-        loop.add_signal_handler(signal.SIGINT, cancel)
-        try:
-            with Live(view, console=console, refresh_per_second=8, transient=False):
-                try:
-                    turn = await task
-                except asyncio.CancelledError:
-                    turn = Turn(line, cancelled=True)
-                view.done("cancelled" if turn.cancelled else "failed" if turn.error else "answered")
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
-        if turn.cancelled:
-            # A task already posted still settles; its worker finishes in the background.
-            interrupted = True
-        _print_turn(turn, output)
+async def _live_turn(
+    session: ChatSession,
+    question: str,
+    view: TurnView,
+    console: Console,
+    background: set[asyncio.Future[Turn]],
+) -> Turn:
+    """One turn under a live panel; Ctrl-C (SIGINT: the prompt is not reading now) cancels it.
+
+    A cancelled turn returns at once. The team winds down in the background: a task already
+    posted still settles (its escrow is spent) and its worker thread runs to the end.
+    """
+    loop = asyncio.get_running_loop()
+    token = CancellationToken()
+    task = asyncio.ensure_future(_turn(session, question[:_MAX_LINE_CHARS], view, token))
+    cancelled = asyncio.Event()
+
+    def cancel() -> None:
+        token.cancel()
+        task.cancel()
+        cancelled.set()
+
+    waiter = asyncio.ensure_future(cancelled.wait())
+    loop.add_signal_handler(signal.SIGINT, cancel)
+    try:
+        with _no_echo(), Live(view, console=console, refresh_per_second=8, transient=False):
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() and not task.cancelled():
+                turn = task.result()
+            else:
+                turn = Turn(question, cancelled=True)
+                background.add(task)
+                task.add_done_callback(_forget(background))
+            view.done("cancelled" if turn.cancelled else "failed" if turn.error else "answered")
+    finally:
+        waiter.cancel()
+        loop.remove_signal_handler(signal.SIGINT)
+    return turn
+
+
+def _forget(background: set[asyncio.Future[Turn]]) -> Callable[[asyncio.Future[Turn]], None]:
+    def done(task: asyncio.Future[Turn]) -> None:
+        background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("a cancelled turn ended with %r", task.exception())
+
+    return done
+
+
+@contextlib.contextmanager
+def _no_echo() -> Iterator[None]:
+    """Keys typed during a turn (and the ``^C`` of Ctrl-C) are not echoed into the panel."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | getattr(termios, "ECHOCTL", 0))
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 # ---------------------------------------------------------------------------- start-up
@@ -606,20 +656,15 @@ def _check_flags(
 
 
 @contextlib.contextmanager
-def _startup(quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr while the chat starts; yields ``say(text)``."""
-    if quiet:
+def _startup() -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr while the chat starts, when stderr is a terminal (piped, the
+    output stays clean for scripts); yields ``say(text)``."""
+    if not err.is_terminal:
         yield lambda _text: None
         return
     status = err.status("starting…")
     with status:
-
-        def say(text: str) -> None:
-            status.update(text)
-            if not err.is_terminal:
-                err.print(text)
-
-        yield say
+        yield status.update
 
 
 @app.command("chat")
@@ -671,13 +716,45 @@ def chat(
     tty = sys.stdin.isatty() and out.is_terminal and not as_json
     mode: Literal["tty", "plain", "json"] = "json" if as_json else "tty" if tty else "plain"
     history_path = None if no_history else (history or default_history_path())
-    if not use_network and logging.getLogger().getEffectiveLevel() > logging.INFO:
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # not --verbose
         # The devnet's nodes stand in for remote parties: their chatter (a node declining a
-        # task assigned to another) is not the user's business unless --verbose asks for it.
+        # task assigned to another) is not the user's business.
         logging.getLogger("chefsplan_agents.node").setLevel(logging.ERROR)
+        # A cancelled turn makes the agents' runtime log the cancellation it was handed; the
+        # chat has already said "cancelled".
+        logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
+    try:
+        _chat(spec, model, nodes, use_network, config, mode, trust, max_tokens, threads,
+              history_path)  # fmt: skip
+    except KeyboardInterrupt:
+        # Ctrl-C while starting, or in piped mode: stop, with everything closed on the way out.
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    if mode == "tty":
+        err.print(Text("bye", style="dim"))
 
+
+def _chat(
+    spec: str,
+    model: str,
+    nodes: int,
+    use_network: bool,
+    config: Settings,
+    mode: Literal["tty", "plain", "json"],
+    trust: str,
+    max_tokens: int,
+    threads: int,
+    history_path: Path | None,
+) -> None:
+    tty = mode == "tty"
     with contextlib.ExitStack() as stack:
-        with _startup(quiet=as_json) as say:
+        with _startup() as say:
+            network: Network | None = None
+            if use_network:
+                # The chain first: an unreachable one fails before the model takes its time.
+                say(f"connecting to {config.chain.rpc_url}…")
+                network = stack.enter_context(connect(config))
+                where = f"network at {config.chain.rpc_url}"
             client: LocalModelClient | None = None
             if not is_stub_spec(spec):
                 say(f"loading {_MODEL_NAMES.get(model, Path(spec).name)}…")
@@ -685,11 +762,7 @@ def chat(
                     resolve_model(spec), n_threads=threads, n_ctx=2048
                 )
                 stack.callback(asyncio.run, client.close())
-            if use_network:
-                say(f"connecting to {config.chain.rpc_url}…")
-                network = stack.enter_context(connect(config))
-                where = f"network at {config.chain.rpc_url}"
-            else:
+            if network is None:
                 say(f"starting devnet with {nodes} node{'s' if nodes != 1 else ''}…")
                 devnet = stack.enter_context(
                     Devnet.create(
@@ -718,5 +791,3 @@ def chat(
                 asyncio.run(_interactive(session, output, history_path, banner))
         else:
             asyncio.run(_piped(session, output, iter(sys.stdin)))
-    if mode == "tty":
-        err.print(Text("bye", style="dim"))

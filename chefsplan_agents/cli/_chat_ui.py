@@ -16,7 +16,7 @@ from typing import Any
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from rich.console import Group, RenderableType
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -142,8 +142,8 @@ def receipt_line(r: ChatReceipt) -> str:
 def receipts_table(receipts: list[ChatReceipt], *, title: str | None = None) -> Table:
     """Receipts as a compact table (values shortened; ``/receipts`` and ``--json`` are full)."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for name, justify in (
-        ("turn", "right"),
+    with_turn = title is not None  # the session's list; under an answer the turn is plain
+    columns: list[tuple[str, JustifyMethod]] = [
         ("part", "right"),
         ("task", "left"),
         ("result CID", "left"),
@@ -151,14 +151,17 @@ def receipts_table(receipts: list[ChatReceipt], *, title: str | None = None) -> 
         ("agreed", "right"),
         ("verdict", "left"),
         ("gas", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name != "verdict")  # type: ignore[arg-type]
+    ]
+    if with_turn:
+        columns.insert(0, ("turn", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name != "verdict")
     for r in receipts:
         verdict = Text(r.verdict, style="green" if r.verdict == "accepted" else "red")
         if r.checks:
             verdict.append(f" · {_compact(r.checks)}", style="dim")
         table.add_row(
-            str(r.turn),
+            *((str(r.turn),) if with_turn else ()),
             str(r.part),
             ", ".join(short(t) for t in r.task_ids) or "-",
             short(r.result_cid, 12, 6),
