@@ -512,6 +512,7 @@ async def _interactive(
     """The prompt loop on a terminal."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+    from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
     from chefsplan_agents.cli._chat_ui import SlashCompleter
 
@@ -524,10 +525,20 @@ async def _interactive(
     completer = SlashCompleter(COMMANDS, {"/trust": TRUST_LEVELS})
 
     def toolbar() -> str:
-        return f" {banner} · trust {session.trust} · /help · Ctrl-D quits"
+        return f" {banner} · trust {session.trust} · Alt-Enter: new line · /help · Ctrl-D quits"
+
+    keys = KeyBindings()
+
+    @keys.add("escape", "enter")  # Alt-Enter: a new line (options, a list, a document)
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.insert_text("\n")
 
     prompt: PromptSession[str] = PromptSession(
-        history=store, completer=completer, complete_while_typing=True, bottom_toolbar=toolbar
+        history=store,
+        completer=completer,
+        complete_while_typing=True,
+        bottom_toolbar=toolbar,
+        key_bindings=keys,
     )
     console = output.console
     console.print(

@@ -58,8 +58,10 @@ def short(value: str | None, head: int = 10, tail: int = 4) -> str:
 
 
 def _did(value: str | None) -> str:
-    # did:key:z6Mk… share their first 13 characters; the tail tells nodes apart.
-    return short(value, 14, 6)
+    # Every node's DID is a did:key; its tail tells the nodes apart.
+    if value and value.startswith("did:key:"):
+        value = value.removeprefix("did:key:")
+    return short(value, 6, 6)
 
 
 @dataclass(frozen=True)
@@ -151,25 +153,38 @@ def receipts_table(receipts: list[ChatReceipt], *, title: str | None = None) -> 
         ("agreed", "right"),
         ("verdict", "left"),
         ("gas", "right"),
+        ("checks", "left"),
     ]
     if with_turn:
         columns.insert(0, ("turn", "right"))
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name != "verdict")
+    rows: list[list[str | Text]] = []
     for r in receipts:
-        verdict = Text(r.verdict, style="green" if r.verdict == "accepted" else "red")
-        if r.checks:
-            verdict.append(f" · {_compact(r.checks)}", style="dim")
-        table.add_row(
-            *((str(r.turn),) if with_turn else ()),
-            str(r.part),
-            ", ".join(short(t) for t in r.task_ids) or "-",
-            short(r.result_cid, 12, 6),
-            _did(r.node_did),
-            f"{r.agreed}/{r.replicas}",
-            verdict,
-            f"{r.gas_used:,}" if r.gas_used is not None else "-",
+        rows.append(
+            [
+                *((str(r.turn),) if with_turn else ()),
+                str(r.part),
+                ", ".join(short(t, 6) for t in r.task_ids) or "-",
+                short(r.result_cid, 8, 6),
+                _did(r.node_did),
+                f"{r.agreed}/{r.replicas}",
+                Text(r.verdict, style="green" if r.verdict == "accepted" else "bold red"),
+                f"{r.gas_used:,}" if r.gas_used is not None else "-",
+                Text(_compact(r.checks), style="dim", overflow="ellipsis", no_wrap=True),
+            ]
         )
+    for i, (name, justify) in enumerate(columns):
+        # Every column keeps its width but the last: the checks give way on a narrow
+        # terminal (the answer's sources and --json carry them in full).
+        widest = max([len(name), *(len(str(row[i])) for row in rows)])
+        table.add_column(
+            name,
+            justify=justify,
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=None if name == "checks" else widest,
+        )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -241,8 +241,8 @@ def test_a_terminal_session(pane_factory: object, tmp_path: Path) -> None:
     assert "copilot · answered" in text
     assert "✓ matching → delegate_task" in text
     assert "✓ compliance → second_opinion" in text
-    assert re.search(r"0x[0-9a-f]{8}…[0-9a-f]{4}\s+settled\s+1/1\s+1/1\s+1/1\s+did:key:", text)
-    assert re.search(r"bafk\w+…\w+ │ did:key:z6Mk\w+…\w+ │\s+1/1 │ accepted", text)
+    assert re.search(r"0x[0-9a-f]{8}…[0-9a-f]{4}\s+settled\s+1/1\s+1/1\s+1/1\s+z6Mk\w+…\w+", text)
+    assert re.search(r"bafk\w+…\w+ │ z6Mk\w+…\w+ │\s+1/1 │ accepted", text)
 
     # Completion: "/tr" + Tab completes the command.
     pane.type("/tr")
@@ -256,7 +256,7 @@ def test_a_terminal_session(pane_factory: object, tmp_path: Path) -> None:
     pane.type("/providers")
     pane.send("Enter")
     text = pane.wait_for(r"providers, best ranked first")
-    text = pane.wait_for(r"did:key:z6Mk\w+…\w+ │ 0x", count=3)
+    text = pane.wait_for(r"z6Mk\w+…\w+ │ 0x", count=3)
     assert "chefsplan-tiny-scripted" in text
 
     # A turn held by the gate: Ctrl-C cancels it and the chat goes on.
