@@ -307,7 +307,13 @@ class ChatSession:
                 view.plan(content)
             elif isinstance(content, DelegationReport):
                 for d in content.delegations:
-                    nodes = [n for n in (d.provider_did, *d.dissenters) if n]
+                    if d.receipt is not None:  # every node that ran it, agreeing ones marked
+                        nodes = [
+                            (c.did or c.address) + ("" if c.agreed else " ✗")
+                            for c in d.receipt.committers
+                        ]
+                    else:
+                        nodes = [n for n in (d.provider_did, *d.dissenters) if n]
                     for task_id in d.task_ids:
                         view.nodes(task_id, nodes)
             elif isinstance(content, ComplianceReport):

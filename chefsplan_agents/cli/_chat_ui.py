@@ -207,18 +207,27 @@ def _compact(checks: str) -> str:
 def providers_table(found: ProvidersFound) -> Table:
     """``find_providers``' answer as a table, best ranked first."""
     table = Table(title="providers, best ranked first", title_justify="left", show_edge=False)
-    for name in ("node", "address", "model", "tok/s", "wei/1k tokens", "reputation", "won"):
-        table.add_column(name, no_wrap=True)
-    for p in found.providers:
-        table.add_row(
+    rows = [
+        [
             _did(p.did),
-            short(p.address),
-            p.model_name,
+            short(p.address, 6),
             f"{p.generation_tokens_per_s:.0f}",
             f"{p.price_per_1k_tokens_wei:,}",
             f"{p.reputation_score:.2f}",
             str(p.tasks_won),
+            p.model_name,
+        ]
+        for p in found.providers
+    ]
+    names = ("node", "address", "tok/s", "wei/1k tok", "reputation", "won", "model")
+    for i, name in enumerate(names):
+        # The model's name comes last and gives way on a narrow terminal.
+        widest = max([len(name), *(len(row[i]) for row in rows)])
+        table.add_column(
+            name, no_wrap=True, overflow="ellipsis", min_width=None if name == "model" else widest
         )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -394,9 +403,14 @@ class TurnView:
                 f"{t.claimed}/{t.replicas}",
                 f"{t.committed}/{t.replicas}",
                 f"{t.revealed}/{t.replicas}",
-                ", ".join(_did(n) for n in t.nodes) or "-",
+                ", ".join(_node(n) for n in t.nodes) or "-",
             )
         return table
+
+
+def _node(label: str) -> str:
+    did, _, mark = label.partition(" ")
+    return _did(did) + (f" {mark}" if mark else "")
 
 
 def _arguments(arguments: str) -> str:
