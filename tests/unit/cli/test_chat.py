@@ -85,9 +85,11 @@ def test_piped_questions_get_answers_with_receipts_and_slash_commands_work(
     assert out.count("Sources:") == 2
     assert out.count(SCRIPTED_OUTPUT) >= 2
     receipts = [line for line in out.splitlines() if line.startswith("receipt: ")]
-    assert len(receipts) == 4  # one under each answer, then both again from /receipts
-    first, second = receipts[0], receipts[1]
-    assert receipts[2:] == [first, second]
+    # Under each answer its receipts, then all of them again from /receipts. (A part the
+    # Compliance agent rejects is delegated once more, so a turn may hold two.)
+    n = len(receipts) // 2
+    assert n >= 2 and receipts[n:] == receipts[:n]
+    first, second = [r for r in receipts[:n] if " accepted (" in r]
     pattern = (
         r"receipt: part 1 task 0x[0-9a-f]{64} result (bafk\w+) node (did:key:z\w+) "
         r"agreed (\d)/(\d) accepted \(([^)]*)\) gas (\d+) trust (\w+)"
@@ -119,7 +121,7 @@ def test_json_prints_one_object_per_turn(env: dict[str, str]) -> None:
     ]
     for turn, trust in ((docs[0], "normal"), (docs[2], "low")):
         assert turn["error"] is None and not turn["cancelled"]
-        [receipt] = turn["receipts"]
+        receipt = turn["receipts"][-1]  # the accepted one (after a retry, the second)
         assert receipt["verdict"] == "accepted" and receipt["trust"] == trust
         assert receipt["result_cid"].startswith("bafk") and receipt["gas_used"] > 0
         assert re.fullmatch(r"0x[0-9a-f]{64}", receipt["task_ids"][0])
