@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chefsplan_agents import _json
+from chefsplan_agents._tags import check_tags
 from chefsplan_agents.errors import ConfigError
 
 __all__ = [
@@ -164,6 +165,11 @@ class PolicySettings(_Section):
         ge=0,
         description="Highest offered price per 1,000 tokens for a provider of sensitive data.",
     )
+    sensitive_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags a provider's signed offer must state, each with this value, to be "
+        'sent sensitive data, e.g. {jurisdiction = "EU"}.',
+    )
     judge_rules: tuple[str, ...] = Field(
         default=(),
         description="Fuzzy rules a local model judges an output by, each a yes/no question "
@@ -179,6 +185,11 @@ class PolicySettings(_Section):
             except re.error as err:
                 raise ValueError(f"pattern {pattern!r} is not a regular expression: {err}") from err
         return value
+
+    @field_validator("sensitive_tags")
+    @classmethod
+    def _tags_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_tags(value)
 
     @field_validator("json_schema")
     @classmethod

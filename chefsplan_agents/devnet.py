@@ -22,24 +22,18 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
-from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle
-from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts
+from chefsplan_agents.bundles import GenerationParams, ModelRequirement, TaskBundle, check_tags
+from chefsplan_agents.chain import Deployment, EmbeddedChain, deploy_contracts, open_chain
+from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
 from chefsplan_agents.errors import ChefsplanError, ConfigError
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.llm import GenerationParams as LLMGenerationParams
-from chefsplan_agents.llm import (
-    LlamaCppBackend,
-    LLMBackend,
-    StubBackend,
-    is_stub_spec,
-    resolve_model,
-)
+from chefsplan_agents.llm import LLMBackend, is_stub_spec, open_backend
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.market._requester import (
     DelegationProgress,
@@ -51,7 +45,10 @@ from chefsplan_agents.market._requester import (
 from chefsplan_agents.network import InProcessDriver, Network
 from chefsplan_agents.node import NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
-from chefsplan_agents.storage import ContentStore, LocalCidStore, MemoryCidStore
+from chefsplan_agents.storage import ContentStore, open_store
+
+if TYPE_CHECKING:
+    from chefsplan_agents.testing import Cheat
 
 __all__ = ["DEVNET_MODELS", "Devnet", "StageCallback"]
 
@@ -84,19 +81,6 @@ def _model_spec(model: str) -> str:
     known = ", ".join(sorted(DEVNET_MODELS))
     raise ConfigError(
         f"unknown devnet model {model!r}; use one of: {known}, a .gguf path or stub:SECONDS"
-    )
-
-
-def _bundle_params(params: LLMGenerationParams) -> GenerationParams:
-    """The backend's sampling settings as a task bundle carries them."""
-    return GenerationParams(
-        max_tokens=params.max_tokens,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        seed=params.seed,
-        repeat_penalty=params.repeat_penalty,
-        stop=params.stop,
     )
 
 
@@ -155,6 +139,8 @@ class Devnet:
         policy: NodePolicy | None = None,
         workdir: str | Path | None = None,
         on_stage: StageCallback | None = None,
+        cheaters: Mapping[int, Cheat] | None = None,
+        node_tags: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
     ) -> Devnet:
         """Build a network: chain + contracts + store + ``nodes`` registered provider nodes.
 
@@ -170,14 +156,35 @@ class Devnet:
             workdir: Where node state (and a local store) live; default a temporary folder
                 removed by :meth:`close`.
             on_stage: Called as each start-up stage begins.
+            cheaters: TESTING ONLY: node index → a dishonest way to answer
+                (``chefsplan_agents.testing``). That node registers and offers the devnet's
+                model like the others but forges every result (e.g. :class:`WrongModel`: a
+                cheaper model's output claimed as the pinned one's). Its backends are the
+                caller's to close.
+            node_tags: Tags every node states in its signed offer (one mapping), or one
+                mapping per node (a sequence of ``nodes`` mappings).
 
         Raises:
-            ConfigError: Bad node count or unknown model.
+            ConfigError: Bad node count, unknown model, a cheater index out of range, or not
+                one tag mapping per node.
+            InvalidOfferTags: A tag breaks the rules.
             ModelNotFound: The model is not installed.
         """
         if not 1 <= nodes <= _MAX_NODES:
             raise ConfigError(f"a devnet has 1 to {_MAX_NODES} nodes (got {nodes})")
+        cheats = dict(cheaters or {})
+        if any(not 0 <= i < nodes for i in cheats):
+            raise ConfigError(f"cheater indexes must be 0 to {nodes - 1} (got {sorted(cheats)})")
         spec = _model_spec(model)
+        if node_tags is None or isinstance(node_tags, Mapping):
+            tags_of = [check_tags(node_tags or {})] * nodes
+        else:
+            tags_of = [check_tags(t) for t in node_tags]
+            if len(tags_of) != nodes:
+                raise ConfigError(
+                    f"node_tags lists {len(tags_of)} tag sets for {nodes} nodes; give one per "
+                    "node, or one mapping for all"
+                )
         stage = on_stage or (lambda _stage, _detail: None)
         own = workdir is None
         root = Path(tempfile.mkdtemp(prefix="chefsplan-devnet-")) if own else Path(str(workdir))
@@ -187,18 +194,24 @@ class Devnet:
         content: ContentStore | None = None
         try:
             stage("model", f"loading {spec}")
-            if is_stub_spec(spec):
-                llms += [StubBackend.from_spec(spec, n_ctx=n_ctx) for _ in range(nodes)]
-            else:
-                file = resolve_model(spec)
-                for _ in range(1 if share_model else nodes):
-                    llms.append(LlamaCppBackend(file, n_threads=n_threads, n_ctx=n_ctx))
+            settings = LLMSettings(model=spec, n_threads=n_threads, n_ctx=n_ctx)
+            llms.append(open_backend(settings))
+            # Every node runs the same file: pin its path and hash so the rest skip resolving.
+            if llms[0].info.path is not None:
+                settings = settings.model_copy(
+                    update={"model": llms[0].info.path, "sha256": llms[0].info.sha256}
+                )
+            llms += [open_backend(settings) for _ in range(0 if share_model else nodes - 1)]
             stage("chain", "deploying contracts on the in-process EVM")
-            chain = EmbeddedChain()
+            opened = open_chain(ChainSettings(backend="embedded"))
+            if not isinstance(opened, EmbeddedChain):  # the devnet moves the chain's clock
+                opened.close()
+                raise ConfigError("the devnet needs the embedded chain backend")
+            chain = opened
             deployment = deploy_contracts(chain)
             registry = RegistryClient(deployment.registry)
             market = MarketClient(deployment.market, from_block=deployment.deployed_at)
-            content = MemoryCidStore() if store == "memory" else LocalCidStore(root / "blocks")
+            content = open_store(StorageSettings(backend=store), root / "blocks")
             requester_id = Identity.generate()
             chain.transfer(requester_id.address, _NODE_FUNDS)
             requester = Requester(requester_id, chain, market, content, registry=registry)
@@ -215,6 +228,8 @@ class Devnet:
                     llms[0 if share_model else i],
                     state_dir=str(root / f"node{i}"),
                     policy=policy,
+                    cheat=cheats.get(i),
+                    tags=tags_of[i],
                 )
                 stage("register", f"node {i + 1}/{nodes}: measuring and registering")
                 node.start()
@@ -278,7 +293,7 @@ class Devnet:
         quorum: int | None = None,
         bounty_per_replica: int = 10**15,
         bond: int = 10**15,
-        params: GenerationParams | LLMGenerationParams | None = None,
+        params: GenerationParams | None = None,
         timeouts: Timeouts | None = None,
         assignee: str | None = None,
     ) -> TaskHandle:
@@ -287,8 +302,6 @@ class Devnet:
         A prompt without ``params`` asks for as many tokens as the nodes' policy allows, up to
         256. ``assignee`` (a node's address) assigns a one-replica task to that node.
         """
-        if isinstance(params, LLMGenerationParams):
-            params = _bundle_params(params)
         if params is None and isinstance(task, str):
             params = GenerationParams(max_tokens=min(256, self.nodes[0].policy.max_tokens))
         handle = self.requester.delegate(
@@ -339,7 +352,7 @@ class Devnet:
         quorum: int | None = None,
         bounty_per_replica: int = 10**15,
         bond: int = 10**15,
-        params: GenerationParams | LLMGenerationParams | None = None,
+        params: GenerationParams | None = None,
         timeouts: Timeouts | None = None,
         timeout: float = 600.0,
         on_progress: Callable[[DelegationProgress], None] | None = None,
@@ -395,6 +408,7 @@ class Devnet:
             state_dir=str(old.state.path),
             policy=old.policy,
             stake=old.stake,
+            cheat=old.cheat,
         )
         self.nodes[index] = node
         return node

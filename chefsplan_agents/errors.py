@@ -28,7 +28,8 @@ CLI prints exactly that line, never a traceback, for bad input.
     ├── BundleError (ValueError)
     │   ├── BundleSchemaError
     │   ├── UnsupportedBundleVersion
-    │   └── BundleTooLarge
+    │   ├── BundleTooLarge
+    │   └── InvalidOfferTags
     ├── ChainError
     │   ├── ChainUnavailable (ConnectionError)
     │   ├── ContractNotDeployed
@@ -210,6 +211,10 @@ class UnsupportedBundleVersion(BundleError):
 
 class BundleTooLarge(BundleError):
     """A bundle exceeds the size limit."""
+
+
+class InvalidOfferTags(BundleError):
+    """Offer tags (or a tag filter) break the rules: too many, or a key or value malformed."""
 
 
 # --- chain --------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 - :class:`LocalModelClient`: an AutoGen ``ChatCompletionClient`` over a GGUF model running in
   this process (``LlamaCppBackend``), with tool calls and JSON output constrained by a grammar.
+- :class:`NetworkModelClient` (AutoGen) and :class:`NetworkChatModel` (LangChain): every
+  completion is a delegated, verified task on the network, with its receipt.
 - :class:`CopilotAgent`, :class:`MatchingAgent`, :class:`ComplianceAgent`: AgentChat agents
   whose workflow is data (a :class:`Plan` of :class:`Step`\\ s), shown as tool-call events;
   :func:`team` wires them into one team (or, with a capable function-calling model, wires
@@ -18,12 +20,14 @@ from chefsplan_agents.agents._copilot import CopilotAgent
 from chefsplan_agents.agents._langchain_model import NetworkChatModel
 from chefsplan_agents.agents._local_client import DEFAULT_MAX_TOKENS, LocalModelClient
 from chefsplan_agents.agents._matching import (
+    DEFAULT_TASK_CAP_WEI,
     MatchingAgent,
     RankedProvider,
     RankedProviders,
     RankWeights,
     rank_providers,
     sensitive_refusal,
+    task_cap_wei,
 )
 from chefsplan_agents.agents._network_client import (
     DEFAULT_NETWORK_MAX_TOKENS,
@@ -36,6 +40,7 @@ from chefsplan_agents.agents._plan import (
     MAX_REQUEST_CHARS,
     Part,
     Plan,
+    PlanMessage,
     Step,
     TaskRequest,
     build_plan,
@@ -43,8 +48,10 @@ from chefsplan_agents.agents._plan import (
 )
 from chefsplan_agents.agents._reports import (
     ChallengeInfo,
+    ComplianceMessage,
     ComplianceReport,
     Delegation,
+    DelegationMessage,
     DelegationReport,
     JudgeRuling,
     Verdict,
@@ -62,14 +69,17 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_CHARS",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_NETWORK_MAX_TOKENS",
+    "DEFAULT_TASK_CAP_WEI",
     "MATCHING_TOOLS",
     "MAX_PARTS",
     "MAX_REQUEST_CHARS",
     "ChallengeInfo",
     "ComplianceAgent",
+    "ComplianceMessage",
     "ComplianceReport",
     "CopilotAgent",
     "Delegation",
+    "DelegationMessage",
     "DelegationReport",
     "JudgeRuling",
     "LocalModelClient",
@@ -79,6 +89,7 @@ __all__ = [
     "NetworkModelClient",
     "Part",
     "Plan",
+    "PlanMessage",
     "RankWeights",
     "RankedProvider",
     "RankedProviders",
@@ -94,5 +105,6 @@ __all__ = [
     "parse_request",
     "rank_providers",
     "sensitive_refusal",
+    "task_cap_wei",
     "team",
 ]

@@ -26,10 +26,11 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage,
 from pydantic import BaseModel
 
 from chefsplan_agents import _json
-from chefsplan_agents.agents._matching import _task_receipt, revealed_results
+from chefsplan_agents.agents._matching import _task_receipt, revealed_results, task_cap_wei
 from chefsplan_agents.agents._plan import Plan, Step
 from chefsplan_agents.agents._reports import (
     ChallengeInfo,
+    ComplianceMessage,
     ComplianceReport,
     Delegation,
     DelegationReport,
@@ -115,18 +116,18 @@ def challenge_task(network: Network, task_id: str, policy: PolicySettings) -> Ch
     """Challenge a task inside its challenge window, posting the market's challenge bond.
 
     Raises:
-        PolicyViolation: The bond is over ``policy.max_spend_per_task_wei``.
+        PolicyViolation: The bond is over the per-task cap (:func:`task_cap_wei`).
         InsufficientFunds: The requester cannot pay the bond.
         MarketError: No such task.
         TxReverted: The window has closed (``ChallengeClosed``) or it was challenged already.
     """
     handle = network.handle_of(task_id)
     bond = network.market.challenge_bond
-    cap = policy.max_spend_per_task_wei
-    if cap is not None and bond > cap:
+    cap = task_cap_wei(policy)
+    if bond > cap:
         raise PolicyViolation(
-            f"a challenge bonds {bond} wei, over policy.max_spend_per_task_wei={cap}; raise "
-            "the cap to let the agents challenge"
+            f"a challenge bonds {bond} wei, over the per-task cap of {cap} wei "
+            "(policy.max_spend_per_task_wei): raise the cap to let the agents challenge"
         )
     balance = network.balance_wei()
     if balance < bond:
@@ -199,7 +200,7 @@ class ComplianceAgent(WorkflowAgent):
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
-        return (StructuredMessage[ComplianceReport], TextMessage)
+        return (ComplianceMessage, TextMessage)
 
     async def _stream(
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
@@ -238,9 +239,7 @@ class ComplianceAgent(WorkflowAgent):
             else:
                 yield item
         assert result is not None
-        yield Response(
-            chat_message=StructuredMessage[ComplianceReport](content=result, source=self.name)
-        )
+        yield Response(chat_message=ComplianceMessage(content=result, source=self.name))
 
     def _steps(self, delegation: Delegation, plan: Plan | None) -> list[Step]:
         if plan is not None:

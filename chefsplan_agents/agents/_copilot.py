@@ -20,6 +20,7 @@ from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
 from chefsplan_agents.agents._plan import (
     DEFAULT_MAX_CHUNK_CHARS,
     Plan,
+    PlanMessage,
     TaskRequest,
     build_plan,
     parse_request,
@@ -87,7 +88,7 @@ class CopilotAgent(WorkflowAgent):
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
-        return (StructuredMessage[Plan], TextMessage)
+        return (PlanMessage, TextMessage)
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         self._request = None
@@ -101,7 +102,7 @@ class CopilotAgent(WorkflowAgent):
 
     def _plan(self, plan: Plan) -> Response:
         return Response(
-            chat_message=StructuredMessage[Plan](content=plan, source=self.name),
+            chat_message=PlanMessage(content=plan, source=self.name),
         )
 
     async def _stream(

@@ -23,7 +23,7 @@ from autogen_core import CancellationToken
 from pydantic import BaseModel, ConfigDict
 
 from chefsplan_agents.agents._plan import Part, Plan, build_plan, parse_request
-from chefsplan_agents.agents._reports import Delegation, DelegationReport
+from chefsplan_agents.agents._reports import Delegation, DelegationMessage, DelegationReport
 from chefsplan_agents.agents._workflow import StreamItem, WorkflowAgent, failure, one_line
 from chefsplan_agents.bundles import (
     ChatMessage,
@@ -56,17 +56,30 @@ from chefsplan_agents.tools import (
 )
 
 __all__ = [
+    "DEFAULT_TASK_CAP_WEI",
     "MatchingAgent",
     "RankWeights",
     "RankedProvider",
     "RankedProviders",
     "rank_providers",
     "sensitive_refusal",
+    "task_cap_wei",
 ]
 
 log = logging.getLogger(__name__)
 
 _REDUNDANT, _QUORUM = 3, 2
+
+DEFAULT_TASK_CAP_WEI = 10**17
+"""What the agents put on chain for one part (its escrow, or a challenge bond) when the policy
+sets no ``max_spend_per_task_wei``: 0.1 ether. Offers name their own prices; this bounds
+what a provider advertising an absurd one can cost."""
+
+
+def task_cap_wei(policy: PolicySettings) -> int:
+    """The most wei the agents spend on chain for one part under ``policy``."""
+    cap = policy.max_spend_per_task_wei
+    return DEFAULT_TASK_CAP_WEI if cap is None else cap
 
 
 class RankWeights(BaseModel):
@@ -161,13 +174,15 @@ def sensitive_refusal(provider: ProviderInfo, policy: PolicySettings) -> str | N
     """Why ``provider`` may not see sensitive data under ``policy`` (``None``: it may).
 
     The criteria are the policy's ``sensitive_providers`` (DIDs or addresses),
-    ``sensitive_models`` (names or sha256s the signed offer must state) and
-    ``sensitive_max_price_per_1k_wei``; a policy with none of them trusts nobody.
+    ``sensitive_models`` (names or sha256s the signed offer must state),
+    ``sensitive_max_price_per_1k_wei`` and ``sensitive_tags`` (tags the signed offer must
+    state, each with that value); a policy with none of them trusts nobody.
     """
     if not (
         policy.sensitive_providers
         or policy.sensitive_models
         or policy.sensitive_max_price_per_1k_wei is not None
+        or policy.sensitive_tags
     ):
         return "the policy names no criteria for sensitive data"
     if policy.sensitive_providers:
@@ -179,6 +194,11 @@ def sensitive_refusal(provider: ProviderInfo, policy: PolicySettings) -> str | N
     cap = policy.sensitive_max_price_per_1k_wei
     if cap is not None and provider.price_per_1k_tokens_wei > cap:
         return f"its offered price {provider.price_per_1k_tokens_wei} wei/1k is over {cap}"
+    for key, wanted in sorted(policy.sensitive_tags.items()):
+        stated = provider.tags.get(key)
+        if stated != wanted:
+            said = "states no " + key if stated is None else f"states {key}={stated}"
+            return f"its signed offer {said}, policy.sensitive_tags wants {key}={wanted}"
     return None
 
 
@@ -257,6 +277,8 @@ def await_reveals(network: Network, handle: TaskHandle, timeout_s: float) -> Non
         state = network.market.task_state(handle.task_id)
         if not state.open or state.revealed >= replicas:
             return
+        if network.chain.block_timestamp() > handle.params.reveal_deadline:
+            return  # no reveal can come any more: collect what there is
         if time.monotonic() > deadline:
             raise DelegationTimeout(
                 f"task 0x{handle.task_id.hex()} had {state.revealed} of {replicas} reveals "
@@ -321,7 +343,8 @@ class _Engine:
                 raise NoProviderFound(
                     "no provider qualifies for sensitive data ("
                     + "; ".join(left_out[:3])
-                    + "); set policy.sensitive_providers or sensitive_models to nodes you trust"
+                    + "); set policy.sensitive_providers, sensitive_models or sensitive_tags "
+                    "to nodes you trust"
                 )
             raise NoProviderFound("every matching provider was excluded; try again later")
         ranked = rank_providers(kept, model=model, weights=self.weights)
@@ -359,11 +382,12 @@ class _Engine:
             )
         bounty = _bounty(same if not single else same[:1], max_tokens)
         per_part = bounty * (1 if single else _REDUNDANT)
-        cap = self.policy.max_spend_per_task_wei
-        if cap is not None and per_part > cap:
+        cap = task_cap_wei(self.policy)
+        if per_part > cap:
             raise PolicyViolation(
-                f"a part escrows {per_part} wei, over policy.max_spend_per_task_wei={cap}; "
-                "lower max_tokens or the trust level, or raise the cap"
+                f"a part escrows {per_part} wei, over the per-task cap of {cap} wei "
+                "(policy.max_spend_per_task_wei): lower max_tokens or the trust level, or "
+                "raise the cap"
             )
         self.network.check_spend(per_part * len(parts))  # all or nothing
         timeouts = Timeouts(challenge_window=window) if window else None
@@ -569,7 +593,7 @@ class MatchingAgent(WorkflowAgent):
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
-        return (StructuredMessage[DelegationReport], TextMessage)
+        return (DelegationMessage, TextMessage)
 
     def _plan_from(self, messages: Sequence[BaseChatMessage]) -> Plan | str | None:
         for message in reversed(messages):
@@ -599,11 +623,7 @@ class MatchingAgent(WorkflowAgent):
             else:
                 yield item
         assert report is not None
-        yield Response(
-            chat_message=StructuredMessage[DelegationReport](
-                content=report, source=self.name, format_string=None
-            )
-        )
+        yield Response(chat_message=DelegationMessage(content=report, source=self.name))
 
     async def delegate(self, plan: Plan) -> AsyncGenerator[StreamItem | DelegationReport, None]:
         """Run the plan's Matching steps; yield their events, then the report.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from autogen_agentchat.messages import StructuredMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from chefsplan_agents.config import PolicySettings
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_REQUEST_CHARS",
     "Part",
     "Plan",
+    "PlanMessage",
     "Step",
     "TaskRequest",
     "build_plan",
@@ -137,6 +139,16 @@ class Plan(BaseModel):
             head += ", sensitive data: only qualifying providers"
         lines = [head] + [f"{i}. {s.text()}" for i, s in enumerate(self.steps, 1)]
         return "\n".join(lines)
+
+
+class PlanMessage(StructuredMessage[Plan]):
+    """The Copilot's plan as a chat message; its text is the numbered steps, not JSON."""
+
+    def to_text(self) -> str:
+        return self.content.text()
+
+    def to_model_text(self) -> str:
+        return self.content.text()
 
 
 def _option(value: str, key: str) -> Any:

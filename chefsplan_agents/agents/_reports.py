@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from autogen_agentchat.messages import StructuredMessage
 from pydantic import BaseModel, ConfigDict
 
 from chefsplan_agents.tools import (
@@ -21,8 +22,10 @@ from chefsplan_agents.tools import (
 
 __all__ = [
     "ChallengeInfo",
+    "ComplianceMessage",
     "ComplianceReport",
     "Delegation",
+    "DelegationMessage",
     "DelegationReport",
     "JudgeRuling",
     "Verdict",
@@ -171,9 +174,12 @@ class Verdict(BaseModel):
 
     def provenance(self) -> str:
         """Where the part came from, in one line (what the Copilot's answer cites)."""
+        return f"part {self.part + 1}: {self._details()}"
+
+    def _details(self) -> str:
         d = self.delegation
         if d.status == "failed":
-            return f"part {self.part + 1}: not delegated ({d.error})"
+            return f"not delegated ({d.error})"
         bits = [f"node {d.provider_did} answered", f"{d.agreed} of {d.replicas} agreed"]
         bits.append(f"result {d.result_cid}")
         if d.verification is not None:
@@ -191,10 +197,10 @@ class Verdict(BaseModel):
             )
         if self.logged is not None:
             bits.append(f"verdict logged (tx {_short(self.logged.tx_hash)})")
-        return f"part {self.part + 1}: " + ", ".join(bits)
+        return ", ".join(bits)
 
     def text(self) -> str:
-        line = f"part {self.part + 1} {self.decision.upper()}: {self.provenance()}"
+        line = f"part {self.part + 1} {self.decision.upper()}: {self._details()}"
         if self.reasons:
             line += " — " + "; ".join(self.reasons)
         return line
@@ -214,3 +220,23 @@ class ComplianceReport(BaseModel):
 
     def text(self) -> str:
         return "\n".join(v.text() for v in self.verdicts)
+
+
+class DelegationMessage(StructuredMessage[DelegationReport]):
+    """Matching's report as a chat message; its text is the report's lines, not JSON."""
+
+    def to_text(self) -> str:
+        return self.content.text()
+
+    def to_model_text(self) -> str:
+        return self.content.text()
+
+
+class ComplianceMessage(StructuredMessage[ComplianceReport]):
+    """Compliance's verdicts as a chat message; its text is one line per verdict."""
+
+    def to_text(self) -> str:
+        return self.content.text()
+
+    def to_model_text(self) -> str:
+        return self.content.text()

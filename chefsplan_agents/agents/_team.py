@@ -23,7 +23,7 @@ from typing import Any, Literal
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import ChatAgent, Team, TerminationCondition
 from autogen_agentchat.conditions import MaxMessageTermination, TextMessageTermination
-from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StructuredMessage
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
 from autogen_core.models import (
@@ -42,7 +42,6 @@ from chefsplan_agents.agents._compliance import ComplianceAgent
 from chefsplan_agents.agents._copilot import CopilotAgent
 from chefsplan_agents.agents._local_client import LocalModelClient
 from chefsplan_agents.agents._matching import MatchingAgent, RankWeights
-from chefsplan_agents.agents._plan import Plan
 from chefsplan_agents.config import PolicySettings
 from chefsplan_agents.errors import ConfigError, ToolError
 from chefsplan_agents.network import Network
@@ -282,5 +281,4 @@ def team(
         termination_condition=termination,
         selector_func=_order("copilot", "matching", "compliance"),
         max_turns=1 + 3 * max_attempts,
-        custom_message_types=[StructuredMessage[Plan]],
     )

@@ -17,6 +17,8 @@ from chefsplan_agents.bundles._codec import (
     verify_bundle,
 )
 from chefsplan_agents.bundles._models import (
+    DEFAULT_TASK_MAX_TOKENS,
+    MAX_OFFER_TAGS,
     SCHEMA_VERSION,
     ChatMessage,
     GenerationParams,
@@ -26,12 +28,16 @@ from chefsplan_agents.bundles._models import (
     ResultBundle,
     TaskBundle,
     Timings,
+    check_tags,
     output_hash,
+    parse_tags,
 )
 from chefsplan_agents.bundles._offer import OFFER_CREDENTIAL_TYPE, issue_offer, verify_offer
 
 __all__ = [
     "DEFAULT_MAX_BUNDLE_BYTES",
+    "DEFAULT_TASK_MAX_TOKENS",
+    "MAX_OFFER_TAGS",
     "OFFER_CREDENTIAL_TYPE",
     "SCHEMA_VERSION",
     "ChatMessage",
@@ -43,11 +49,13 @@ __all__ = [
     "TaskBundle",
     "Timings",
     "canonical_json",
+    "check_tags",
     "decode_result_bundle",
     "decode_task_bundle",
     "encode_bundle",
     "issue_offer",
     "output_hash",
+    "parse_tags",
     "sha256_hex",
     "sign_bundle",
     "signing_payload",

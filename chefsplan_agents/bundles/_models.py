@@ -23,13 +23,21 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
     model_validator,
 )
 
+from chefsplan_agents._tags import MAX_OFFER_TAGS, check_tags, parse_tags
+from chefsplan_agents.errors import InvalidGenerationParams
 from chefsplan_agents.identity import public_key_from_did
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DEFAULT_TASK_MAX_TOKENS",
+    "MAX_OFFER_TAGS",
     "ChatMessage",
     "GenerationParams",
     "ModelRequirement",
@@ -38,7 +46,9 @@ __all__ = [
     "ResultBundle",
     "TaskBundle",
     "Timings",
+    "check_tags",
     "output_hash",
+    "parse_tags",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -146,22 +156,81 @@ class _Model(BaseModel):
 
 
 class ChatMessage(_Model):
-    """One chat turn."""
+    """One chat turn (in a task bundle and for a model backend alike)."""
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
 
 
-class GenerationParams(_Model):
-    """Sampling settings. The defaults are the determinism profile: greedy, fixed seed."""
+DEFAULT_TASK_MAX_TOKENS: Final = 256
+"""``max_tokens`` of a task bundle that names no parameters."""
 
-    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+# Fields added after bundles were first written: left out of the wire form while at their
+# default, so bundles that do not use them keep their canonical bytes (and CIDs).
+_OMIT_AT_DEFAULT: Final = {"min_p": 0.0, "logprobs": 5}
+
+
+class GenerationParams(_Model):
+    """How to sample a completion: what a task bundle carries and what a model backend takes.
+
+    The defaults are the determinism profile's: greedy (``temperature=0``), a fixed seed and
+    ``repeat_penalty=1.0`` (llama.cpp's HTTP server would otherwise default to 1.1).
+
+    Raises:
+        InvalidGenerationParams: Built directly with a value out of range (one line naming the
+            field). Inside a bundle being parsed, the bundle's own validation reports it.
+    """
+
+    max_tokens: int = Field(default=128, ge=1, le=1_000_000)
     temperature: FiniteFloat = Field(default=0.0, ge=0.0)
     top_p: FiniteFloat = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=40, ge=0)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    min_p: FiniteFloat = Field(default=0.0, ge=0.0, le=1.0)
     repeat_penalty: FiniteFloat = Field(default=1.0, gt=0.0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     stop: tuple[str, ...] = ()
+    logprobs: int = Field(default=5, ge=1, le=20, description="k of the top-k fingerprint.")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "params"
+            raise InvalidGenerationParams(
+                f"invalid generation parameter {where}: {first['msg']}"
+            ) from err
+
+    # Direct construction reports InvalidGenerationParams; nested in a bundle being parsed, the
+    # bundle's own validation names the field (pydantic skips an __init__ marked as its own).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _no_empty_stop(self) -> GenerationParams:
+        if any(s == "" for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _wire(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not info.mode_is_json():
+            return data
+        for name, default in _OMIT_AT_DEFAULT.items():
+            if data.get(name) == default:
+                del data[name]
+        return data
+
+    @property
+    def greedy(self) -> bool:
+        """Whether sampling always picks the most likely token."""
+        return self.temperature == 0.0
+
+
+def _default_task_params() -> GenerationParams:
+    return GenerationParams(max_tokens=DEFAULT_TASK_MAX_TOKENS)
 
 
 class ModelRequirement(_Model):
@@ -186,7 +255,7 @@ class TaskBundle(_Model):
     kind: Literal["chat", "completion"]
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
-    params: GenerationParams = Field(default_factory=GenerationParams)
+    params: GenerationParams = Field(default_factory=_default_task_params)
     model: ModelRequirement
     input_cids: tuple[Cid, ...] = ()
     recipe_cid: Cid | None = Field(
@@ -217,12 +286,45 @@ TopK = tuple[tuple[int, FiniteFloat], ...]
 
 
 class Timings(_Model):
-    """How long the node took."""
+    """Where the time of one model call went: token counts and milliseconds.
+
+    A result bundle carries these four numbers; the rates are derived from them.
+    """
 
     prompt_tokens: int = Field(ge=0)
     generated_tokens: int = Field(ge=0)
-    prompt_ms: FiniteFloat = Field(ge=0.0)
-    generation_ms: FiniteFloat = Field(ge=0.0)
+    prompt_ms: FiniteFloat = Field(
+        ge=0.0, description="Prefill: evaluating the prompt (and the first sample)."
+    )
+    generation_ms: FiniteFloat = Field(ge=0.0, description="Generating the remaining tokens.")
+
+    @classmethod
+    def measure(
+        cls, prompt_s: float, generation_s: float, n_prompt: int, n_generated: int
+    ) -> Timings:
+        """Build timings from seconds and token counts."""
+        return cls(
+            prompt_tokens=n_prompt,
+            generated_tokens=n_generated,
+            prompt_ms=prompt_s * 1000,
+            generation_ms=generation_s * 1000,
+        )
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        """Prefill speed (0.0 when the prefill was not timed apart)."""
+        return _rate(self.prompt_tokens, self.prompt_ms)
+
+    @property
+    def generation_tokens_per_s(self) -> float:
+        """Generation speed. The first token comes out of a timed prefill, so then
+        generation covers the rest; a backend that times no prefill counts them all."""
+        n = self.generated_tokens - 1 if self.prompt_ms > 0 else self.generated_tokens
+        return _rate(max(n, 0), self.generation_ms)
+
+
+def _rate(n: int, ms: float) -> float:
+    return n * 1000 / ms if ms > 0 and n > 0 else 0.0
 
 
 class ResultBundle(_Model):
@@ -257,6 +359,9 @@ class ResultBundle(_Model):
         return self.node_did
 
 
+OfferTags = Annotated[dict[str, str], AfterValidator(check_tags)]
+
+
 class OfferedModel(_Model):
     """The model a node serves."""
 
@@ -282,3 +387,18 @@ class Offer(_Model):
     # credential issued for one deployment cannot be registered in another.
     chain_id: int | None = Field(default=None, ge=1, description="EIP-155 id of the chain.")
     registry: EvmAddress | None = Field(default=None, description="The AgentRegistry address.")
+    tags: OfferTags = Field(
+        default_factory=dict,
+        description="What the node states about itself, e.g. {'jurisdiction': 'EU'}; signed "
+        "with the rest, so a requester may route by it.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _wire(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        # An offer without tags keeps the bytes offers had before tags existed.
+        if info.mode_is_json() and not data.get("tags"):
+            data.pop("tags", None)
+        return data

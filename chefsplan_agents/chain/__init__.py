@@ -20,7 +20,7 @@ from chefsplan_agents.chain._deploy import (
 )
 from chefsplan_agents.chain._embedded import EmbeddedChain
 from chefsplan_agents.chain._factory import open_chain
-from chefsplan_agents.chain._jsonrpc import JsonRpcChain
+from chefsplan_agents.chain._jsonrpc import MAX_RPC_REPLY_BYTES, JsonRpcChain
 from chefsplan_agents.chain._revert import RevertDecoder, revert_error_class
 from chefsplan_agents.chain._values import to_address, to_bytes32
 
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_CHALLENGE_BOND",
     "DEFAULT_MIN_STAKE",
     "DEFAULT_UNSTAKE_COOLDOWN",
+    "MAX_RPC_REPLY_BYTES",
     "Artifact",
     "BoundContract",
     "Chain",

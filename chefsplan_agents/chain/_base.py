@@ -930,7 +930,8 @@ def _error_text(err: BaseException) -> str:
     if isinstance(err, Web3RPCError) and isinstance(err.rpc_response, dict):
         error = err.rpc_response.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
+            # The node's own words: one line, and short, whatever it sent.
+            return " ".join(str(error["message"]).split())[:300]
     text = str(err) or type(err).__name__
     return " ".join(text.split())[:300]
 

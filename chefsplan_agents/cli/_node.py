@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
+from chefsplan_agents.bundles import parse_tags
 from chefsplan_agents.chain import attach_contracts, deploy_contracts, open_chain
 from chefsplan_agents.cli._app import app, err, out
-from chefsplan_agents.config import ChainSettings
+from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
 from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.identity import load_keystore
-from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, StubBackend, is_stub_spec
+from chefsplan_agents.llm import open_backend
 from chefsplan_agents.market import MarketClient
 from chefsplan_agents.node import (
     DEFAULT_BOND_FLOOR_WEI,
@@ -29,7 +30,7 @@ from chefsplan_agents.node import (
     ProviderNode,
 )
 from chefsplan_agents.registry import RegistryClient
-from chefsplan_agents.storage import ContentStore, KuboStore, LocalCidStore
+from chefsplan_agents.storage import open_store
 
 node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
@@ -175,6 +176,14 @@ def run_node(
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between polls when idle.", min=0.01)
     ] = 1.0,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            help="key=value the node states in its signed offer (e.g. jurisdiction=EU); "
+            "repeat for more (at most 16).",
+        ),
+    ] = None,
 ) -> None:
     """Register on the market and serve tasks until SIGTERM or Ctrl-C.
 
@@ -186,6 +195,7 @@ def run_node(
         raise ConfigError("say which contracts to use: --contracts JSON, or --deploy fresh ones")
     if (ipfs is None) == (store_path is None):
         raise ConfigError("give exactly one content store: --ipfs MULTIADDR or --store-path DIR")
+    tags = parse_tags(tag or ())
     identity = load_keystore(keystore)
     evm_key = "0x" + identity.export_secrets()[1].hex()
     settings = ChainSettings(backend="jsonrpc", rpc_url=chain_url)
@@ -194,12 +204,12 @@ def run_node(
             deployment = deploy_contracts(chain, sender=identity.address)
         else:
             deployment = attach_contracts(chain, _contracts(contracts or "{}"))
-        store: ContentStore = KuboStore(ipfs) if ipfs else LocalCidStore(store_path or ".")
-        backend: LLMBackend = (
-            StubBackend.from_spec(model, n_ctx=n_ctx)
-            if is_stub_spec(model)
-            else LlamaCppBackend(model, n_threads=n_threads, n_ctx=n_ctx)
+        store = open_store(
+            StorageSettings(backend="kubo", ipfs_api=ipfs)
+            if ipfs
+            else StorageSettings(backend="local", path=store_path)
         )
+        backend = open_backend(LLMSettings(model=model, n_threads=n_threads, n_ctx=n_ctx))
         with store, backend as llm:
             node = ProviderNode(
                 identity,
@@ -221,6 +231,7 @@ def run_node(
                     max_challenge_window_s=max_challenge_window,
                 ),
                 stake=stake,
+                tags=tags,
             )
             if http_port is not None:
                 node.serve_http(

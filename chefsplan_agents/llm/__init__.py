@@ -15,7 +15,7 @@ from chefsplan_agents.llm._base import (
     OnToken,
     render_chat,
 )
-from chefsplan_agents.llm._factory import open_backend
+from chefsplan_agents.llm._factory import MODEL_ALIASES, open_backend
 from chefsplan_agents.llm._llamacpp import LlamaCppBackend, llama_cpp_build
 from chefsplan_agents.llm._models import (
     KNOWN_MODELS,
@@ -24,7 +24,12 @@ from chefsplan_agents.llm._models import (
     file_sha256,
     resolve_model,
 )
-from chefsplan_agents.llm._server import LlamaServerBackend, serve_model, server_extra_missing
+from chefsplan_agents.llm._server import (
+    MAX_SERVER_ANSWER_BYTES,
+    LlamaServerBackend,
+    serve_model,
+    server_extra_missing,
+)
 from chefsplan_agents.llm._stub import STUB_MODEL_SHA256, StubBackend, is_stub_spec, stub_seconds
 from chefsplan_agents.llm._tiny import (
     SCRIPTED_OUTPUT,
@@ -50,6 +55,8 @@ from chefsplan_agents.llm._types import (
 __all__ = [
     "CHATML_TEMPLATE",
     "KNOWN_MODELS",
+    "MAX_SERVER_ANSWER_BYTES",
+    "MODEL_ALIASES",
     "SCRIPTED_OUTPUT",
     "STUB_MODEL_SHA256",
     "ChatMessage",

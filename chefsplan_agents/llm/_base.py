@@ -85,6 +85,8 @@ class LLMBackend(Protocol):
         prompt: str | Sequence[int],
         continuation: Sequence[int],
         k: int = 5,
+        *,
+        sampling: GenerationParams | None = None,
     ) -> RescoreResult:
         """Score a claimed continuation in one prefill pass over prompt + continuation.
 
@@ -92,6 +94,8 @@ class LLMBackend(Protocol):
             prompt: Prompt text (tokenized like :meth:`complete`) or its token ids.
             continuation: The claimed generated token ids.
             k: Alternatives to report per position.
+            sampling: A sampled task's parameters; a backend that can replays its seeded
+                sampler over its own logits (:attr:`RescoreResult.replayed`), others ignore it.
 
         Returns:
             For each continuation position: the claimed token's logprob and rank, and the top-k.

@@ -30,6 +30,7 @@ from chefsplan_agents.llm._base import (
     position_logprobs,
     render_chat,
     rescored_positions,
+    top_k_of,
 )
 from chefsplan_agents.llm._models import ModelFile, resolve_model
 from chefsplan_agents.llm._types import (
@@ -37,7 +38,6 @@ from chefsplan_agents.llm._types import (
     Generation,
     GenerationParams,
     ModelInfo,
-    RescoredPosition,
     RescoreResult,
     Timings,
 )
@@ -180,6 +180,8 @@ class LlamaCppBackend(BackendBase):
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._closed = False
         self._rows: npt.NDArray[np.float32] | None = None
+        self._eog: npt.NDArray[np.intp] | None = None
+        self._rescore_head: tuple[int, ...] | None = None
         self._info = ModelInfo(
             name=meta.get("general.name") or self._file.name,
             path=str(self._file.path),
@@ -211,6 +213,7 @@ class LlamaCppBackend(BackendBase):
         does, and must not run while the backend generates on another thread.
         """
         self._check_open()
+        self._rescore_head = None  # a direct call may rewrite the cache a re-score would reuse
         return self._llm
 
     @property
@@ -344,6 +347,7 @@ class LlamaCppBackend(BackendBase):
         text = ""
         finish = "length"
         llm.reset()  # no prompt cache: every call evaluates its prompt from scratch
+        self._rescore_head = None
         llm.set_seed(params.seed)
         start = time.perf_counter()
         first: float | None = None
@@ -439,8 +443,35 @@ class LlamaCppBackend(BackendBase):
         prompt: str | Sequence[int],
         continuation: Sequence[int],
         k: int = 5,
+        *,
+        sampling: GenerationParams | None = None,
+        stepwise: bool = False,
     ) -> RescoreResult:
-        """Score a claimed continuation in one prefill pass; see :meth:`LLMBackend.rescore`."""
+        """Score a claimed continuation in one prefill pass; see :meth:`LLMBackend.rescore`.
+
+        Logits are computed only where a verifier reads them: for each continuation position
+        and the one after it (where the model would end or go on), never for the prompt's own
+        positions: the vocabulary projection is a fifth of SmolLM2's weights per position.
+
+        Args:
+            prompt: Prompt text (tokenized like :meth:`complete`) or its token ids.
+            continuation: The claimed generated token ids.
+            k: Alternatives to report per position.
+            sampling: The task's parameters. When they sample (``temperature > 0``) or
+                penalize repeats, the sampler chain a node builds for them, seeded with
+                ``sampling.seed``, is run over the verifier's own logits position by position
+                (fed the claimed tokens), and what it picks is reported in
+                :attr:`RescoreResult.replayed`.
+            stepwise: Evaluate the prompt in one prefill and then the claimed tokens one at a
+                time, exactly as generation does: the logits are then bit-identical to a node's
+                on the same llama.cpp build (any thread count), where a batched prefill drifts
+                by up to ~0.4 nats. Costs about as much as generating.
+
+        Raises:
+            InvalidGenerationParams: ``k < 1``, an empty prompt or an id outside the vocabulary.
+            ContextOverflow: Prompt plus continuation exceed the context.
+            GenerationError: llama.cpp failed while evaluating.
+        """
         self._check_open()
         if k < 1:
             raise InvalidGenerationParams(f"k={k}: re-scoring needs at least one alternative")
@@ -452,23 +483,117 @@ class LlamaCppBackend(BackendBase):
             raise InvalidGenerationParams("prompt is empty; re-scoring needs the prompt")
         check_context(len(ptoks), len(cont), self._info.n_ctx, what="continuation length")
         start = time.perf_counter()
-        positions: tuple[RescoredPosition, ...] = ()
-        if cont:
-            with self._lock:
-                self._set_all_logits(True)
-                try:
-                    self._llm.reset()
-                    self._llm.eval(ptoks + cont)
-                except RuntimeError as err:
-                    raise GenerationError(f"llama.cpp failed while re-scoring: {err}") from err
-                finally:
-                    self._set_all_logits(False)
+        with self._lock:
+            try:
+                if stepwise:
+                    raw = self._stepwise_logits(ptoks, cont)
+                else:
+                    self._seek_prompt(ptoks[:-1])
+                    self._set_all_logits(True)
+                    self._llm.eval(ptoks[-1:] + cont)
+            except RuntimeError as err:
+                raise GenerationError(f"llama.cpp failed while re-scoring: {err}") from err
+            finally:
+                self._set_all_logits(False)
+            if not stepwise:
                 first = len(ptoks) - 1
-                rows = np.array(self._llm.scores[first : first + len(cont)], copy=True)
-            positions = rescored_positions(log_softmax(rows), cont, k)
+                raw = np.array(self._llm.scores[first : first + len(cont) + 1], copy=True)
+            replayed: tuple[int, ...] = ()
+            if sampling is not None and (not sampling.greedy or sampling.repeat_penalty != 1.0):
+                replayed = self._replay_sampler(raw[: len(cont)], cont, sampling)
+        rows = log_softmax(raw)
+        positions = rescored_positions(rows[: len(cont)], cont, k) if cont else ()
+        after = rows[len(cont)]
+        eog = self._eog_ids()
         return RescoreResult(
             positions=positions,
             prompt_tokens=len(ptoks),
             elapsed_ms=(time.perf_counter() - start) * 1000,
             model_sha256=self._info.sha256,
+            next_top=top_k_of(after, k),
+            next_eog_logprob=float(np.max(after[eog])) if eog.size else None,
+            replayed=replayed,
         )
+
+    def _stepwise_logits(self, ptoks: list[int], cont: list[int]) -> npt.NDArray[np.float32]:
+        """Logits after the prompt and after each claimed token, evaluated as generation does."""
+        llm = self._llm
+        llm.reset()
+        self._rescore_head = None
+        rows = np.empty((len(cont) + 1, self._n_vocab), dtype=np.float32)
+        llm.eval(ptoks)
+        rows[0] = self._last_logits()
+        for j, tok in enumerate(cont):
+            llm.eval([tok])
+            rows[j + 1] = self._last_logits()
+        return rows
+
+    def _seek_prompt(self, head: list[int]) -> None:
+        """Leave the context holding exactly ``head``, evaluated as one prefill.
+
+        Re-scoring several results of one task (replicas, or a full check after a spot check)
+        shares the prompt: when the context already starts with ``head`` (what the last
+        re-score left there; generation always starts from scratch), only the tokens after it
+        are dropped and evaluated again. The reused cache is the one the same prefill wrote,
+        so the numbers are those of a fresh evaluation.
+        """
+        llm = self._llm
+        m = len(head)
+        held = int(llm.n_tokens)
+        if (
+            m
+            and held >= m
+            and self._rescore_head == tuple(head)
+            and ([int(t) for t in llm.input_ids[:m]] == head)
+        ):
+            llm.n_tokens = m  # eval() drops the cache after n_tokens before appending
+            return
+        llm.reset()
+        self._rescore_head = tuple(head)
+        if head:
+            llm.eval(head)
+
+    def _eog_ids(self) -> npt.NDArray[np.intp]:
+        """Ids of the end-of-generation tokens (computed once per backend)."""
+        if self._eog is None:
+            self._eog = np.array(
+                [t for t in range(self._n_vocab) if self._is_eog(self._vocab, t)], dtype=np.intp
+            )
+        return self._eog
+
+    def _replay_sampler(
+        self, logits: npt.NDArray[np.float32], cont: list[int], params: GenerationParams
+    ) -> tuple[int, ...]:
+        """What a node's seeded sampler picks from each row of ``logits``, fed ``cont``.
+
+        The chain is the one ``Llama.generate`` builds (penalties, top-k, typical, top-p,
+        min-p, temperature, seeded draw), so its random stream advances exactly as the node's
+        did: one draw per position. Each claimed token is then accepted, as the node accepted
+        it, so repetition penalties see the claimed history.
+        """
+        import ctypes
+
+        import llama_cpp
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        self._llm.set_seed(params.seed)
+        chain = self._llm._init_sampler(
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
+        candidates = LlamaTokenDataArray(n_vocab=self._n_vocab)
+        picked = []
+        try:
+            for row, claimed in zip(logits, cont, strict=True):
+                candidates.copy_logits(row)
+                candidates.candidates.selected = -1
+                llama_cpp.llama_sampler_apply(chain.sampler, ctypes.byref(candidates.candidates))
+                sel = int(candidates.candidates.selected)
+                picked.append(int(candidates.candidates.data[sel].id) if sel >= 0 else -1)
+                llama_cpp.llama_sampler_accept(chain.sampler, claimed)
+        finally:
+            chain.close()
+        return tuple(picked)

@@ -51,7 +51,22 @@ from chefsplan_agents.llm._types import (
     TopK,
 )
 
-__all__ = ["LlamaServerBackend", "serve_model", "server_extra_missing"]
+__all__ = ["MAX_SERVER_ANSWER_BYTES", "LlamaServerBackend", "serve_model", "server_extra_missing"]
+
+MAX_SERVER_ANSWER_BYTES = 8 << 20
+"""Hard cap on one llama.cpp server answer (8 MiB); smaller answers get smaller limits."""
+# An answer's budget: a fixed part for the envelope and the model list, plus this much per
+# token entry (a piece, its logprob, its offset, or one of its top-k alternatives; about 30-60
+# bytes each in practice).
+_ANSWER_BASE_BYTES = 1 << 20
+_ANSWER_BYTES_PER_ENTRY = 512
+
+
+def _answer_limit(tokens: int = 0, alternatives: int = 0) -> int:
+    """Most bytes an answer about ``tokens`` tokens with ``alternatives`` each may take."""
+    per_token = (1 + max(alternatives, 0)) * _ANSWER_BYTES_PER_ENTRY
+    return min(MAX_SERVER_ANSWER_BYTES, _ANSWER_BASE_BYTES + max(tokens, 0) * per_token)
+
 
 _SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 
@@ -167,7 +182,14 @@ class LlamaServerBackend(BackendBase):
         self._url = url.rstrip("/")
         self._file = _as_model_file(model, sha256, cache_dir)
         self._vocab = _Vocab(self._file.path)
-        self._client = httpx.Client(base_url=self._url, timeout=timeout_s, transport=transport)
+        self._timeout_s = timeout_s
+        self._client = httpx.Client(
+            base_url=self._url,
+            timeout=timeout_s,
+            transport=transport,
+            # A compressed answer would be inflated a network chunk at a time before the cap.
+            headers={"Accept-Encoding": "identity"},
+        )
         self._closed = False
         try:
             self._request("GET", "/v1/models")
@@ -201,27 +223,61 @@ class LlamaServerBackend(BackendBase):
             self._client.close()
             self._vocab.close()
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        limit: int = _ANSWER_BASE_BYTES,
+    ) -> Any:
+        """Send one request and parse its answer, read as a stream of at most ``limit`` bytes."""
         if self._closed:
             raise LLMServerUnavailable(f"backend for {self._url} is closed; open a new one")
         try:
-            resp = self._client.request(method, path, json=body)
+            with self._client.stream(method, path, json=body) as resp:
+                content = self._read_answer(resp, path, limit)
         except httpx.HTTPError as err:
             raise LLMServerUnavailable(
                 f"llama.cpp server at {self._url} is unreachable ({type(err).__name__}); "
                 "start it with `python -m llama_cpp.server --model FILE` or fix the URL"
             ) from err
         if resp.status_code != 200:
-            detail = resp.text.strip().replace("\n", " ")[:200]
+            text = content.decode("utf-8", errors="replace")
+            detail = " ".join(text.split())[:200]
             raise GenerationError(
                 f"llama.cpp server at {self._url} answered {resp.status_code} to {path}: {detail}"
             )
         try:
-            return _json.loads(resp.content)
+            return _json.loads(content)
         except ValueError as err:  # not UTF-8, not JSON, or nested too deep
             raise LLMServerUnavailable(
                 f"llama.cpp server at {self._url} sent a non-JSON answer to {path}: {err}"
             ) from err
+
+    def _read_answer(self, resp: httpx.Response, path: str, limit: int) -> bytes:
+        # The timeout bounds each read; the deadline bounds the whole body once headers arrive.
+        deadline = time.monotonic() + self._timeout_s
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(path, limit)
+        content = bytearray()
+        for chunk in resp.iter_bytes():
+            content += chunk
+            if len(content) > limit:
+                raise self._too_large(path, limit)
+            if time.monotonic() > deadline:
+                raise LLMServerUnavailable(
+                    f"llama.cpp server at {self._url} did not finish its answer to {path} "
+                    f"within {self._timeout_s:g} s; check the server"
+                )
+        return bytes(content)
+
+    def _too_large(self, path: str, limit: int) -> LLMServerUnavailable:
+        return LLMServerUnavailable(
+            f"llama.cpp server at {self._url} sent an answer to {path} over the limit of "
+            f"{limit} bytes; check that a llama.cpp server runs at this URL"
+        )
 
     # --- tokens ---------------------------------------------------------------------------
 
@@ -268,7 +324,8 @@ class LlamaServerBackend(BackendBase):
             "stream": False,
         }
         start = time.perf_counter()
-        data = self._request("POST", "/v1/completions", body)
+        limit = _answer_limit(params.max_tokens, params.logprobs)
+        data = self._request("POST", "/v1/completions", body, limit=limit)
         elapsed = time.perf_counter() - start
         try:
             choice = data["choices"][0]
@@ -310,7 +367,7 @@ class LlamaServerBackend(BackendBase):
             prompt_tokens=usage_prompt,
             completion_tokens=n,
             # The server does not split prefill from generation; all of it counts as generation.
-            timings=Timings.measure(0.0, elapsed, usage_prompt, n + 1),
+            timings=Timings.measure(0.0, elapsed, usage_prompt, n),
             model_sha256=self._info.sha256,
         )
 
@@ -326,6 +383,8 @@ class LlamaServerBackend(BackendBase):
         prompt: str | Sequence[int],
         continuation: Sequence[int],
         k: int = 5,
+        *,
+        sampling: GenerationParams | None = None,
     ) -> RescoreResult:
         """Score a claimed continuation with one echo request (prefill only on the server).
 
@@ -372,7 +431,9 @@ class LlamaServerBackend(BackendBase):
             "repeat_penalty": 1.0,
             "stream": False,
         }
-        data = self._request("POST", "/v1/completions", body)
+        # The echo holds every prompt and continuation token with its k alternatives.
+        limit = _answer_limit(len(ptoks) + len(cont) + 1, k)
+        data = self._request("POST", "/v1/completions", body, limit=limit)
         try:
             tops = _top_logprobs(data["choices"][0]["logprobs"]["top_logprobs"])
         except (KeyError, IndexError, TypeError, ValueError) as err:

@@ -172,6 +172,8 @@ class StubBackend(BackendBase):
         prompt: str | Sequence[int],
         continuation: Sequence[int],
         k: int = 5,
+        *,
+        sampling: GenerationParams | None = None,
     ) -> RescoreResult:
         """Rank each claimed token 1 where it is the stub's own answer, else 2.
 

@@ -1,12 +1,18 @@
-"""Values every LLM backend speaks: parameters, generations, fingerprints, re-scores."""
+"""Values every LLM backend speaks: parameters, generations, fingerprints, re-scores.
+
+:class:`GenerationParams`, :class:`ChatMessage` and :class:`Timings` are the bundle layer's
+(what a task or result bundle carries), re-exported so backends and bundles share one type.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+# One definition for what a task bundle carries and what a backend takes; re-exported here.
+from chefsplan_agents.bundles._models import ChatMessage, GenerationParams, Timings
 from chefsplan_agents.errors import InvalidGenerationParams, ModelHashMismatch
 
 __all__ = [
@@ -34,74 +40,6 @@ FinishReason = Literal["stop", "length"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class GenerationParams(_Frozen):
-    """How to sample a completion.
-
-    The defaults are the determinism profile's: greedy (``temperature=0``), a fixed seed and
-    ``repeat_penalty=1.0`` (llama.cpp's HTTP server would otherwise default to 1.1).
-
-    Raises:
-        InvalidGenerationParams: A value is out of range (one line naming the field).
-    """
-
-    max_tokens: int = Field(default=128, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=40, ge=0)
-    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(default=1.0, gt=0.0)
-    seed: int = Field(default=0, ge=0, lt=2**32)
-    stop: tuple[str, ...] = ()
-    logprobs: int = Field(default=5, ge=1, le=20, description="k of the top-k fingerprint.")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "params"
-            raise InvalidGenerationParams(
-                f"invalid generation parameter {where}: {first['msg']}"
-            ) from err
-
-    @model_validator(mode="after")
-    def _no_empty_stop(self) -> GenerationParams:
-        if any(s == "" for s in self.stop):
-            raise ValueError("stop strings must not be empty")
-        return self
-
-    @property
-    def greedy(self) -> bool:
-        """Whether sampling always picks the most likely token."""
-        return self.temperature == 0.0
-
-
-class Timings(_Frozen):
-    """Where the time of one call went."""
-
-    prompt_ms: float = Field(description="Prefill: evaluating the prompt (and the first sample).")
-    generation_ms: float = Field(description="Generating the remaining tokens.")
-    prompt_tokens_per_s: float
-    generation_tokens_per_s: float
-
-    @classmethod
-    def measure(
-        cls, prompt_s: float, generation_s: float, n_prompt: int, n_generated: int
-    ) -> Timings:
-        """Build timings from seconds and token counts."""
-
-        def rate(n: int, s: float) -> float:
-            return n / s if s > 0 and n > 0 else 0.0
-
-        return cls(
-            prompt_ms=prompt_s * 1000,
-            generation_ms=generation_s * 1000,
-            prompt_tokens_per_s=rate(n_prompt, prompt_s),
-            # The first token comes out of the prefill, so generation covers the rest.
-            generation_tokens_per_s=rate(max(n_generated - 1, 0), generation_s),
-        )
 
 
 class Generation(_Frozen):
@@ -138,6 +76,21 @@ class RescoreResult(_Frozen):
     prompt_tokens: int
     elapsed_ms: float
     model_sha256: str
+    next_top: TopK = Field(
+        default=(),
+        description="Top-k after the last claimed token: where an honest run went on or "
+        "stopped (empty when the backend cannot tell).",
+    )
+    next_eog_logprob: float | None = Field(
+        default=None,
+        description="The best end-of-generation token's logprob after the last claimed token "
+        "(None when the backend cannot tell).",
+    )
+    replayed: tuple[int, ...] = Field(
+        default=(),
+        description="For a sampled claim: the token the task's seeded sampler picks from the "
+        "verifier's logits at each position (empty when not replayed).",
+    )
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -163,13 +116,6 @@ class ModelInfo(_Frozen):
     quantization: str
     llama_cpp: str = Field(description="llama-cpp-python version, ggml version and CPU features.")
     backend: str
-
-
-class ChatMessage(_Frozen):
-    """One chat turn."""
-
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
 
 
 class DeterminismProfile(_Frozen):

@@ -18,6 +18,7 @@ from typing import Any
 
 from chefsplan_agents.bundles import (
     DEFAULT_MAX_BUNDLE_BYTES,
+    DEFAULT_TASK_MAX_TOKENS,
     ChatMessage,
     GenerationParams,
     ModelRequirement,
@@ -273,7 +274,7 @@ class Requester:
         bundle = TaskBundle(
             kind="chat",
             messages=tuple(messages),
-            params=params or GenerationParams(),
+            params=params or GenerationParams(max_tokens=DEFAULT_TASK_MAX_TOKENS),
             model=model,
             requester_did=self.identity.did,
         )

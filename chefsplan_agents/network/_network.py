@@ -14,7 +14,7 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -230,14 +230,17 @@ class Network:
         max_price: int | None = None,
         min_stake: int | None = None,
         limit: int = 20,
+        tags: Mapping[str, str] | None = None,
     ) -> list[IndexedProvider]:
         """Active providers with a verified offer matching every filter, best ranked first.
 
         The index is refreshed first. Ranking is the registry index's (reputation score, then
         stake, then speed); see :meth:`~chefsplan_agents.registry.RegistryIndex.query`.
+        ``tags`` keeps providers whose signed offer states each tag with that value.
 
         Raises:
             RegistryError: A filter value is out of range.
+            InvalidOfferTags: ``tags`` break the tag rules.
             ChainError: Reading the registry's events failed.
         """
         self.refresh_providers()
@@ -248,6 +251,7 @@ class Network:
             max_price=max_price,
             min_stake=min_stake,
             limit=limit,
+            tags=tags,
         )
 
     # ------------------------------------------------------------------ tasks
@@ -301,10 +305,18 @@ class Network:
             The handle to pass to :meth:`wait`.
 
         Raises:
-            PolicyViolation, InsufficientFunds: See :meth:`check_spend`.
+            PolicyViolation: The escrow passes ``policy.max_spend_per_task_wei``, or see
+                :meth:`check_spend`.
+            InsufficientFunds: See :meth:`check_spend`.
             MarketError, StorageError, TxReverted: As ``Requester.delegate``.
         """
         escrow = bounty_per_replica * replicas
+        per_task = self.policy.max_spend_per_task_wei
+        if per_task is not None and escrow > per_task:
+            raise PolicyViolation(
+                f"the task escrows {escrow} wei, over policy.max_spend_per_task_wei={per_task}: "
+                "ask for fewer tokens or replicas, or raise the cap"
+            )
         with self._spent_lock:
             self.check_spend(escrow)
             handle = self.requester.delegate(

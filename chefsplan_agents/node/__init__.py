@@ -13,7 +13,6 @@ from chefsplan_agents.node._daemon import (
     NodeStatus,
     ProviderNode,
     RetryPolicy,
-    task_generation_params,
     task_prompt,
 )
 from chefsplan_agents.node._http import (
@@ -69,6 +68,5 @@ __all__ = [
     "RetryPolicy",
     "TaskRecordState",
     "TaskStage",
-    "task_generation_params",
     "task_prompt",
 ]

@@ -49,10 +49,10 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from chefsplan_agents.bundles import (
@@ -60,7 +60,7 @@ from chefsplan_agents.bundles import (
     OfferedModel,
     ResultBundle,
     TaskBundle,
-    Timings,
+    check_tags,
     decode_task_bundle,
     encode_bundle,
     issue_offer,
@@ -81,7 +81,6 @@ from chefsplan_agents.errors import (
     TxReverted,
 )
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.llm import ChatMessage as LLMChatMessage
 from chefsplan_agents.llm import Generation, GenerationParams, LLMBackend
 from chefsplan_agents.market import (
     MarketClient,
@@ -98,7 +97,10 @@ from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskSt
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore
 
-__all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_generation_params", "task_prompt"]
+if TYPE_CHECKING:  # the adversaries import this module; a node only holds one
+    from chefsplan_agents.testing import Cheat
+
+__all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_prompt"]
 
 log = logging.getLogger(__name__)
 
@@ -180,23 +182,8 @@ def task_prompt(bundle: TaskBundle, llm: LLMBackend) -> str:
     if bundle.recipe_cid is not None or bundle.input_cids:
         raise NodeError("this node does not expand recipe or input CIDs; inline the prompt")
     if bundle.kind == "chat":
-        messages = [LLMChatMessage(role=m.role, content=m.content) for m in bundle.messages or ()]
-        return llm.format_chat(messages)
+        return llm.format_chat(bundle.messages or ())
     return bundle.prompt or ""
-
-
-def task_generation_params(bundle: TaskBundle) -> GenerationParams:
-    """A task's sampling settings as the model backend takes them."""
-    p = bundle.params
-    return GenerationParams(
-        max_tokens=p.max_tokens,
-        temperature=p.temperature,
-        top_p=p.top_p,
-        top_k=p.top_k,
-        seed=p.seed,
-        repeat_penalty=p.repeat_penalty,
-        stop=p.stop,
-    )
 
 
 def _check_nesting(data: bytes) -> None:
@@ -227,6 +214,14 @@ class ProviderNode:
         stake: Wei to stake when registering (default: the registry's minimum).
         endpoint: The node's HTTP API URL, published in its offer.
         retry: Backoff for an unreachable chain node or IPFS daemon.
+        cheat: TESTING ONLY: a dishonest way to answer (``chefsplan_agents.testing``) used
+            wherever the node would run the model, so a devnet can show a cheater caught and
+            slashed. Everything else (offer, vetting, commit-reveal) stays as an honest node's.
+        tags: What the node states about itself in its signed offer, e.g.
+            ``{"jurisdiction": "EU"}`` (see :func:`~chefsplan_agents.bundles.check_tags`).
+
+    Raises:
+        InvalidOfferTags: ``tags`` break the rules (checked before anything is published).
 
     Attributes:
         speed: The node's measured model speed (set by :meth:`start`, or measured on first
@@ -247,8 +242,12 @@ class ProviderNode:
         stake: int | None = None,
         endpoint: str | None = None,
         retry: RetryPolicy | None = None,
+        cheat: Cheat | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
+        self.tags = check_tags(tags or {})
         self.identity = identity
+        self.cheat = cheat
         self.chain = chain
         self.registry = registry
         self.market = market
@@ -276,6 +275,12 @@ class ProviderNode:
         self._http: NodeHttpServer | None = None
         self.speed: GenerationSpeed | None = None
         self._speed_lock = threading.Lock()
+        if cheat is not None:
+            log.warning(
+                "TESTING MODE: node %s cheats (%s): its results are forged, not its model's",
+                self.did,
+                cheat.name,
+            )
 
     def __repr__(self) -> str:
         return f"<ProviderNode {self.did} {self.address}>"
@@ -383,6 +388,7 @@ class ProviderNode:
             did=self.did,
             chain_id=self.registry.chain.chain_id,
             registry=self.registry.address,
+            tags=self.tags,
         )
 
     def start(self) -> NodeStatus:
@@ -450,6 +456,9 @@ class ProviderNode:
             LLMError: The model failed or the prompt does not fit.
             NodeError: The bundle needs inputs this node does not expand, or ``cancel`` was set.
         """
+        if self.cheat is not None:
+            log.warning("TESTING MODE: node %s forges its result (%s)", self.did, self.cheat.name)
+            return self.cheat.forge(bundle, bundle_cid, self.llm, self.identity)
         prompt = task_prompt(bundle, self.llm)
         on_token = None
         if cancel is not None:
@@ -458,7 +467,7 @@ class ProviderNode:
                 if cancel.is_set():
                     raise NodeError("generation stopped: the claim did not go through")
 
-        gen = self.llm.complete(prompt, task_generation_params(bundle), on_token=on_token)
+        gen = self.llm.complete(prompt, bundle.params, on_token=on_token)
         with self._speed_lock:
             if self.speed is not None:
                 self.speed = self.speed.observe(gen)
@@ -470,12 +479,7 @@ class ProviderNode:
             fingerprint=gen.fingerprint,
             model_sha256=info.sha256,
             llama_cpp_build=info.llama_cpp,
-            timings=Timings(
-                prompt_tokens=gen.prompt_tokens,
-                generated_tokens=gen.completion_tokens,
-                prompt_ms=gen.timings.prompt_ms,
-                generation_ms=gen.timings.generation_ms,
-            ),
+            timings=gen.timings,
             node_did=self.did,
             output_hash=output_hash(gen.text),
         )

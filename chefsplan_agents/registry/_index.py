@@ -24,6 +24,7 @@ record but below one with a good one. Ties go to the larger stake, then the fast
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sqlite3
@@ -40,6 +41,8 @@ from eth_abi.exceptions import DecodingError
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
 
+from chefsplan_agents import _json
+from chefsplan_agents.bundles import check_tags
 from chefsplan_agents.chain import BoundContract, Chain, Event, load_artifact
 from chefsplan_agents.errors import ChainError, ChefsplanError, RegistryError
 from chefsplan_agents.identity import DidBackend
@@ -80,7 +83,7 @@ REGISTRY_EVENTS: tuple[str, ...] = (
 )
 """The ``AgentRegistry`` events the index folds; other events are recorded as seen and skipped."""
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 DEFAULT_PAGE_BLOCKS = 2_000
 _WILSON_Z = 1.96
 # Wei amounts exceed SQLite's 64-bit integers; zero-padded decimal text of a fixed width
@@ -373,7 +376,8 @@ CREATE TABLE IF NOT EXISTS providers (
     prefill_tps REAL,
     price TEXT,
     endpoint TEXT,
-    expires_at INTEGER
+    expires_at INTEGER,
+    tags TEXT
 );
 CREATE INDEX IF NOT EXISTS providers_rank
     ON providers (offer_status, active, score DESC, stake DESC);
@@ -389,13 +393,13 @@ _COLUMNS = (
     "address, did, registered_block, offer_cid, offer_hash, stake, active, "
     "unstake_available_at, won, lost, slashed, audits_passed, audits_failed, score, "
     "offer_status, offer_reason, model_name, model_sha256, quantization, context_length, "
-    "generation_tps, prefill_tps, price, endpoint, expires_at"
+    "generation_tps, prefill_tps, price, endpoint, expires_at, tags"
 )
 
 _CLEAR_OFFER = (
     "offer_reason = NULL, model_name = NULL, model_sha256 = NULL, quantization = NULL, "
     "context_length = NULL, generation_tps = NULL, prefill_tps = NULL, price = NULL, "
-    "endpoint = NULL, expires_at = NULL"
+    "endpoint = NULL, expires_at = NULL, tags = NULL"
 )
 
 
@@ -413,6 +417,7 @@ def _row_to_provider(row: sqlite3.Row) -> IndexedProvider:
             price_per_1k_tokens_wei=int(row["price"]),
             endpoint=row["endpoint"],
             expires_at=row["expires_at"],
+            tags=_json.loads(row["tags"]) if row["tags"] else {},
         )
     return IndexedProvider(
         address=row["address"],
@@ -497,6 +502,9 @@ class RegistryIndex:
                 f"{self.path} is not a registry index database ({err}); give another path"
             ) from err
         version = self._meta("schema_version")
+        if version == "1":
+            self._migrate_from_1()
+            version = SCHEMA_VERSION
         if version is None:
             self._set_meta("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
@@ -509,6 +517,25 @@ class RegistryIndex:
             self._bind(registry_address)
         if chain_id is not None:
             self._bind_chain(chain_id)
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 had no offer tags: add the column and check every valid offer again, so
+        its tags are read (the offers themselves are unchanged)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("ALTER TABLE providers ADD COLUMN tags TEXT")
+                self._db.execute(
+                    "UPDATE providers SET offer_status = ? WHERE offer_status = ?",
+                    (OfferStatus.PENDING.value, OfferStatus.VALID.value),
+                )
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -920,7 +947,7 @@ class RegistryIndex:
         reason: str | None,
         terms: OfferTerms | None,
     ) -> None:
-        values: tuple[Any, ...] = (None,) * 9
+        values: tuple[Any, ...] = (None,) * 10
         if terms is not None:
             values = (
                 terms.model_name,
@@ -932,6 +959,7 @@ class RegistryIndex:
                 _price_key(terms.price_per_1k_tokens_wei),
                 terms.endpoint,
                 terms.expires_at,
+                json.dumps(dict(terms.tags), sort_keys=True) if terms.tags else None,
             )
         with self._lock:
             # The offer may have changed (or the provider unregistered) while it was fetched:
@@ -939,7 +967,7 @@ class RegistryIndex:
             self._db.execute(
                 "UPDATE providers SET offer_status = ?, offer_reason = ?, model_name = ?, "
                 "model_sha256 = ?, quantization = ?, context_length = ?, generation_tps = ?, "
-                "prefill_tps = ?, price = ?, endpoint = ?, expires_at = ? "
+                "prefill_tps = ?, price = ?, endpoint = ?, expires_at = ?, tags = ? "
                 "WHERE address = ? AND offer_cid = ? AND offer_hash = ? "
                 "AND offer_status IN (?, ?)",
                 (
@@ -968,6 +996,7 @@ class RegistryIndex:
         active_only: bool = True,
         at: datetime | None = None,
         limit: int = 20,
+        tags: Mapping[str, str] | None = None,
     ) -> list[IndexedProvider]:
         """Providers with a valid offer that match every given filter, best first.
 
@@ -985,12 +1014,14 @@ class RegistryIndex:
             active_only: Leave out providers that requested an unstake.
             at: Leave out offers expired at this time (default now).
             limit: Most results to return.
+            tags: Tags the signed offer must state, each with exactly this value.
 
         Returns:
             Matching providers, each with its offer terms.
 
         Raises:
             RegistryError: A filter value is out of range.
+            InvalidOfferTags: ``tags`` break the tag rules.
         """
         if limit < 1:
             raise RegistryError(f"limit must be at least 1, got {limit}")
@@ -1029,6 +1060,10 @@ class RegistryIndex:
                 return []
             where.append("stake >= ?")
             params.append(_stake_key(min_stake))
+        for key, value in check_tags(tags or {}).items():
+            # Keys are checked to [a-z0-9_.-]: quoted, one is one JSON path step.
+            where.append("json_extract(tags, ?) = ?")
+            params += [f'$."{key}"', value]
         moment = (at or datetime.now(UTC)).timestamp()
         where.append("(expires_at IS NULL OR expires_at > ?)")
         params.append(int(moment))

@@ -13,7 +13,8 @@ import base64
 import binascii
 import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -88,6 +89,8 @@ class OfferTerms:
         price_per_1k_tokens_wei: Price per 1,000 tokens, in wei.
         endpoint: The node's HTTP API, if it runs one.
         expires_at: Unix time the credential expires (``None``: never).
+        tags: What the node states about itself (signed with the rest), e.g.
+            ``{"jurisdiction": "EU"}``.
     """
 
     model_name: str
@@ -99,6 +102,7 @@ class OfferTerms:
     price_per_1k_tokens_wei: int
     endpoint: str | None
     expires_at: int | None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_offer(cls, offer: Offer, *, expires_at: int | None = None) -> OfferTerms:
@@ -113,6 +117,7 @@ class OfferTerms:
             price_per_1k_tokens_wei=int(offer.price_per_1k_tokens_wei),
             endpoint=offer.endpoint,
             expires_at=expires_at,
+            tags=dict(offer.tags),
         )
 
 

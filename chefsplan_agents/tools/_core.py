@@ -23,7 +23,7 @@ import asyncio
 import functools
 import re
 import secrets
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
@@ -36,11 +36,13 @@ from chefsplan_agents.bundles import (
     ModelRequirement,
     ResultBundle,
     TaskBundle,
+    check_tags,
     decode_result_bundle,
     decode_task_bundle,
     output_hash,
 )
 from chefsplan_agents.errors import (
+    InvalidOfferTags,
     NoProviderFound,
     ToolError,
     VerificationError,
@@ -110,6 +112,7 @@ def _candidates(
     max_price_per_1k_wei: int | None = None,
     min_reputation: float | None = None,
     addresses: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> list[IndexedProvider]:
     name, sha256 = _model_filter(model)
     found = network.providers(
@@ -118,6 +121,7 @@ def _candidates(
         min_tokens_per_s=min_tokens_per_s,
         max_price=max_price_per_1k_wei,
         limit=200,
+        tags=tags,
     )
     if min_reputation is not None:
         found = [p for p in found if p.score >= min_reputation]
@@ -150,6 +154,7 @@ def _info(p: IndexedProvider) -> ProviderInfo:
         tasks_won=p.reputation.won,
         tasks_slashed=p.reputation.slashed,
         endpoint=offer.endpoint,
+        tags=dict(offer.tags),
     )
 
 
@@ -166,24 +171,34 @@ def find_providers(
         float | None, "Least reputation score, 0 to 1 (a newcomer scores 0.09)"
     ] = None,
     limit: Annotated[int, "Most providers to list, 1 to 50"] = 5,
+    tags: Annotated[
+        dict[str, str] | None,
+        "Tags the provider's signed offer must state, e.g. {'jurisdiction': 'EU'}; omit for any",
+    ] = None,
 ) -> ProvidersFound:
     """Find provider nodes in the registry that match the filters, best ranked first.
 
     Ranked as the registry index ranks (reputation score, then stake, then speed). Only
-    active providers whose signed offer was fetched and verified are listed.
+    active providers whose signed offer was fetched and verified are listed; ``tags`` keeps
+    those whose offer states every given tag with that value.
 
     Raises:
         NoProviderFound: Nothing matches.
-        ToolError: ``limit`` out of range.
+        ToolError: ``limit`` out of range, or ``tags`` break the tag rules.
     """
     if not 1 <= limit <= 50:
         raise ToolError(f"limit must be 1 to 50 (got {limit})")
+    try:
+        wanted = check_tags(tags) if tags else None
+    except InvalidOfferTags as err:
+        raise ToolError(str(err)) from err
     found = _candidates(
         network,
         model=model,
         min_tokens_per_s=min_tokens_per_s,
         max_price_per_1k_wei=max_price_per_1k_wei,
         min_reputation=min_reputation,
+        tags=wanted,
     )
     if not found:
         filters = _describe_filters(
@@ -191,6 +206,7 @@ def find_providers(
             min_tokens_per_s=min_tokens_per_s,
             max_price_per_1k_wei=max_price_per_1k_wei,
             min_reputation=min_reputation,
+            tags=wanted,
         )
         raise NoProviderFound(f"no provider matches {filters}; relax a filter")
     return ProvidersFound(providers=tuple(_info(p) for p in found[:limit]))

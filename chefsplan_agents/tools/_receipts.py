@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "LoggedOutputReceipt",
@@ -93,12 +93,16 @@ class ProviderInfo(BaseModel):
     tasks_won: int
     tasks_slashed: int
     endpoint: str | None
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="What the provider's signed offer states about it."
+    )
 
     def text(self) -> str:
         return (
             f"{self.address} {self.model_name} {self.generation_tokens_per_s:.0f} tok/s "
             f"{self.price_per_1k_tokens_wei} wei/1k tokens reputation "
             f"{self.reputation_score:.2f}"
+            + "".join(f" {k}={v}" for k, v in sorted(self.tags.items()))
         )
 
 

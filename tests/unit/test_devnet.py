@@ -10,7 +10,7 @@ import pytest
 from chefsplan_agents.bundles import GenerationParams, decode_result_bundle
 from chefsplan_agents.cli import run
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.errors import ConfigError, InvalidOfferTags
 from chefsplan_agents.llm import SCRIPTED_OUTPUT
 
 EXPECTED_HASH = "0x" + hashlib.sha256(SCRIPTED_OUTPUT.encode()).hexdigest()
@@ -113,6 +113,17 @@ def test_devnet_rejects_bad_arguments() -> None:
         Devnet.create(nodes=1, model="llama-70b")
 
 
+def test_node_tags_are_one_mapping_or_one_per_node() -> None:
+    with pytest.raises(ConfigError, match="lists 1 tag sets for 2 nodes"):
+        Devnet.create(nodes=2, model="stub:0", node_tags=[{"jurisdiction": "EU"}])
+    with pytest.raises(InvalidOfferTags, match="tag key"):
+        Devnet.create(nodes=1, model="stub:0", node_tags={"Bad": "x"})
+    with Devnet.create(nodes=2, model="stub:0", node_tags={"jurisdiction": "EU"}) as net:
+        assert [n.tags for n in net.nodes] == [{"jurisdiction": "EU"}] * 2
+        found = net.network.providers(tags={"jurisdiction": "EU"})
+        assert {p.address for p in found} == {n.address for n in net.nodes}
+
+
 def test_devnet_with_local_store_and_shared_model() -> None:
     with Devnet.create(nodes=2, model="tiny", store="local", share_model=True, n_ctx=256) as net:
         workdir = net.workdir
@@ -125,3 +136,26 @@ def test_devnet_with_local_store_and_shared_model() -> None:
         assert result.output == receipt.output == SCRIPTED_OUTPUT
         assert receipt.settlement.winners == 2
     assert not workdir.exists()
+
+
+def test_devnet_cheater_node_is_outvoted_and_slashed() -> None:
+    from chefsplan_agents.testing import Lazy
+
+    with pytest.raises(ConfigError, match="cheater indexes must be 0 to 2"):
+        Devnet.create(nodes=3, model="tiny", share_model=True, cheaters={3: Lazy()})
+    with Devnet.create(
+        nodes=3, model="tiny", share_model=True, n_threads=1, cheaters={0: Lazy(n_tokens=4)}
+    ) as net:
+        cheater, honest = net.nodes[0], net.nodes[1:]
+        assert cheater.cheat is not None and all(n.cheat is None for n in honest)
+        receipt = net.run_task(
+            "Dinner?", replicas=3, quorum=2, params=GenerationParams(max_tokens=16)
+        )
+        assert receipt.output == SCRIPTED_OUTPUT
+        votes = {r.address: r.output_hash for r in receipt.replicas}
+        assert votes[cheater.address] not in (None, receipt.output_hash)  # it did reveal
+        assert net.registry.reputation(cheater.address).lost == 1
+        assert all(net.registry.reputation(n.address).won == 1 for n in honest)
+        # Its bond went to the requester with the unearned bounty.
+        bond = net.market.get_task(receipt.task_id).params.bond  # type: ignore[union-attr]
+        assert receipt.settlement.refund >= bond > 0

@@ -136,3 +136,20 @@ def test_compliance_without_a_judge_says_the_fuzzy_rules_were_not_checked(
     nothing = run(ComplianceAgent(network).run(task=None))
     assert isinstance(nothing.messages[-1], TextMessage)
     assert "nothing to check" in nothing.messages[-1].content
+
+
+def test_a_silent_provider_ends_in_a_clear_message_not_a_hang(
+    network: Network, devnet: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chefsplan_agents.agents import rank_providers
+    from chefsplan_agents.tools import find_providers
+
+    best = rank_providers(find_providers(network).providers)[0].provider
+    node = next(n for n in devnet.nodes if n.address == best.address)
+    monkeypatch.setattr(node, "tick", lambda: 0)  # online in the registry, never acts
+    network.policy = PolicySettings(challenge_window_s=600)
+    result = run(team(network, max_attempts=1).run(task="trust: low\nmax_tokens: 16\nHi"))
+    [verdict] = _report(result).verdicts
+    assert verdict.decision == "rejected" and verdict.delegation.status == "failed"
+    assert "nothing revealed" in verdict.delegation.error
+    assert final_text(result).startswith("I could not get a trustworthy answer: not delegated")

@@ -257,7 +257,8 @@ def test_copilot_alone_answers_with_a_plan(network: Network) -> None:
     [plan] = structured(result, Plan)
     assert [p.prompt for p in plan.parts] == ["soup", "salad"]
     assert isinstance(result.messages[-1], StructuredMessage)
-    assert "plan (attempt 1): 2 part(s)" in plan.text()
+    assert result.messages[-1].to_text() == plan.text()
+    assert plan.text().startswith("plan (attempt 1): 2 part(s)\n1. matching → find_providers")
 
 
 # ---------------------------------------------------------------------------- SmolLM2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from agent_helpers import run, structured
 from autogen_agentchat.messages import (
     StructuredMessage,
@@ -11,6 +12,7 @@ from autogen_agentchat.messages import (
 )
 
 from chefsplan_agents.agents import (
+    DelegationMessage,
     DelegationReport,
     MatchingAgent,
     Plan,
@@ -22,9 +24,10 @@ from chefsplan_agents.agents import (
 from chefsplan_agents.bundles import decode_task_bundle
 from chefsplan_agents.config import PolicySettings
 from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import PolicyViolation
 from chefsplan_agents.llm import SCRIPTED_OUTPUT
 from chefsplan_agents.network import Network
-from chefsplan_agents.tools import ProviderInfo
+from chefsplan_agents.tools import ProviderInfo, delegate_task
 
 
 def _provider(n: int, **changes: object) -> ProviderInfo:
@@ -79,6 +82,16 @@ def test_sensitive_criteria() -> None:
         sensitive_refusal(p, PolicySettings(sensitive_models=("stew",)))
     )
     assert "over 5" in str(sensitive_refusal(p, PolicySettings(sensitive_max_price_per_1k_wei=5)))
+    eu = _provider(2, tags={"jurisdiction": "EU", "hardware": "cpu"})
+    wants_eu = PolicySettings(sensitive_tags={"jurisdiction": "EU"})
+    assert sensitive_refusal(eu, wants_eu) is None
+    assert sensitive_refusal(p, wants_eu) == (
+        "its signed offer states no jurisdiction, policy.sensitive_tags wants jurisdiction=EU"
+    )
+    us = _provider(3, tags={"jurisdiction": "US"})
+    assert "states jurisdiction=US" in str(sensitive_refusal(us, wants_eu))
+    both = PolicySettings(sensitive_tags={"jurisdiction": "EU", "hardware": "gpu"})
+    assert "wants hardware=gpu" in str(sensitive_refusal(eu, both))
 
 
 def _plan_message(text: str, policy: PolicySettings, **options: object) -> StructuredMessage[Plan]:
@@ -162,6 +175,47 @@ def test_sensitive_data_reaches_only_qualifying_nodes(network: Network, devnet: 
     assert devnet.nodes[0].did in ranking and "not in policy.sensitive_providers" in ranking
 
 
+def test_sensitive_data_goes_only_to_nodes_whose_signed_offer_has_the_tags(
+    network: Network, devnet: Devnet
+) -> None:
+    # Node 0's offer states jurisdiction=US, nodes 1 and 2 state EU (see conftest).
+    network.policy = PolicySettings(
+        sensitive_tags={"jurisdiction": "EU"},
+        sensitive_patterns=(r"\b\d{3}-\d{2}-\d{4}\b",),
+    )
+    text = "trust: low\nmax_tokens: 16\nFor patient 123-45-6789:\n- soup\n- salad\n- bread"
+    message = _plan_message(text, network.policy)
+    assert message.content.request.sensitive
+    result = run(MatchingAgent(network).run(task=message))
+    [report] = structured(result, DelegationReport)
+    allowed = {n.address.lower() for n in devnet.nodes[1:]}
+    assert len(report.delegations) == 3
+    for d in report.delegations:
+        assert d.status == "settled"
+        for task_id in d.task_ids:
+            claimed = _claimers(network, task_id)
+            assert claimed and claimed <= allowed
+    ranking = next(
+        r.content
+        for m in result.messages
+        if isinstance(m, ToolCallExecutionEvent)
+        for r in m.content
+        if r.name == "find_providers"
+    )
+    assert devnet.nodes[0].did in ranking and "states jurisdiction=US" in ranking
+
+
+def test_sensitive_tags_nobody_states_refuse_the_task(network: Network) -> None:
+    before = network.spent_wei
+    network.policy = PolicySettings(sensitive_tags={"jurisdiction": "CH"})
+    result = run(MatchingAgent(network).run(task="sensitive: yes\ntrust: low\nMy diagnosis."))
+    [report] = structured(result, DelegationReport)
+    [failed] = report.delegations
+    assert "no provider qualifies for sensitive data" in str(failed.error)
+    assert "jurisdiction=CH" in str(failed.error)
+    assert network.spent_wei == before
+
+
 def test_sensitive_data_with_nobody_qualifying_is_refused(network: Network) -> None:
     before = network.spent_wei
     result = run(MatchingAgent(network).run(task="sensitive: yes\ntrust: low\nMy diagnosis."))
@@ -180,3 +234,23 @@ def test_high_trust_sensitive_needs_three_qualifying_nodes(
     result = run(MatchingAgent(network).run(task="sensitive: yes\ntrust: high\nMy diagnosis."))
     [report] = structured(result, DelegationReport)
     assert "needs 3 providers" in str(report.delegations[0].error)
+
+
+def test_the_per_task_cap_refuses_before_anything_is_posted(network: Network) -> None:
+    network.policy = PolicySettings(max_spend_per_task_wei=0)
+    spent = network.spent_wei
+    result = run(MatchingAgent(network).run(task="trust: low\nmax_tokens: 16\nName a soup."))
+    [report] = structured(result, DelegationReport)
+    [failed] = report.delegations
+    assert failed.status == "failed" and "over the per-task cap of 0 wei" in str(failed.error)
+    # The cap holds on the tools' path too: Network.delegate checks it for every task.
+    with pytest.raises(PolicyViolation, match="max_spend_per_task_wei=0"):
+        delegate_task(network, "Name a soup.", max_tokens=16, trust="low")
+    assert network.spent_wei == spent
+
+
+def test_reports_read_as_text(network: Network) -> None:
+    result = run(MatchingAgent(network).run(task="trust: low\nmax_tokens: 16\nName a soup."))
+    message = result.messages[-1]
+    assert isinstance(message, DelegationMessage)
+    assert message.to_text().startswith("part 1: node did:key:") and "{" not in message.to_text()

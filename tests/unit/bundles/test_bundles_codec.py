@@ -420,3 +420,77 @@ def test_fingerprint_numbers_are_spelled_as_ecmascript(node: Identity) -> None:
     assert (
         b'"fingerprint":[[[1,0],[2,-5]],[[3,-0.000015],[4,-1e-7]],[[5,-0.25],[6,-1e+21]]]' in data
     )
+
+
+# Golden bytes: GenerationParams, ChatMessage and Timings are shared with the llm layer; the
+# canonical JSON of bundles written before must not change (same bytes, same CID).
+_DID = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+
+
+def _golden_bundles() -> list[TaskBundle | ResultBundle]:
+    chat = TaskBundle(
+        kind="chat",
+        messages=(
+            ChatMessage(role="system", content="Be brief."),
+            ChatMessage(role="user", content="Menu for 12"),
+        ),
+        params=GenerationParams(max_tokens=64, temperature=0.0, seed=42, stop=("\n\n",)),
+        model=ModelRequirement(name="tiny", sha256=SHA),
+        requester_did=_DID,
+        nonce="0123456789abcdef",
+        created_at=datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC),
+    )
+    completion = TaskBundle(
+        kind="completion",
+        prompt="hi",
+        model=ModelRequirement(name="tiny"),
+        requester_did=_DID,
+        nonce="0123456789abcdef",
+        created_at=datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC),
+    )
+    result = ResultBundle(
+        task_cid=CID,
+        output="ok",
+        token_ids=(1, 2),
+        fingerprint=(((1, -0.5), (3, -1.25)), ((2, -0.1),)),
+        model_sha256=SHA,
+        llama_cpp_build="b1",
+        timings=Timings(prompt_tokens=3, generated_tokens=2, prompt_ms=1.5, generation_ms=2.0),
+        node_did=_DID,
+        output_hash=output_hash("ok"),
+    )
+    return [chat, completion, result]
+
+
+def test_known_bundles_keep_their_bytes() -> None:
+    import hashlib
+
+    digests = [hashlib.sha256(encode_bundle(b)).hexdigest() for b in _golden_bundles()]
+    assert digests == [
+        "0f5f859280c169a1001fb1b7444ae66098750914243bbe4a4392f7c6544340c0",
+        "f1f37ee733d625630f622a9aa2b283f9f75337092938f9eb040183d0f404e694",
+        "84fd8c017b997467a5eb09365a70dc80c8bffc35621c26d521cabbb72da06642",
+    ]
+
+
+def test_params_fields_beyond_the_first_schema_travel_only_when_set(requester: Identity) -> None:
+    task = make_task(requester, params=GenerationParams(min_p=0.05, logprobs=3))
+    wire = json.loads(encode_bundle(task))["params"]
+    assert wire["min_p"] == 0.05 and wire["logprobs"] == 3
+    assert decode_task_bundle(encode_bundle(task), verify=False).params == task.params
+
+
+def test_bundle_and_backend_share_one_params_type() -> None:
+    from chefsplan_agents import llm
+
+    assert llm.GenerationParams is GenerationParams
+    assert llm.ChatMessage is ChatMessage
+    assert llm.Timings is Timings
+    assert TaskBundle.model_fields["params"].default_factory is not None
+    assert make_task_default_params().max_tokens == 256
+
+
+def make_task_default_params() -> GenerationParams:
+    return TaskBundle(
+        kind="completion", prompt="x", model=ModelRequirement(name="m"), requester_did=_DID
+    ).params

@@ -12,10 +12,12 @@ from chefsplan_agents.bundles import (
     OFFER_CREDENTIAL_TYPE,
     Offer,
     OfferedModel,
+    check_tags,
     issue_offer,
+    parse_tags,
     verify_offer,
 )
-from chefsplan_agents.errors import BundleError, InvalidCredential
+from chefsplan_agents.errors import BundleError, InvalidCredential, InvalidOfferTags
 from chefsplan_agents.identity import (
     DidkitBackend,
     Identity,
@@ -136,3 +138,60 @@ def test_offer_issued_by_didkit_verifies_in_python_and_back(node: Identity) -> N
     offer = make_offer(node)
     assert verify_offer(issue_offer(offer, node, backend=didkit)) == offer
     assert verify_offer(issue_offer(offer, node), backend=didkit) == offer
+
+
+# ---------------------------------------------------------------------------- tags
+
+
+def test_offer_without_tags_keeps_its_bytes(node: Identity) -> None:
+    offer = make_offer(node)
+    assert offer.tags == {}
+    assert "tags" not in offer.model_dump(mode="json")  # the wire form offers had before
+
+
+def test_tags_are_signed_and_verified(node: Identity) -> None:
+    offer = make_offer(node, tags={"jurisdiction": "EU", "hardware": "cpu"})
+    assert offer.model_dump(mode="json")["tags"] == {"hardware": "cpu", "jurisdiction": "EU"}
+    back = verify_offer(issue_offer(offer, node), expected_issuer=node.did)
+    assert back.tags == {"hardware": "cpu", "jurisdiction": "EU"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "needle"),
+    [
+        ({"Jurisdiction": "EU"}, "tag key 'Jurisdiction'"),
+        ({"k" * 33: "v"}, "tag key"),
+        ({"region": ""}, "tag region=''"),
+        ({"region": "eu\nwest"}, "tag region="),
+        ({"region": "x" * 65}, "tag region="),
+        ({f"k{i}": "v" for i in range(17)}, "17 tags, at most 16"),
+    ],
+)
+def test_bad_tags_are_refused(node: Identity, tags: dict[str, str], needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        make_offer(node, tags=tags)
+    with pytest.raises(InvalidOfferTags, match=needle) as err:
+        check_tags(tags)
+    assert "\n" not in str(err.value)
+
+
+def test_a_credential_with_bad_tags_is_refused(node: Identity) -> None:
+    subject = make_offer(node).model_dump(mode="json") | {"tags": {"BAD": "x"}}
+    token = issue_credential(node, subject, types=[OFFER_CREDENTIAL_TYPE])
+    with pytest.raises(InvalidCredential, match="offer credential field 'tags'"):
+        verify_offer(token)
+
+
+def test_parse_tags_from_the_command_line() -> None:
+    assert parse_tags(["jurisdiction=EU", "hardware = cpu"]) == {
+        "hardware": "cpu",
+        "jurisdiction": "EU",
+    }
+    assert parse_tags([]) == {}
+    for items, needle in [
+        (["jurisdiction"], "is not key=value"),
+        (["a=1", "a=2"], "given twice"),
+        (["=EU"], "tag key ''"),
+    ]:
+        with pytest.raises(InvalidOfferTags, match=needle):
+            parse_tags(items)

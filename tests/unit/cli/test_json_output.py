@@ -14,7 +14,8 @@ from chefsplan_agents.cli import app, run
 from chefsplan_agents.identity import PASSPHRASE_ENV
 
 # `node run` is a daemon: it prints one JSON line when ready and then serves until stopped.
-NO_JSON = {"node run"}
+# `mcp` speaks the Model Context Protocol's JSON-RPC on stdout; nothing else may be printed there.
+NO_JSON = {"node run", "mcp"}
 
 
 def _commands(group: Any, prefix: str = "") -> dict[str, Any]:

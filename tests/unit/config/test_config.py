@@ -113,3 +113,13 @@ def test_invalid_values_name_the_key(env: dict[str, str], where: str) -> None:
     with pytest.raises(ConfigError, match=f"invalid setting {where}") as info:
         load_settings(None, env=env)
     assert isinstance(info.value, ValueError)  # builtins mixed in where meaning matches
+
+
+def test_sensitive_tags_are_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "tags.toml"
+    path.write_text('[policy]\nsensitive_tags = { jurisdiction = "EU" }\n')
+    assert load_settings(path, env={}).policy.sensitive_tags == {"jurisdiction": "EU"}
+    path.write_text('[policy]\nsensitive_tags = { Jurisdiction = "EU" }\n')
+    with pytest.raises(ConfigError, match="invalid setting policy.sensitive_tags") as info:
+        load_settings(path, env={})
+    assert "\n" not in str(info.value) and "tag key 'Jurisdiction'" in str(info.value)

@@ -210,6 +210,25 @@ def test_factory_checks_the_pinned_hash(cache: Path) -> None:
         open_backend(LLMSettings(model="tiny", sha256="2" * 64), cache_dir=cache)
 
 
+def test_factory_opens_a_stub_spec(cache: Path) -> None:
+    from chefsplan_agents.llm import StubBackend
+
+    with open_backend(LLMSettings(model="stub:0", n_ctx=256), cache_dir=cache) as llm:
+        assert isinstance(llm, StubBackend)
+        assert llm.info.n_ctx == 256
+
+
+def test_factory_knows_the_short_model_names(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chefsplan_agents.llm import _factory
+
+    # An alias resolves to the model it names: here, the scripted test model.
+    monkeypatch.setitem(_factory.MODEL_ALIASES, "scripted", "tiny")
+    settings = LLMSettings(model="scripted", n_ctx=128, n_threads=1, n_batch=32)
+    with open_backend(settings, cache_dir=cache) as llm:
+        assert llm.info.name == "chefsplan-tiny-scripted"
+    assert _factory.MODEL_ALIASES["smollm2"] == "smollm2-135m"
+
+
 @pytest.mark.parametrize("preset", [None, "PASSIVE"])
 def test_openmp_wait_policy_is_left_to_the_environment(preset: str | None) -> None:
     # The spin-or-sleep trade-off depends on whether the node shares its cores (see

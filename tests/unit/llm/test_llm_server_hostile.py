@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import psutil
@@ -14,15 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chefsplan_agents.errors import LLMError, LLMServerUnavailable
+from chefsplan_agents.errors import GenerationError, LLMError, LLMServerUnavailable
 from chefsplan_agents.llm import (
+    MAX_SERVER_ANSWER_BYTES,
     GenerationParams,
     LlamaServerBackend,
     ModelFile,
     resolve_model,
     serve_model,
 )
-from chefsplan_agents.llm._server import _server_environment
+from chefsplan_agents.llm._server import _answer_limit, _server_environment
 
 DEEP = b"[" * 200_000
 SECRETS = {
@@ -192,3 +194,88 @@ def test_any_server_answer_is_an_llm_error_or_a_result(
             call()
         except LLMError as err:
             assert "\n" not in str(err)
+
+
+def _answering(
+    completions: Callable[[], httpx.Response],
+) -> httpx.MockTransport:
+    """A server that lists its model and answers completions with ``completions()``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, content=b'{"data": []}')
+        return completions()
+
+    return httpx.MockTransport(handler)
+
+
+class _Pulled:
+    """A stream of ``total`` bytes of a valid completion that counts how much was read."""
+
+    def __init__(self, total: int, chunk: int = 1 << 16, pause_s: float = 0.0) -> None:
+        self.total, self.chunk, self.pause_s, self.pulled = total, chunk, pause_s, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        head, tail = b'{"choices": [{"text": "', b'", "logprobs": null}], "usage": null}'
+        body = head + b"a" * (self.total - len(head) - len(tail)) + tail
+        for start in range(0, len(body), self.chunk):
+            if self.pause_s:
+                time.sleep(self.pause_s)
+            piece = body[start : start + self.chunk]
+            self.pulled += len(piece)
+            yield piece
+
+
+def test_limits_follow_the_request_up_to_the_hard_cap() -> None:
+    assert _answer_limit() == 1 << 20  # the model list
+    assert _answer_limit(128, 5) == (1 << 20) + 128 * 6 * 512
+    assert _answer_limit(2048, 20) == MAX_SERVER_ANSWER_BYTES == 8 << 20
+    assert _answer_limit(10**9, 10**9) == MAX_SERVER_ANSWER_BYTES
+
+
+def test_a_completion_over_its_limit_is_refused_while_streaming(random_model: ModelFile) -> None:
+    params = GenerationParams(max_tokens=4, logprobs=2)
+    limit = _answer_limit(4, 2)
+    stream = _Pulled(4 * limit)
+    transport = _answering(lambda: httpx.Response(200, content=stream))
+    with LlamaServerBackend("http://fake", random_model, transport=transport) as backend:
+        with pytest.raises(LLMServerUnavailable, match=f"over the limit of {limit} bytes") as info:
+            backend.complete("Hi", params)
+    assert "\n" not in str(info.value)
+    assert limit < stream.pulled <= limit + stream.chunk  # it stopped reading at the limit
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(random_model: ModelFile) -> None:
+    stream = _Pulled(MAX_SERVER_ANSWER_BYTES + 1)
+    headers = {"Content-Length": str(MAX_SERVER_ANSWER_BYTES + 1)}
+    transport = _answering(lambda: httpx.Response(200, headers=headers, content=stream))
+    with LlamaServerBackend("http://fake", random_model, transport=transport) as backend:
+        with pytest.raises(LLMServerUnavailable, match="over the limit of"):
+            backend.rescore("Hi there", backend.tokenize(" you")[-1:], k=2)
+    assert stream.pulled == 0
+
+
+def test_a_huge_error_body_is_refused_and_a_short_one_is_one_line(
+    random_model: ModelFile,
+) -> None:
+    stream = _Pulled(8 << 20)
+    transport = _answering(lambda: httpx.Response(500, content=stream))
+    with LlamaServerBackend("http://fake", random_model, transport=transport) as backend:
+        with pytest.raises(LLMServerUnavailable, match="over the limit of"):
+            backend.complete("Hi", GenerationParams(max_tokens=4))
+    assert stream.pulled < 2 << 20
+    transport = _answering(lambda: httpx.Response(500, content=b"broken\nmodel\r\nstate"))
+    with LlamaServerBackend("http://fake", random_model, transport=transport) as backend:
+        with pytest.raises(GenerationError, match="answered 500 to /v1/completions: broken model"):
+            backend.complete("Hi", GenerationParams(max_tokens=4))
+
+
+def test_an_answer_dripped_past_the_timeout_is_refused(random_model: ModelFile) -> None:
+    stream = _Pulled(1 << 20, chunk=1, pause_s=0.01)
+    transport = _answering(lambda: httpx.Response(200, content=stream))
+    with LlamaServerBackend(
+        "http://fake", random_model, transport=transport, timeout_s=0.5
+    ) as backend:
+        with pytest.raises(LLMServerUnavailable, match="did not finish its answer"):
+            backend.complete("Hi", GenerationParams(max_tokens=4))
+    assert stream.pulled < 1 << 20

@@ -679,6 +679,8 @@ def test_node_serves_jobs_over_its_signed_http_api(net: Devnet, tmp_path: Any) -
         (["--store-path", "s"], "say which contracts to use"),
         (["--deploy"], "exactly one content store"),
         (["--deploy", "--ipfs", "/ip4/127.0.0.1/tcp/5001", "--store-path", "s"], "exactly one"),
+        (["--deploy", "--store-path", "s", "--tag", "Region=EU"], "tag key 'Region'"),
+        (["--deploy", "--store-path", "s", "--tag", "jurisdiction"], "is not key=value"),
     ],
 )
 def test_cli_node_run_bad_flags_are_one_line_errors(

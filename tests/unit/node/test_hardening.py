@@ -20,8 +20,7 @@ from chefsplan_agents.bundles import (
 )
 from chefsplan_agents.devnet import Devnet
 from chefsplan_agents.errors import ChainUnavailable, ConfigError, StoreUnavailable, TaskRefused
-from chefsplan_agents.llm import SCRIPTED_OUTPUT, Generation
-from chefsplan_agents.llm import Timings as LLMTimings
+from chefsplan_agents.llm import SCRIPTED_OUTPUT, Generation, Timings
 from chefsplan_agents.market import TaskParams
 from chefsplan_agents.node import GenerationSpeed, NodePolicy, RetryPolicy, TaskStage
 from chefsplan_agents.storage import ContentStore
@@ -246,7 +245,7 @@ def _generation(prompt_tokens: int, prompt_s: float, tokens: int, gen_s: float) 
         finish_reason="length",
         prompt_tokens=prompt_tokens,
         completion_tokens=tokens,
-        timings=LLMTimings.measure(prompt_s, gen_s, prompt_tokens, tokens),
+        timings=Timings.measure(prompt_s, gen_s, prompt_tokens, tokens),
         model_sha256="ab" * 32,
     )
 

@@ -15,7 +15,7 @@ from web3.types import TxParams, Wei
 
 from chefsplan_agents.bundles import Offer, OfferedModel, issue_offer
 from chefsplan_agents.chain import BoundContract, EmbeddedChain, Event, load_artifact
-from chefsplan_agents.errors import RegistryError
+from chefsplan_agents.errors import InvalidOfferTags, RegistryError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.registry import OUTCOME_LOST, OUTCOME_WON, RegistryClient, Reputation
 from chefsplan_agents.registry._index import (
@@ -56,6 +56,7 @@ class Net:
         chain_id: int | None = None,
         registry: str | None = None,
         bound: bool = True,
+        tags: dict[str, str] | None = None,
     ) -> str:
         """A signed offer token for ``ident`` (issued by ``issuer``, default itself), naming
         this chain and registry (others when given; none when not ``bound``)."""
@@ -70,6 +71,7 @@ class Net:
             did=signer.did,
             chain_id=(chain_id or self.chain.chain_id) if bound else None,
             registry=(registry or self.contract.address) if bound else None,
+            tags=tags or {},
         )
         return issue_offer(offer, signer)
 
@@ -615,6 +617,41 @@ def test_source_returning_logs_outside_the_range_is_refused(net: Net, index: Reg
     logs = ChainLogSource(net.contract)(0, net.chain.block_number())
     with pytest.raises(RegistryError, match="returned a log of block"):
         index.sync(lambda a, b: logs, to_block=logs[0].block_number - 1)
+
+
+def test_queries_filter_by_signed_offer_tags(net: Net, index: RegistryIndex) -> None:
+    eu_cpu = net.provider(tags={"jurisdiction": "EU", "hardware": "cpu"})
+    eu_gpu = net.provider(tags={"jurisdiction": "EU", "hardware": "gpu"})
+    plain = net.provider()
+    refresh(index, net)
+    assert {p.address for p in index.query()} == {eu_cpu.address, eu_gpu.address, plain.address}
+    eu = index.query(tags={"jurisdiction": "EU"})
+    assert {p.address for p in eu} == {eu_cpu.address, eu_gpu.address}
+    [only] = index.query(tags={"jurisdiction": "EU", "hardware": "cpu"})
+    assert only.address == eu_cpu.address
+    assert only.offer is not None and only.offer.tags == {"hardware": "cpu", "jurisdiction": "EU"}
+    found = index.provider(plain.address)
+    assert found is not None and found.offer is not None and found.offer.tags == {}
+    assert index.query(tags={"jurisdiction": "eu"}) == []  # values match exactly
+    with pytest.raises(InvalidOfferTags, match="tag key"):
+        index.query(tags={'a"b': "x"})
+
+
+def test_an_index_of_schema_1_gains_tags_and_rechecks_its_offers(net: Net, tmp_path: Path) -> None:
+    tagged = net.provider(tags={"jurisdiction": "EU"})
+    path = tmp_path / "v1.sqlite"
+    with RegistryIndex(path) as idx:
+        refresh(idx, net)
+    # Make the file what schema 1 wrote: no tags column.
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE providers DROP COLUMN tags")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.close()
+    with RegistryIndex(path) as idx:
+        assert idx.query() == []  # valid offers wait to be read again, tags and all
+        assert idx.resolve_offers(net.store).valid == 1
+        [p] = idx.query(tags={"jurisdiction": "EU"})
+        assert p.address == tagged.address
 
 
 def test_a_file_that_is_not_an_index_is_refused(tmp_path: Path) -> None:

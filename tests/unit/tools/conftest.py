@@ -13,7 +13,15 @@ from chefsplan_agents.network import Network
 
 @pytest.fixture(scope="package")
 def devnet() -> Iterator[Devnet]:
-    with Devnet.create(nodes=3, model="tiny", share_model=True, n_threads=1, n_ctx=512) as net:
+    # Signed offer tags: node 0 states another jurisdiction than nodes 1 and 2.
+    tags = [
+        {"jurisdiction": "US"},
+        {"jurisdiction": "EU", "hardware": "cpu"},
+        {"jurisdiction": "EU"},
+    ]
+    with Devnet.create(
+        nodes=3, model="tiny", share_model=True, n_threads=1, n_ctx=512, node_tags=tags
+    ) as net:
         yield net
 
 

@@ -106,6 +106,26 @@ def test_find_providers_without_a_match_is_a_one_line_failure(
     _failure(_safe(network, "find_providers", **arguments), "NoProviderFound", phrase, "relax")
 
 
+def test_find_providers_filters_by_signed_offer_tags(network: Network, devnet: Devnet) -> None:
+    eu = find_providers(network, tags={"jurisdiction": "EU"}, limit=50)
+    assert {p.address for p in eu.providers} == {n.address for n in devnet.nodes[1:]}
+    assert all(p.tags["jurisdiction"] == "EU" for p in eu.providers)
+    both = find_providers(network, tags={"jurisdiction": "EU", "hardware": "cpu"})
+    assert [p.address for p in both.providers] == [devnet.nodes[1].address]
+    assert "jurisdiction=EU" in both.text() and "hardware=cpu" in both.text()
+    _failure(
+        _safe(network, "find_providers", tags={"jurisdiction": "CH"}),
+        "NoProviderFound",
+        "jurisdiction",
+        "relax",
+    )
+
+
+def test_find_providers_refuses_bad_tags(network: Network) -> None:
+    _failure(_safe(network, "find_providers", tags={"Bad Key": "x"}), "ToolError", "tag key")
+    _failure(_safe(network, "find_providers", tags={"k": ""}), "ToolError", "a value is 1-64")
+
+
 def test_find_providers_bad_arguments(network: Network) -> None:
     _failure(_safe(network, "find_providers", limit=0), "ToolError", "limit must be 1 to 50")
     _failure(_safe(network, "find_providers", limit="many"), "InvalidArguments", "'limit'")
