@@ -275,7 +275,6 @@ class ChatSession:
         # A fresh team each turn: every question is a new request, and a cancelled turn
         # leaves nothing half-done behind for the next one.
         agents = team(self.network, self.model, trust=self.trust, max_tokens=self.max_tokens)
-        calls: dict[str, str] = {}
 
         def on_progress(handle: TaskHandle, progress: DelegationProgress) -> None:
             view.progress("0x" + handle.task_id.hex(), progress)
@@ -288,13 +287,12 @@ class ChatSession:
             async for item in agents.run_stream(
                 task=question, cancellation_token=cancellation_token
             ):
-                self._show(item, view, turn, calls)
+                self._show(item, view, turn)
         return turn
 
-    def _show(self, item: object, view: TurnView, turn: Turn, calls: dict[str, str]) -> None:
+    def _show(self, item: object, view: TurnView, turn: Turn) -> None:
         if isinstance(item, ToolCallRequestEvent):
             for call in item.content:
-                calls[call.id] = call.name
                 view.call(call.id, item.source, call.name, call.arguments)
         elif isinstance(item, ToolCallExecutionEvent):
             for result in item.content:
@@ -691,7 +689,7 @@ def chat(
         typer.Option(
             "--model",
             help="The model: smollm2, tiny (test model) or a .gguf path; the devnet's nodes "
-            "and the Copilot run it.",
+            "and the Copilot run it. stub:SECONDS: nodes that fake a model, no Copilot model.",
         ),
     ] = "smollm2",
     nodes: Annotated[int, typer.Option("--nodes", help="Provider nodes of the devnet.")] = 3,
