@@ -7,6 +7,7 @@ import sys
 # Importing a command module registers its commands on the app.
 from chefsplan_agents.cli import (  # noqa: F401
     _chain,
+    _chat,
     _cid,
     _demo,
     _devnet,
