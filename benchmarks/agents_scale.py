@@ -191,7 +191,7 @@ def main() -> None:
     top = args.nodes[-1]
     summary[f"efficiency_{top}"] = summary[f"copilot_efficiency_{top}"]
     notes = (
-        f"A {PARAGRAPHS}-paragraph document ({chunks} chunks, {len(document())} characters) "
+        f"A document of {PARAGRAPHS} paragraphs ({chunks} chunks, {len(document())} characters) "
         f"at trust low, {N_TOKENS} new tokens per chunk; the stub model sleeps "
         f"{args.seconds:g} s per task; best of {args.rounds} rounds per path. "
         "'tools': `split_and_delegate`; 'copilot': one Copilot turn on the same document "
