@@ -126,7 +126,7 @@ def measure_k(
 
             def turn() -> str:
                 result = loop.run_until_complete(agents.run(task=request_text(doc)))
-                return str(result.messages[-1].content)
+                return result.messages[-1].to_text()
 
             runs: dict[str, Callable[[], str]] = {"tools": tools, "copilot": turn}
             times: dict[str, list[float]] = {name: [] for name in runs}
