@@ -18,64 +18,35 @@ After the clock stops every task's result is fetched by CID and verified
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _fleet import ANVIL_DEV_KEY, anvil, new_requester, node_log, node_processes  # noqa: E402
 from _report import parser, report  # noqa: E402
 
-from chefsplan_agents.chain import Chain, deploy_contracts, open_chain  # noqa: E402
+from chefsplan_agents.chain import deploy_contracts, open_chain  # noqa: E402
 from chefsplan_agents.config import ChainSettings  # noqa: E402
 from chefsplan_agents.devnet import Devnet  # noqa: E402
-from chefsplan_agents.identity import Identity, save_keystore  # noqa: E402
 from chefsplan_agents.llm import STUB_MODEL_SHA256, ChatMessage, StubBackend  # noqa: E402
 from chefsplan_agents.market import MarketClient  # noqa: E402
 from chefsplan_agents.market._requester import Requester, TaskHandle, Timeouts  # noqa: E402
-from chefsplan_agents.registry import RegistryClient  # noqa: E402
 from chefsplan_agents.storage import LocalCidStore  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-PASSPHRASE = "benchmark-passphrase"
-ETHER = 10**18
 COUNTS = (1, 2, 4, 8)
 TIMEOUTS = Timeouts(claim_window=3600, commit_timeout=600, reveal_window=600)
 PROMPT = "Plate course {i} of the tasting menu"
 # Independent requesters posting at the same time (one account each).
 REQUESTERS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _anvil_answers(url: str) -> bool:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-    request = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=1) as reply:
-            return bool(json.loads(reply.read()).get("result"))
-    except (OSError, ValueError):
-        return False
 
 
 def _expected(i: int) -> str:
@@ -153,14 +124,6 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
-def _first_line(stream: IO[str], timeout: float) -> str:
-    box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return box[0] if box else ""
-
-
 LOST_RACE = "did not get task"
 
 
@@ -181,72 +144,31 @@ def run_anvil(
 ) -> Run:
     """``k`` node processes on anvil."""
     blocks = work / f"blocks{k}"
-    procs: list[subprocess.Popen[str]] = []
-    logs: list[IO[str]] = []
     settings = ChainSettings(backend="jsonrpc", rpc_url=rpc_url)
     with open_chain(settings, private_keys=[ANVIL_DEV_KEY]) as chain:
         deployment = deploy_contracts(chain)
         market = MarketClient(deployment.market, from_block=deployment.deployed_at)
-        env = {**os.environ, "CHEFSPLAN_KEYSTORE_PASSPHRASE": PASSPHRASE}
-        try:
-            for i in range(k):
-                identity = Identity.generate()
-                keystore = save_keystore(
-                    identity, work / f"k{k}-node{i}.json", PASSPHRASE, scrypt_n=2**4
-                )
-                chain.transfer(identity.address, 10 * ETHER)
-                log = (work / f"k{k}-node{i}.log").open("w")
-                logs.append(log)
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "chefsplan_agents", "node", "run"]
-                        + ["--keystore", str(keystore), "--chain", rpc_url]
-                        + ["--store-path", str(blocks), "--model", f"stub:{seconds}"]
-                        + ["--contracts", json.dumps(deployment.addresses)]
-                        + ["--state-dir", str(work / f"k{k}-state{i}")]
-                        + ["--poll-interval", "0.1"],
-                        stdout=subprocess.PIPE,
-                        stderr=log,
-                        text=True,
-                        env=env,
-                    )
-                )
-            for i, proc in enumerate(procs):
-                assert proc.stdout is not None
-                if not _first_line(proc.stdout, 120):
-                    tail = (work / f"k{k}-node{i}.log").read_text()[-1500:]
-                    raise SystemExit(f"node {i} of {k} did not start:\n{tail}")
-            with LocalCidStore(blocks) as store:
-                requesters = [
-                    _requester(chain, market, deployment.registry, store) for _ in range(REQUESTERS)
-                ]
-                pids = [p.pid for p in procs]
-                nodes_cpu, chain_cpu = _cpu_seconds(pids), _cpu_seconds([anvil_pid])
-                wall = _post_and_wait(requesters, k * per_node, timeout=120 + 10 * per_node)
-                nodes_cpu = _cpu_seconds(pids) - nodes_cpu
-                chain_cpu = _cpu_seconds([anvil_pid]) - chain_cpu
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
-            for log_file in logs:
-                log_file.close()
-    lost = sum((work / f"k{k}-node{i}.log").read_text().count(LOST_RACE) for i in range(k))
+        fleet = node_processes(
+            chain,
+            deployment,
+            k,
+            seconds=seconds,
+            rpc_url=rpc_url,
+            store_path=blocks,
+            work=work,
+            tag=f"k{k}",
+        )
+        with fleet as procs, LocalCidStore(blocks) as store:
+            requesters = [
+                new_requester(chain, market, deployment.registry, store) for _ in range(REQUESTERS)
+            ]
+            pids = [p.pid for p in procs]
+            nodes_cpu, chain_cpu = _cpu_seconds(pids), _cpu_seconds([anvil_pid])
+            wall = _post_and_wait(requesters, k * per_node, timeout=120 + 10 * per_node)
+            nodes_cpu = _cpu_seconds(pids) - nodes_cpu
+            chain_cpu = _cpu_seconds([anvil_pid]) - chain_cpu
+    lost = sum(node_log(work, f"k{k}", i).read_text().count(LOST_RACE) for i in range(k))
     return Run(k * per_node / wall, lost, nodes_cpu / wall, chain_cpu / wall)
-
-
-def _requester(chain: Chain, market: MarketClient, registry: Any, store: Any) -> Requester:
-    identity = Identity.generate()
-    chain.transfer(identity.address, 100 * ETHER)
-    return Requester(identity, chain, market, store, registry=RegistryClient(registry))
 
 
 def run_embedded(k: int, per_node: int, seconds: float, work: Path) -> Run:
@@ -259,7 +181,7 @@ def run_embedded(k: int, per_node: int, seconds: float, work: Path) -> Run:
         nodes=k, model=f"stub:{seconds}", store="local", workdir=work / f"devnet{k}"
     ) as net:
         requesters = [net.requester] + [
-            _requester(net.chain, net.market, net.deployment.registry, net.store)
+            new_requester(net.chain, net.market, net.deployment.registry, net.store)
             for _ in range(REQUESTERS - 1)
         ]
         threads = [
@@ -298,41 +220,21 @@ def main() -> None:
         help="which setups to measure",
     )
     args = cli.parse_args()
-    if not ANVIL.exists():
-        sys.exit(f"{ANVIL.relative_to(ROOT)} is missing: run `npm install`")
-
     work = Path(tempfile.mkdtemp(prefix="chefsplan-scale-"))
-    port = _free_port()
-    rpc_url = f"http://127.0.0.1:{port}"
-    anvil = subprocess.Popen(
-        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     results: dict[str, dict[int, Run]] = {chain: {} for chain in args.chains}
     try:
-        deadline = time.monotonic() + 30
-        while not _anvil_answers(rpc_url):
-            if time.monotonic() > deadline or anvil.poll() is not None:
-                sys.exit("anvil did not start")
-            time.sleep(0.1)
-        for k in args.nodes if "anvil" in args.chains else ():
-            results["anvil"][k] = run_anvil(
-                k, args.per_node, args.seconds, rpc_url, anvil.pid, work
-            )
-            print(f"anvil    k={k}: {results['anvil'][k]}", file=sys.stderr)
+        with anvil() as (rpc_url, anvil_proc):
+            for k in args.nodes if "anvil" in args.chains else ():
+                results["anvil"][k] = run_anvil(
+                    k, args.per_node, args.seconds, rpc_url, anvil_proc.pid, work
+                )
+                print(f"anvil    k={k}: {results['anvil'][k]}", file=sys.stderr)
         for k in args.nodes if "embedded" in args.chains else ():
             # Threads on the in-process EVM are CPU-bound (one process, one EVM lock): cap the
             # tasks so the comparison stays minutes, not tens of minutes, at 8 threads.
             results["embedded"][k] = run_embedded(k, min(args.per_node, 4), args.seconds, work)
             print(f"embedded k={k}: {results['embedded'][k]}", file=sys.stderr)
     finally:
-        anvil.terminate()
-        try:
-            anvil.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            anvil.kill()
-            anvil.wait()
         shutil.rmtree(work, ignore_errors=True)
 
     base = args.nodes[0]
