@@ -688,8 +688,14 @@ class ProviderNode:
                 again[task_id] = posted[0]
         return list(again.values())
 
-    def _refuse(self, record: TaskRecordState, reason: str) -> int:
-        log.warning("node %s refused task %s: %s", self.address, record.task_id, reason)
+    def _refuse(self, record: TaskRecordState, reason: str, *, warn: bool = True) -> int:
+        log.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "node %s refused task %s: %s",
+            self.address,
+            record.task_id,
+            reason,
+        )
         self.state.save(record.advance(TaskStage.REFUSED, reason=reason))
         return 1
 
@@ -707,7 +713,9 @@ class ProviderNode:
                 task_id, params, bundle_cid, in_book=task_id in self._claim_book
             )
         except TaskRefused as refusal:
-            return self._refuse(record, refusal.reason)
+            # Another provider's assigned task is not this node's business: no warning.
+            mine = not (params.assigned and params.assignee != self.address)
+            return self._refuse(record, refusal.reason, warn=mine)
         record = replace(record, reason=None)  # vetted: the VETTING note no longer holds
         if plan == "run_then_settle":
             # Saved at RUNNING, with the run counted, by _run_assigned.

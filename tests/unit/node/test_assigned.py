@@ -259,3 +259,18 @@ def test_records_with_something_at_stake_reach_the_disk_before_the_step(
         TaskStage.REVEALING,
         TaskStage.REVEALED,
     }
+
+
+def test_another_providers_assigned_task_is_refused_without_a_warning(
+    net: Devnet, caplog: pytest.LogCaptureFixture
+) -> None:
+    chosen = net.nodes[2]
+    with caplog.at_level("DEBUG", logger="chefsplan_agents.node"):
+        receipt = net.run_task(
+            "Quietly", bounty_per_replica=BOUNTY, bond=BOND, assignee=chosen.address
+        )
+    about_it = [r for r in caplog.records if receipt.task_id in r.getMessage()]
+    refusals = [r for r in about_it if "refused task" in r.getMessage()]
+    # The two other nodes note it at debug level: an assignment elsewhere is routine.
+    assert {r.levelname for r in refusals} == {"DEBUG"}
+    assert len(refusals) == 2
