@@ -190,7 +190,7 @@ contract TaskMarket {
     uint256 public constant VOTE_REVEAL_PERIOD = 1 days;
     /// Registry entries examined when drawing a panel (a small or mostly inactive registry
     /// may not yield a panel: `PanelUnavailable`).
-    uint256 private constant DRAW_TRIES = 32;
+    uint256 private constant DRAW_TRIES = 64;
 
     /// @notice A challenge and its panel. Deleted on settlement.
     struct Challenge {
