@@ -72,7 +72,7 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///   `voteBy` passed, until `revealBy`.
 ///
 ///  Challenges: `challenge` draws PANEL_SIZE distinct panelists pseudo-randomly from the
-///  registry (`keccak256(blockhash(block.number - 1), block.prevrandao, taskId, challenger)`):
+///  registry (`keccak256(blockhash(block.number - 1), taskId, challenger)`):
 ///  active providers other than the requester, the challenger and every provider that claimed
 ///  a replica. Each re-scores the revealed outputs and votes by commit-reveal (`VOTE_PERIOD`
 ///  to commit, then `VOTE_REVEAL_PERIOD` to reveal). The majority of revealed votes decides;
@@ -719,13 +719,15 @@ contract TaskMarket {
     /// Draw PANEL_SIZE distinct active providers, none of them the requester, the challenger
     /// (the caller) or a provider that ever claimed a replica of the task.
     ///
-    /// The seed is known to the block's proposer before it publishes the block: a proposer
-    /// that also challenges can withhold blocks until a draw suits it (one try per slot it
-    /// proposes), and anyone can predict the draw of a challenge sent in the next block. It is
-    /// not a secret lottery, only one the challenger cannot pick at will; the residual risk is
-    /// a proposer-challenger that controls enough registered providers. Sampling is with
-    /// replacement over every address ever registered (inactive ones are skipped), so a small
-    /// or mostly inactive registry can fail to yield a panel.
+    /// The seed (the previous block's hash, the task id, the challenger) is known before the
+    /// challenge is sent: it is not a secret lottery, only one nobody picks outright. A
+    /// challenger that controls registered providers can grind by choosing the block it
+    /// challenges in (any block of the challenge window) until the draw seats its own; that
+    /// is the residual risk, bounded by the stake those providers put up. `prevrandao` is left
+    /// out on purpose: it is as predictable to the challenger on a proof-of-stake chain, and
+    /// local chains (py-evm) seal it after executing the block, which changes the draw.
+    /// Sampling is with replacement over every address ever registered (inactive ones are
+    /// skipped), so a small or mostly inactive registry can fail to yield a panel.
     function _drawPanel(TaskParams calldata p, bytes32 id)
         private
         view
@@ -733,9 +735,7 @@ contract TaskMarket {
     {
         uint256 n = registry.count();
         // slither-disable-next-line weak-prng
-        bytes32 seed = keccak256(
-            abi.encode(blockhash(block.number - 1), block.prevrandao, id, msg.sender)
-        );
+        bytes32 seed = keccak256(abi.encode(blockhash(block.number - 1), id, msg.sender));
         uint256 found = 0;
         for (uint256 k = 0; k < DRAW_TRIES && found < PANEL_SIZE && n != 0; ++k) {
             // slither-disable-next-line weak-prng
