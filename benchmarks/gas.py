@@ -30,6 +30,12 @@ other result is already fixed by a commitment). Lifecycles:
   requester picked it from the registry) — ``postTask``; ``claimAndFinalize`` once the provider
   has its result (claim, reveal and settlement in one transaction that pays the provider).
 
+- ``1 replica, challenged, upheld by the panel``: as optimistic, then an outsider's
+  ``challenge`` (draws 3 panelists from 3 other registered providers), 3 × ``commitVote``,
+  3 × ``revealVote`` (2 uphold, 1 reject), ``resolveChallenge``, ``finalize`` by the requester
+  (slashes the provider's bond and registry stake), then the challenger's and 2 panelists'
+  ``withdraw``.
+
 Every other lifecycle posts open tasks (``assignee`` = the zero address: any active provider).
 
 The baseline is a published number, not a run: Ritual Infernet's create-subscription + deliver
@@ -46,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from web3 import EthereumTesterProvider, Web3  # noqa: E402
+from web3.logs import DISCARD  # noqa: E402
 
 from benchmarks import _report  # noqa: E402
 from chefsplan_agents.contracts import load_artifact  # noqa: E402
@@ -78,10 +85,10 @@ class Bench:
     def __init__(self) -> None:
         self.w3 = Web3(EthereumTesterProvider())
         self.accounts = list(self.w3.eth.accounts)
-        self.deployer, self.requester, self.resolver = self.accounts[:3]
+        self.deployer, self.requester = self.accounts[:2]
         self.providers = sorted(self.accounts[3:6], key=lambda a: int(a, 16))
         self.registry = self._deploy("AgentRegistry", ETHER // 10, 3600)
-        self.market = self._deploy("TaskMarket", self.registry.address, self.resolver, BOND)
+        self.market = self._deploy("TaskMarket", self.registry.address, BOND)
         self._send(self.registry.functions.setMarket(self.market.address), self.deployer)
         for i, provider in enumerate(self.providers):
             self._send(
@@ -210,6 +217,49 @@ class Bench:
             raise RuntimeError("claimAndFinalize did not settle the task and pay its provider")
         return life
 
+    def run_challenged(self, name: str) -> Lifecycle:
+        """A one-replica task whose result a panel overturns (see the module docstring)."""
+        life = Lifecycle(name)
+        fn = self.market.functions
+        panel_pool = self.accounts[6:9]
+        for i, account in enumerate(panel_pool):
+            if not self.registry.functions.isActive(account).call():
+                reg = self.registry.functions.register(
+                    f"did:key:z6MkBenchPanel{i}", BUNDLE_CID, b"\x22" * 32
+                )
+                self._send(reg, account, ETHER // 10)
+        challenger = self.accounts[9]
+        provider = self.providers[0]
+        p = self.params(1, 1, 600)
+
+        def step(label: str, call: Any, who: str, value: int = 0) -> Any:
+            receipt = self._receipt(call, who, value)
+            life.steps.append((label, int(receipt["gasUsed"])))
+            return receipt
+
+        step("postTask", fn.postTask(p, BUNDLE_CID), self.requester, BOUNTY)
+        output = Web3.keccak(text=f"the answer {self.nonce}")
+        step("claim", fn.claim(p, b"\0" * 32), provider, BOND)
+        step("reveal from the claim", fn.reveal(p, output, RESULT_CID, b"\0" * 32), provider)
+        receipt = step("challenge (draws the panel)", fn.challenge(p), challenger, BOND)
+        (drawn,) = self.market.events.PanelDrawn().process_receipt(receipt, errors=DISCARD)
+        panel = list(drawn["args"]["panel"])
+        task_id = fn.taskIdOf(p).call()
+        votes = dict(zip(panel, (True, True, False), strict=True))
+        salts = {m: Web3.keccak(text=f"vote {m} {self.nonce}") for m in panel}
+        for m in panel:
+            c = fn.voteCommitmentOf(votes[m], salts[m], m).call()
+            step("commitVote", fn.commitVote(task_id, c), m)
+        for m in panel:
+            step("revealVote", fn.revealVote(task_id, votes[m], salts[m]), m)
+        step("resolveChallenge", fn.resolveChallenge(p), challenger)
+        self.w3.testing.timeTravel(int(fn.settleTime(p).call()))  # type: ignore[attr-defined]
+        reveals = [(provider, output, Web3.keccak(text=RESULT_CID))]
+        step("finalize (upheld; slashes stake)", fn.finalize(p, reveals, ""), self.requester)
+        for who in [challenger, *[m for m in panel if votes[m]]]:
+            step("withdraw", fn.withdraw(), who)
+        return life
+
 
 def measure() -> list[Lifecycle]:
     """Run every lifecycle once on one chain (providers registered beforehand)."""
@@ -230,6 +280,7 @@ def measure() -> list[Lifecycle]:
         ),
         bench.run("3 replicas / quorum 2, optimistic", 3, 2, window=60, commit="last_reveals"),
         bench.run_assigned("1 replica, assigned (window 0)"),
+        bench.run_challenged("1 replica, challenged, upheld by the panel"),
     ]
 
 
@@ -259,8 +310,10 @@ def main() -> int:
         three_claim,
         three_opt,
         one_assigned,
+        challenged,
     ) = (life.total for life in lives)
-    cheapest = min(lives, key=lambda life: life.total)
+    challenge_steps = dict(reversed(lives[-1].steps))  # first of each label
+    cheapest = min(lives[:-1], key=lambda life: life.total)
     cheapest_ratio = cheapest.total / INFERNET_REFERENCE_GAS
     summary = {
         "reference_gas": INFERNET_REFERENCE_GAS,
@@ -282,6 +335,12 @@ def main() -> int:
         "lifecycle_3_replicas_optimistic_ratio": round(three_opt / INFERNET_REFERENCE_GAS, 4),
         "lifecycle_1_replica_assigned_gas": one_assigned,
         "lifecycle_1_replica_assigned_ratio": round(one_assigned / INFERNET_REFERENCE_GAS, 4),
+        "lifecycle_1_replica_challenged_upheld_gas": challenged,
+        "challenge_tx_gas": challenge_steps["challenge (draws the panel)"],
+        "commit_vote_gas": challenge_steps["commitVote"],
+        "reveal_vote_gas": challenge_steps["revealVote"],
+        "resolve_challenge_gas": challenge_steps["resolveChallenge"],
+        "finalize_upheld_gas": challenge_steps["finalize (upheld; slashes stake)"],
         "cheapest_lifecycle": cheapest.name,
         "cheapest_gas": cheapest.total,
         "cheapest_ratio": round(cheapest_ratio, 4),

@@ -29,14 +29,17 @@ uint8 constant OUTCOME_SLASHED = 3;
 ///  Roles: `setMarket(address)` (owner, once), `setAuditor(address)` (owner),
 ///   `recordOutcomes(address[] providers, uint8[] outcomes)` (market only; outcome codes
 ///   OUTCOME_WON=1, OUTCOME_LOST=2 (lost and bond slashed), OUTCOME_SLASHED=3 (no-show / reopened),
-///   0 = no change), `recordAudit(address provider, bool passed)` (auditor only).
+///   0 = no change), `recordAudit(address provider, bool passed)` (auditor only),
+///   `slashStake(address provider, uint256 amount) returns (uint256)` (market only: takes up
+///   to `amount` of stake and sends it to the market; below `minStake` the provider is
+///   inactive until `addStake` tops it up).
 ///
 ///  Views: `getProvider(address) -> Provider`, `isActive(address) -> bool`,
-///   `count() -> uint256`, `providerAt(uint256) -> address` (every address that ever
+///   `stakeOf(address) -> uint256`, `count() -> uint256`, `providerAt(uint256) -> address` (every address that ever
 ///   registered, once), `minStake`, `unstakeCooldown`, `owner`, `market`, `auditor`.
 ///
 ///  Events: ProviderRegistered, OfferUpdated, StakeAdded, UnstakeRequested, StakeWithdrawn,
-///   ReputationUpdated, MarketSet, AuditorSet.
+///   ReputationUpdated, StakeSlashed, MarketSet, AuditorSet.
 ///  Errors: see the `error` declarations below (all custom errors, no revert strings).
 contract AgentRegistry {
     // ------------------------------------------------------------------ types
@@ -81,6 +84,7 @@ contract AgentRegistry {
         uint32 auditsPassed,
         uint32 auditsFailed
     );
+    event StakeSlashed(address indexed provider, uint256 amount, uint256 stake);
     event MarketSet(address indexed market);
     event AuditorSet(address indexed auditor);
 
@@ -190,6 +194,9 @@ contract AgentRegistry {
         uint256 stake = uint256(p.stake) + msg.value;
         if (stake > type(uint96).max) revert StakeTooLarge(stake);
         p.stake = uint96(stake);
+        // A provider made inactive by a stake slash is active again once it tops up (one that
+        // asked to unstake stays inactive).
+        if (!p.active && p.unstakeAvailableAt == 0 && stake >= minStake) p.active = true;
         emit StakeAdded(msg.sender, msg.value, stake);
     }
 
@@ -269,11 +276,35 @@ contract AgentRegistry {
         _emitReputation(provider, p);
     }
 
+    /// @notice Take up to `amount` of `provider`'s stake (proven cheating) and send it to the
+    /// market, which credits it to the party harmed. Market only. A stake left below
+    /// `minStake` makes the provider inactive until it tops up with `addStake`.
+    /// @return slashed What was taken: `min(amount, stake)`.
+    function slashStake(address provider, uint256 amount) external returns (uint256 slashed) {
+        address m = market;
+        if (msg.sender != m || m == address(0)) revert NotMarket(msg.sender);
+        Provider storage p = _providers[provider];
+        uint256 stake = p.stake;
+        slashed = amount < stake ? amount : stake;
+        if (slashed == 0) return 0;
+        stake -= slashed;
+        p.stake = uint96(stake);
+        if (stake < minStake) p.active = false;
+        emit StakeSlashed(provider, slashed, stake);
+        (bool ok,) = m.call{value: slashed}("");
+        if (!ok) revert TransferFailed(m, slashed);
+    }
+
     // ------------------------------------------------------------------ views
 
     /// @notice The full record of `provider` (all zero / empty if not registered).
     function getProvider(address provider) external view returns (Provider memory) {
         return _providers[provider];
+    }
+
+    /// @notice `provider`'s stake in wei.
+    function stakeOf(address provider) external view returns (uint256) {
+        return _providers[provider].stake;
     }
 
     /// @notice Whether `provider` may claim tasks: registered, staked, not unstaking.

@@ -6,7 +6,8 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 /// @title TaskMarket — escrowed, redundant, commit-reveal LLM tasks
 /// @notice Interface summary
 ///
-///  Constructor: `constructor(address registry, address resolver, uint256 challengeBond)`.
+///  Constructor: `constructor(address registry, uint256 challengeBond)`. Nobody decides
+///  challenges alone: a panel of staked providers does (see Challenges).
 ///
 ///  A task is identified by `taskId = keccak256(abi.encode(block.chainid, address(this),
 ///  params))` where `params` is the immutable `TaskParams` struct given to `postTask` (and
@@ -57,24 +58,50 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///     (the caller pulling its own share); everyone else is credited for `withdraw()`.
 ///   - `reopen(TaskParams p, address provider)` after a claimed replica missed its commit
 ///     deadline: its bond is slashed to the requester and the slot is free again.
-///   - `challenge(TaskParams p) payable`, `msg.value == challengeBond`, before `settleTime(p)`
-///     (requires `p.challengeWindow > 0`); freezes settlement until the resolver decides.
+///   - `challenge(TaskParams p) payable`, `msg.value == challengeBond`, once reveals closed
+///     (every replica revealed or `p.revealDeadline` passed) and before `settleTime(p)`
+///     (requires `p.challengeWindow > 0`). Not by a provider that ever claimed a replica of
+///     the task (`SelfChallenge`). Draws the panel and freezes settlement until
+///     `resolveChallenge`.
+///   - `resolveChallenge(TaskParams p)` once every panelist revealed its vote or the vote
+///     reveal deadline passed: the decision, or the default outcome.
 ///   - `withdraw()` pays the caller's whole balance (pull payments).
-///  Resolver: `resolveChallenge(bytes32 taskId, bool upheld)`.
+///  Panelist: `commitVote(bytes32 taskId, bytes32 commitment)` until `voteBy`,
+///   `commitment = keccak256(abi.encode(upheld, salt, panelist))` (see `voteCommitmentOf`);
+///   `revealVote(bytes32 taskId, bool upheld, bytes32 salt)` once every panelist committed or
+///   `voteBy` passed, until `revealBy`.
+///
+///  Challenges: `challenge` draws PANEL_SIZE distinct panelists pseudo-randomly from the
+///  registry (`keccak256(blockhash(block.number - 1), taskId, challenger)`):
+///  active providers other than the requester, the challenger and every provider that claimed
+///  a replica. Each re-scores the revealed outputs and votes by commit-reveal (`VOTE_PERIOD`
+///  to commit, then `VOTE_REVEAL_PERIOD` to reveal). The majority of revealed votes decides;
+///  no revealed vote or a tie is the default outcome, LAPSED: the challenge counts as rejected
+///  for the providers (settlement proceeds as if unchallenged) and the challenger gets its bond
+///  back, since the panel, not the challenger, failed. A panelist that does not reveal loses
+///  `challengeBond / PANEL_SIZE` of registry stake (to the requester, for the delay) and gets
+///  a `slashed` mark. Upheld: the challenger gets its bond back; from the overturned
+///  majority's bonds the panelists that voted to uphold share at most `challengeBond / 2`, the
+///  challenger is rewarded at most `challengeBond / 2`, the requester gets the rest, plus up to
+///  `p.bond` of each majority provider's registry stake (`AgentRegistry.slashStake`).
+///  Rejected: the panelists that voted to reject share `challengeBond / 2`, the winners the
+///  rest of the challenge bond.
 ///
 ///  Settlement (finalize): the output hash revealed by at least `p.quorum` replicas wins
 ///  (`2 * quorum > replicas`, so at most one can). Winners are credited bounty + bond; revealed
 ///  losers and no-shows are slashed (bond to the requester); the requester gets back every
 ///  bounty not earned. No quorum: the requester gets the whole bounty back and revealed
-///  providers their bonds. Challenge upheld: the majority's bonds go to the challenger (who
-///  also gets the challenge bond back), the bounty to the requester. Challenge rejected: the
-///  challenge bond is shared by the winners (remainder to the requester).
+///  providers their bonds. Challenge upheld: see Challenges (the bounty goes back to the
+///  requester). Challenge rejected: the challenge bond less the panel's share is shared by the
+///  winners (remainder to the requester).
 ///
-///  Views: `taskIdOf`, `commitmentOf`, `taskState`, `replicaOf`, `settleTime`, `challengerOf`,
-///   `balanceOf`, `registry`, `resolver`, `challengeBond`, `MAX_REPLICAS`, `MAX_TASK_HORIZON`,
-///   `MAX_COMMIT_TIMEOUT`, `MAX_CHALLENGE_WINDOW`.
+///  Views: `taskIdOf`, `commitmentOf`, `voteCommitmentOf`, `taskState`, `replicaOf`,
+///   `settleTime`, `challengerOf`, `challengeOf`, `balanceOf`, `registry`, `challengeBond`,
+///   `MAX_REPLICAS`, `MAX_TASK_HORIZON`, `MAX_COMMIT_TIMEOUT`, `MAX_CHALLENGE_WINDOW`,
+///   `PANEL_SIZE`, `VOTE_PERIOD`, `VOTE_REVEAL_PERIOD`.
 ///  Events: TaskPosted, ReplicaClaimed, ResultCommitted, ResultRevealed, ReplicaReopened,
-///   TaskChallenged, ChallengeResolved, TaskFinalized, TaskCancelled, Withdrawn.
+///   TaskChallenged, PanelDrawn, VoteCommitted, VoteRevealed, ChallengeResolved, TaskFinalized,
+///   TaskCancelled, Withdrawn.
 contract TaskMarket {
     // ------------------------------------------------------------------ types
 
@@ -134,6 +161,13 @@ contract TaskMarket {
     uint8 public constant CHALLENGE_PENDING = 1;
     uint8 public constant CHALLENGE_UPHELD = 2;
     uint8 public constant CHALLENGE_REJECTED = 3;
+    /// The panel did not decide (no revealed vote, or a tie): rejected without cost.
+    uint8 public constant CHALLENGE_LAPSED = 4;
+
+    uint8 public constant VOTE_NONE = 0;
+    uint8 public constant VOTE_COMMITTED = 1;
+    uint8 public constant VOTE_UPHOLD = 2;
+    uint8 public constant VOTE_REJECT = 3;
 
     uint8 public constant RESULT_ACCEPTED = 1;
     uint8 public constant RESULT_NO_QUORUM = 2;
@@ -148,6 +182,25 @@ contract TaskMarket {
     uint256 public constant MAX_COMMIT_TIMEOUT = 7 days;
     /// @notice Longest `challengeWindow`.
     uint256 public constant MAX_CHALLENGE_WINDOW = 7 days;
+    /// @notice Panelists drawn per challenge.
+    uint256 public constant PANEL_SIZE = 3;
+    /// @notice Seconds from a challenge to the end of vote commits (`voteBy`).
+    uint256 public constant VOTE_PERIOD = 1 days;
+    /// @notice Seconds from `voteBy` to the end of vote reveals (`revealBy`).
+    uint256 public constant VOTE_REVEAL_PERIOD = 1 days;
+    /// Registry entries examined when drawing a panel (a small or mostly inactive registry
+    /// may not yield a panel: `PanelUnavailable`).
+    uint256 private constant DRAW_TRIES = 64;
+
+    /// @notice A challenge and its panel. Deleted on settlement.
+    struct Challenge {
+        address challenger;
+        uint40 voteBy; // last second to commit a vote
+        uint40 revealBy; // last second to reveal a vote
+        address[PANEL_SIZE] panel;
+        bytes32[PANEL_SIZE] commits;
+        uint8[PANEL_SIZE] votes; // VOTE_*
+    }
 
     // ------------------------------------------------------------------ events
 
@@ -164,7 +217,16 @@ contract TaskMarket {
     );
     event ReplicaReopened(bytes32 indexed taskId, address indexed provider, uint256 slashedBond);
     event TaskChallenged(bytes32 indexed taskId, address indexed challenger, uint256 bond);
-    event ChallengeResolved(bytes32 indexed taskId, bool upheld);
+    event PanelDrawn(
+        bytes32 indexed taskId, address[PANEL_SIZE] panel, uint256 voteBy, uint256 revealBy
+    );
+    event VoteCommitted(bytes32 indexed taskId, address indexed panelist, bytes32 commitment);
+    event VoteRevealed(bytes32 indexed taskId, address indexed panelist, bool upheld);
+    /// @param outcome CHALLENGE_UPHELD, CHALLENGE_REJECTED or CHALLENGE_LAPSED.
+    /// @param upheld Whether the challenge was upheld (outcome == CHALLENGE_UPHELD).
+    event ChallengeResolved(
+        bytes32 indexed taskId, bool upheld, uint8 outcome, uint256 upholdVotes, uint256 rejectVotes
+    );
     /// @param result RESULT_ACCEPTED, RESULT_NO_QUORUM or RESULT_OVERTURNED.
     /// @param outputHash The accepted output hash (zero unless accepted).
     /// @param resultCid The CID revealed by one winner ("" unless accepted).
@@ -187,7 +249,7 @@ contract TaskMarket {
 
     error ZeroAddress();
     error NotRequester(address caller);
-    error NotResolver(address caller);
+    error NotRegistry(address caller);
     error EmptyCid();
     error InvalidReplicas(uint256 replicas, uint256 maxReplicas);
     error InvalidQuorum(uint256 quorum, uint256 replicas);
@@ -218,6 +280,17 @@ contract TaskMarket {
     error ChallengeClosed(uint256 settleTime);
     error AlreadyChallenged(bytes32 taskId);
     error NoPendingChallenge(bytes32 taskId);
+    error ChallengeNotOpen(bytes32 taskId);
+    error SelfChallenge(bytes32 taskId, address challenger);
+    error PanelUnavailable(bytes32 taskId, uint256 found, uint256 needed);
+    error NotPanelist(bytes32 taskId, address caller);
+    error VotingClosed(uint256 voteBy);
+    error VoteRevealNotOpen(bytes32 taskId);
+    error VoteRevealClosed(uint256 revealBy);
+    error WrongVoteState(bytes32 taskId, address panelist, uint8 state);
+    error VoteMismatch(bytes32 taskId, address panelist);
+    error ResolveTooEarly(uint256 revealBy);
+    error SlashMismatch(address provider, uint256 taken, uint256 expected);
     error CancelNotAllowed(bytes32 taskId);
     error BadRevealList(uint256 index);
     error RevealDataMismatch(address provider);
@@ -228,20 +301,23 @@ contract TaskMarket {
     // ------------------------------------------------------------------ storage
 
     AgentRegistry public immutable registry;
-    address public immutable resolver;
     uint256 public immutable challengeBond;
 
     mapping(bytes32 => TaskState) private _tasks;
     mapping(bytes32 => mapping(address => Replica)) private _replicas;
-    mapping(bytes32 => address) private _challengers;
+    mapping(bytes32 => Challenge) private _challenges;
     mapping(address => uint256) private _balances;
 
-    constructor(address registry_, address resolver_, uint256 challengeBond_) {
-        if (registry_ == address(0) || resolver_ == address(0)) revert ZeroAddress();
+    constructor(address registry_, uint256 challengeBond_) {
+        if (registry_ == address(0)) revert ZeroAddress();
         if (challengeBond_ == 0) revert ZeroAmount();
         registry = AgentRegistry(registry_);
-        resolver = resolver_;
         challengeBond = challengeBond_;
+    }
+
+    /// @notice Slashed registry stake arrives here; nobody else may send plain value.
+    receive() external payable {
+        if (msg.sender != address(registry)) revert NotRegistry(msg.sender);
     }
 
     // ------------------------------------------------------------------ requester
@@ -438,26 +514,116 @@ contract TaskMarket {
         registry.recordOutcomes(who, what);
     }
 
-    /// @notice Challenge a task's outcome before its settlement time; freezes settlement.
+    /// @notice Challenge a task's outcome once its reveals closed and before its settlement
+    /// time; draws the panel and freezes settlement until `resolveChallenge`.
     function challenge(TaskParams calldata p) external payable {
         (bytes32 id, TaskState storage t) = _open(p);
         if (msg.value != challengeBond) revert WrongValue(msg.value, challengeBond);
         if (t.challenge != CHALLENGE_NONE) revert AlreadyChallenged(id);
         uint256 at = _settleTime(p, t);
         if (p.challengeWindow == 0 || block.timestamp >= at) revert ChallengeClosed(at);
+        // The panel judges revealed outputs, and nobody may claim (and so join the task)
+        // after this point.
+        if (t.revealed < p.replicas && block.timestamp <= p.revealDeadline) {
+            revert ChallengeNotOpen(id);
+        }
+        // A provider of the task could otherwise challenge its own majority to shield its bond.
+        if (_replicas[id][msg.sender].state != REPLICA_NONE) revert SelfChallenge(id, msg.sender);
         t.challenge = CHALLENGE_PENDING;
-        _challengers[id] = msg.sender;
+        Challenge storage c = _challenges[id];
+        uint256 voteBy = block.timestamp + VOTE_PERIOD;
+        uint256 revealBy = voteBy + VOTE_REVEAL_PERIOD;
+        c.challenger = msg.sender;
+        c.voteBy = uint40(voteBy);
+        c.revealBy = uint40(revealBy);
+        address[PANEL_SIZE] memory panel = _drawPanel(p, id);
+        c.panel = panel;
         emit TaskChallenged(id, msg.sender, msg.value);
+        emit PanelDrawn(id, panel, voteBy, revealBy);
     }
 
-    /// @notice Decide a pending challenge. Resolver only.
-    function resolveChallenge(bytes32 taskId, bool upheld) external {
-        if (msg.sender != resolver) revert NotResolver(msg.sender);
-        TaskState storage t = _tasks[taskId];
-        if (t.status != TASK_OPEN) revert UnknownTask(taskId);
-        if (t.challenge != CHALLENGE_PENDING) revert NoPendingChallenge(taskId);
-        t.challenge = upheld ? CHALLENGE_UPHELD : CHALLENGE_REJECTED;
-        emit ChallengeResolved(taskId, upheld);
+    /// @notice Commit a panelist's vote until `voteBy`.
+    /// @param commitment `voteCommitmentOf(upheld, salt, msg.sender)`.
+    function commitVote(bytes32 taskId, bytes32 commitment) external {
+        Challenge storage c = _pending(taskId);
+        uint256 seat = _seat(c, taskId);
+        if (block.timestamp > c.voteBy) revert VotingClosed(c.voteBy);
+        if (commitment == bytes32(0)) revert ZeroCommitment();
+        uint8 state = c.votes[seat];
+        if (state != VOTE_NONE) revert WrongVoteState(taskId, msg.sender, state);
+        c.commits[seat] = commitment;
+        c.votes[seat] = VOTE_COMMITTED;
+        emit VoteCommitted(taskId, msg.sender, commitment);
+    }
+
+    /// @notice Reveal a committed vote, once every panelist committed or `voteBy` passed (so
+    /// no vote can be copied), until `revealBy`.
+    function revealVote(bytes32 taskId, bool upheld, bytes32 salt) external {
+        Challenge storage c = _pending(taskId);
+        uint256 seat = _seat(c, taskId);
+        if (block.timestamp > c.revealBy) revert VoteRevealClosed(c.revealBy);
+        if (block.timestamp <= c.voteBy) {
+            for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+                if (c.votes[i] == VOTE_NONE) revert VoteRevealNotOpen(taskId);
+            }
+        }
+        uint8 state = c.votes[seat];
+        if (state != VOTE_COMMITTED) revert WrongVoteState(taskId, msg.sender, state);
+        if (keccak256(abi.encode(upheld, salt, msg.sender)) != c.commits[seat]) {
+            revert VoteMismatch(taskId, msg.sender);
+        }
+        c.votes[seat] = upheld ? VOTE_UPHOLD : VOTE_REJECT;
+        emit VoteRevealed(taskId, msg.sender, upheld);
+    }
+
+    /// @notice Decide a pending challenge; anyone, once every panelist revealed or `revealBy`
+    /// passed. The majority of revealed votes decides; none or a tie is CHALLENGE_LAPSED.
+    /// Panelists that did not reveal are slashed; those with a decided majority are paid.
+    function resolveChallenge(TaskParams calldata p) external {
+        bytes32 taskId = _taskId(p);
+        Challenge storage c = _pending(taskId);
+        uint8[PANEL_SIZE] memory votes = c.votes;
+        uint256 up = 0;
+        uint256 down = 0;
+        for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+            if (votes[i] == VOTE_UPHOLD) ++up;
+            else if (votes[i] == VOTE_REJECT) ++down;
+        }
+        if (up + down < PANEL_SIZE && block.timestamp <= c.revealBy) {
+            revert ResolveTooEarly(c.revealBy);
+        }
+        uint8 outcome = CHALLENGE_LAPSED;
+        if (up > down) outcome = CHALLENGE_UPHELD;
+        else if (down > up) outcome = CHALLENGE_REJECTED;
+        _tasks[taskId].challenge = outcome;
+        // The panel failed, not the challenger: its bond comes back whole. (A decided
+        // challenge's money moves at settlement, with the replicas'.)
+        if (outcome == CHALLENGE_LAPSED) _balances[c.challenger] += challengeBond;
+
+        address[PANEL_SIZE] memory panel = c.panel;
+        address[] memory who = new address[](PANEL_SIZE);
+        uint8[] memory what = new uint8[](PANEL_SIZE);
+        uint256 noShows = 0;
+        for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+            who[i] = panel[i];
+            if (votes[i] != VOTE_UPHOLD && votes[i] != VOTE_REJECT) {
+                what[i] = OUTCOME_SLASHED;
+                ++noShows;
+            }
+        }
+        // The no-shows' stake compensates the requester for the delay; credited before the
+        // registry sends it here.
+        uint256[] memory takes = new uint256[](PANEL_SIZE);
+        for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+            if (what[i] != OUTCOME_SLASHED) continue;
+            takes[i] = _stakeTake(panel[i], challengeBond / PANEL_SIZE);
+            _balances[p.requester] += takes[i];
+        }
+        emit ChallengeResolved(taskId, outcome == CHALLENGE_UPHELD, outcome, up, down);
+        if (noShows == 0) return;
+        // Interactions with the trusted registry: reputation, then the stake.
+        registry.recordOutcomes(who, what);
+        _slashStakes(who, takes);
     }
 
     /// @notice Pay the caller's whole balance.
@@ -504,7 +670,21 @@ contract TaskMarket {
 
     /// @notice Who challenged a task (zero if nobody).
     function challengerOf(bytes32 taskId) external view returns (address) {
-        return _challengers[taskId];
+        return _challenges[taskId].challenger;
+    }
+
+    /// @notice A task's challenge: challenger, deadlines, panel, commitments and votes.
+    function challengeOf(bytes32 taskId) external view returns (Challenge memory) {
+        return _challenges[taskId];
+    }
+
+    /// @notice The commitment a panelist submits for its vote `upheld` with secret `salt`.
+    function voteCommitmentOf(bool upheld, bytes32 salt, address panelist)
+        external
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(upheld, salt, panelist));
     }
 
     /// @notice What `account` can `withdraw()`.
@@ -518,6 +698,59 @@ contract TaskMarket {
     /// elsewhere and a task id (or a signature over one) cannot be replayed across deployments.
     function _taskId(TaskParams calldata p) private view returns (bytes32) {
         return keccak256(abi.encode(block.chainid, address(this), p));
+    }
+
+    /// The challenge of an open task whose challenge is pending.
+    function _pending(bytes32 id) private view returns (Challenge storage) {
+        TaskState storage t = _tasks[id];
+        if (t.status != TASK_OPEN) revert UnknownTask(id);
+        if (t.challenge != CHALLENGE_PENDING) revert NoPendingChallenge(id);
+        return _challenges[id];
+    }
+
+    /// The caller's seat on the panel.
+    function _seat(Challenge storage c, bytes32 id) private view returns (uint256) {
+        for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+            if (c.panel[i] == msg.sender) return i;
+        }
+        revert NotPanelist(id, msg.sender);
+    }
+
+    /// Draw PANEL_SIZE distinct active providers, none of them the requester, the challenger
+    /// (the caller) or a provider that ever claimed a replica of the task.
+    ///
+    /// The seed (the previous block's hash, the task id, the challenger) is known before the
+    /// challenge is sent: it is not a secret lottery, only one nobody picks outright. A
+    /// challenger that controls registered providers can grind by choosing the block it
+    /// challenges in (any block of the challenge window) until the draw seats its own; that
+    /// is the residual risk, bounded by the stake those providers put up. `prevrandao` is left
+    /// out on purpose: it is as predictable to the challenger on a proof-of-stake chain, and
+    /// local chains (py-evm) seal it after executing the block, which changes the draw.
+    /// Sampling is with replacement over every address ever registered (inactive ones are
+    /// skipped), so a small or mostly inactive registry can fail to yield a panel.
+    function _drawPanel(TaskParams calldata p, bytes32 id)
+        private
+        view
+        returns (address[PANEL_SIZE] memory panel)
+    {
+        uint256 n = registry.count();
+        // slither-disable-next-line weak-prng
+        bytes32 seed = keccak256(abi.encode(blockhash(block.number - 1), id, msg.sender));
+        uint256 found = 0;
+        for (uint256 k = 0; k < DRAW_TRIES && found < PANEL_SIZE && n != 0; ++k) {
+            // slither-disable-next-line weak-prng
+            address a = registry.providerAt(uint256(keccak256(abi.encode(seed, k))) % n);
+            if (a == p.requester || a == msg.sender) continue;
+            if (_replicas[id][a].state != REPLICA_NONE) continue;
+            bool taken = false;
+            for (uint256 i = 0; i < found; ++i) {
+                if (panel[i] == a) taken = true;
+            }
+            if (taken || !registry.isActive(a)) continue;
+            panel[found] = a;
+            ++found;
+        }
+        if (found < PANEL_SIZE) revert PanelUnavailable(id, found, PANEL_SIZE);
     }
 
     function _open(TaskParams calldata p) private view returns (bytes32 id, TaskState storage t) {
@@ -602,7 +835,8 @@ contract TaskMarket {
         uint256 winners;
         uint256 refund;
         uint256 toCaller;
-        uint256 toChallenger;
+        uint256 toChallenger; // the overturned majority's bonds
+        uint256[] takes; // registry stake taken from each of `who` (upheld challenges)
         string cid;
         address[] who;
         uint8[] what;
@@ -635,7 +869,7 @@ contract TaskMarket {
         // Effects: credit everyone, clear the task.
         _credits(p, id, reveals, states, z);
         if (challengeState != CHALLENGE_NONE) {
-            _settleChallenge(id, reveals, states, z);
+            _settleChallenge(id, p.bond, challengeState, reveals, states, z);
         }
         delete _tasks[id];
         if (z.refund != 0) _credit(p.requester, z.refund, z);
@@ -644,6 +878,7 @@ contract TaskMarket {
 
         // Interactions: the trusted registry, then the caller's own payout.
         if (z.who.length != 0) registry.recordOutcomes(z.who, z.what);
+        if (z.upheld) _slashStakes(z.who, z.takes);
         if (z.toCaller != 0) {
             emit Withdrawn(msg.sender, z.toCaller);
             (bool ok,) = msg.sender.call{value: z.toCaller}("");
@@ -769,25 +1004,91 @@ contract TaskMarket {
 
     function _settleChallenge(
         bytes32 id,
+        uint256 bond,
+        uint8 challengeState,
         Reveal[] calldata reveals,
         uint8[] memory states,
         Settlement memory z
     ) private {
-        address challenger = _challengers[id];
-        delete _challengers[id];
+        Challenge storage c = _challenges[id];
+        address challenger = c.challenger;
+        address[PANEL_SIZE] memory panel = c.panel;
+        uint8[PANEL_SIZE] memory votes = c.votes;
+        delete _challenges[id];
+        // A lapsed challenge's bond went back to the challenger when it was resolved.
+        if (challengeState == CHALLENGE_LAPSED) return;
+        uint8 majority = z.upheld ? VOTE_UPHOLD : VOTE_REJECT;
+        uint256 half = challengeBond / 2;
         if (z.upheld) {
-            _credit(challenger, challengeBond + z.toChallenger, z);
-        } else if (z.winners == 0) {
-            z.refund += challengeBond;
+            // From the overturned majority's bonds: the panel's fee, then the challenger's
+            // reward (each at most half a challenge bond), the rest to the requester, who was
+            // harmed. The challenger gets its own bond back whole.
+            uint256 pot = z.toChallenger;
+            uint256 fee = half < pot ? half : pot;
+            uint256 reward = half < pot - fee ? half : pot - fee;
+            uint256 paid = _payPanel(panel, votes, majority, fee, z);
+            _credit(challenger, challengeBond + reward, z);
+            z.refund += pot - paid - reward;
+            // Proven cheating costs registry stake too: up to `bond` from each provider of the
+            // overturned majority, to the requester (taken from the registry afterwards).
+            z.takes = new uint256[](z.who.length);
+            for (uint256 i = 0; i < z.who.length; ++i) {
+                if (z.what[i] != OUTCOME_LOST) continue;
+                z.takes[i] = _stakeTake(z.who[i], bond);
+                z.refund += z.takes[i];
+            }
+            return;
+        }
+        // Rejected: the panel's fee from the challenge bond, the rest to the winners.
+        uint256 held = challengeBond - _payPanel(panel, votes, majority, half, z);
+        if (z.winners == 0) {
+            z.refund += held;
         } else {
             // Equal shares; what does not divide evenly goes to the requester.
-            uint256 share = challengeBond / z.winners;
-            z.refund += challengeBond % z.winners;
+            uint256 share = held / z.winners;
+            // slither-disable-next-line weak-prng
+            z.refund += held % z.winners;
             for (uint256 i = 0; i < reveals.length; ++i) {
                 if (states[i] == REPLICA_REVEALED && reveals[i].outputHash == z.winner) {
                     _credit(reveals[i].provider, share, z);
                 }
             }
+        }
+    }
+
+    /// Share `fee` equally among the panelists that voted `majority`; returns what was paid.
+    function _payPanel(
+        address[PANEL_SIZE] memory panel,
+        uint8[PANEL_SIZE] memory votes,
+        uint8 majority,
+        uint256 fee,
+        Settlement memory z
+    ) private returns (uint256) {
+        uint256 seats = 0;
+        for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+            if (votes[i] == majority) ++seats;
+        }
+        uint256 share = fee / seats; // a decided outcome has at least one vote
+        if (share == 0) return 0;
+        for (uint256 i = 0; i < PANEL_SIZE; ++i) {
+            if (votes[i] == majority) _credit(panel[i], share, z);
+        }
+        // slither-disable-next-line weak-prng
+        return fee - fee % seats;
+    }
+
+    /// What `slashStake(provider, amount)` will take: `min(amount, stake)`.
+    function _stakeTake(address provider, uint256 amount) private view returns (uint256) {
+        uint256 stake = registry.stakeOf(provider);
+        return amount < stake ? amount : stake;
+    }
+
+    /// Have the registry take the stakes already credited (it sends them here).
+    function _slashStakes(address[] memory who, uint256[] memory takes) private {
+        for (uint256 i = 0; i < takes.length; ++i) {
+            if (takes[i] == 0) continue;
+            uint256 taken = registry.slashStake(who[i], takes[i]);
+            if (taken != takes[i]) revert SlashMismatch(who[i], taken, takes[i]);
         }
     }
 

@@ -64,22 +64,20 @@ def deploy_contracts(
     min_stake: int = DEFAULT_MIN_STAKE,
     unstake_cooldown: int = DEFAULT_UNSTAKE_COOLDOWN,
     challenge_bond: int = DEFAULT_CHALLENGE_BOND,
-    resolver: str | None = None,
     auditor: str | None = None,
     sender: str | None = None,
 ) -> Deployment:
     """Deploy fresh contracts and wire them together.
 
-    Deploys ``AgentRegistry(min_stake, unstake_cooldown)``, ``TaskMarket(registry, resolver,
-    challenge_bond)`` and ``OutputLog``, then binds the market to the registry and, if given,
-    sets the auditor.
+    Deploys ``AgentRegistry(min_stake, unstake_cooldown)``, ``TaskMarket(registry,
+    challenge_bond)`` (challenges are decided by panels of registered providers) and
+    ``OutputLog``, then binds the market to the registry and, if given, sets the auditor.
 
     Args:
         chain: Where to deploy.
         min_stake: Wei a provider must stake to register.
         unstake_cooldown: Seconds between ``requestUnstake`` and ``withdrawStake``.
         challenge_bond: Wei a challenger posts.
-        resolver: Who decides challenges (default: the deployer).
         auditor: Who may record audit results (default: nobody until set).
         sender: The deploying account (default: the chain's default account).
 
@@ -100,9 +98,7 @@ def deploy_contracts(
     deployer = sender or chain.default_account
     start = chain.block_number() + 1
     registry_at = chain.deploy("AgentRegistry", min_stake, unstake_cooldown, sender=deployer)
-    market_at = chain.deploy(
-        "TaskMarket", registry_at, resolver or deployer, challenge_bond, sender=deployer
-    )
+    market_at = chain.deploy("TaskMarket", registry_at, challenge_bond, sender=deployer)
     log_at = chain.deploy("OutputLog", sender=deployer)
     registry = chain.contract("AgentRegistry", registry_at)
     registry.transact("setMarket", market_at, sender=deployer)

@@ -67,9 +67,6 @@ def deploy_command(
     challenge_bond: Annotated[
         int, typer.Option(help="Wei a challenger posts (more than zero).", min=1)
     ] = DEFAULT_CHALLENGE_BOND,
-    resolver: Annotated[
-        str | None, typer.Option(help="Who decides challenges (default: the deployer).")
-    ] = None,
     auditor: Annotated[
         str | None, typer.Option(help="Who may record audit results (default: nobody).")
     ] = None,
@@ -93,7 +90,6 @@ def deploy_command(
             min_stake=min_stake,
             unstake_cooldown=unstake_cooldown,
             challenge_bond=challenge_bond,
-            resolver=resolver,
             auditor=auditor,
         )
         _print(deployment.addresses, as_json)
@@ -150,5 +146,5 @@ def _info(chain: Chain, addresses: dict[str, str]) -> dict[str, Any]:
             "owner": registry.owner,
             "auditor": registry.auditor,
         }
-        info["market"] = {"challenge_bond": market.challenge_bond, "resolver": market.resolver}
+        info["market"] = {"challenge_bond": market.challenge_bond, "panel_size": market.panel_size}
     return info

@@ -11,6 +11,7 @@ from chefsplan_agents.errors import MarketError
 from chefsplan_agents.market._records import (
     MAX_REPLICAS,
     ZERO_ADDRESS,
+    ChallengeRecord,
     ReplicaRecord,
     RevealEntry,
     Settlement,
@@ -20,6 +21,7 @@ from chefsplan_agents.market._records import (
     check_horizons,
     result_cid_hash,
     task_id_of,
+    vote_commitment,
 )
 
 __all__ = ["MarketClient", "PostedTask"]
@@ -321,11 +323,35 @@ class MarketClient:
             value=self.challenge_bond if value is None else value,
         )
 
-    def resolve(self, task_id: bytes | str, upheld: bool, *, sender: str | None = None) -> Receipt:
-        """Decide a pending challenge (resolver only)."""
+    def commit_vote(
+        self, task_id: bytes | str, upheld: bool, salt: bytes | str, *, sender: str
+    ) -> Receipt:
+        """Commit a panelist's vote on a pending challenge (before ``voteBy``).
+
+        The commitment is :meth:`vote_commitment` of ``upheld``, ``salt`` and ``sender``; keep
+        the salt secret until :meth:`reveal_vote`.
+        """
+        commitment = vote_commitment(upheld, to_bytes32(salt, "salt"), sender)
         return self.contract.transact(
-            "resolveChallenge", to_bytes32(task_id, "task_id"), upheld, sender=sender
+            "commitVote", to_bytes32(task_id, "task_id"), commitment, sender=sender
         )
+
+    def reveal_vote(
+        self, task_id: bytes | str, upheld: bool, salt: bytes | str, *, sender: str
+    ) -> Receipt:
+        """Reveal a committed vote (once every panelist committed or ``voteBy`` passed)."""
+        return self.contract.transact(
+            "revealVote",
+            to_bytes32(task_id, "task_id"),
+            upheld,
+            to_bytes32(salt, "salt"),
+            sender=sender,
+        )
+
+    def resolve(self, params: TaskParams, *, sender: str | None = None) -> Receipt:
+        """Decide a pending challenge from its panel's revealed votes (anyone, once every
+        panelist revealed or the vote reveal deadline passed; no decision lapses it)."""
+        return self.contract.transact("resolveChallenge", params.as_abi(), sender=sender)
 
     def withdraw(self, *, sender: str | None = None) -> Receipt:
         """Pay the sender's whole market balance out (pull payment)."""
@@ -384,10 +410,27 @@ class MarketClient:
             self._challenge_bond = int(self.contract.call("challengeBond"))
         return self._challenge_bond
 
+    def challenge_of(self, task_id: bytes | str) -> ChallengeRecord | None:
+        """A task's challenge and its panel, or ``None`` if it has none."""
+        raw = self.contract.call("challengeOf", to_bytes32(task_id, "task_id"))
+        record = ChallengeRecord.from_abi(raw)
+        return None if int(record.challenger, 16) == 0 else record
+
+    def vote_commitment_of(self, upheld: bool, salt: bytes | str, panelist: str) -> bytes:
+        """The vote commitment as the contract computes it (see :func:`vote_commitment`)."""
+        return bytes(
+            self.contract.call(
+                "voteCommitmentOf",
+                upheld,
+                to_bytes32(salt, "salt"),
+                to_address(panelist, "panelist"),
+            )
+        )
+
     @property
-    def resolver(self) -> str:
-        """The account that decides challenges."""
-        return str(self.contract.call("resolver"))
+    def panel_size(self) -> int:
+        """Panelists drawn per challenge."""
+        return int(self.contract.call("PANEL_SIZE"))
 
     def get_task(self, task_id: bytes | str) -> TaskRecord | None:
         """A posted task's terms, bundle CID and state, or ``None`` if it was never posted."""

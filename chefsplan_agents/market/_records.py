@@ -21,7 +21,9 @@ __all__ = [
     "MAX_TASK_HORIZON",
     "TASK_PARAMS_TYPE",
     "ZERO_ADDRESS",
+    "ChallengeRecord",
     "ChallengeState",
+    "VoteState",
     "ReplicaRecord",
     "ReplicaState",
     "RevealEntry",
@@ -35,6 +37,7 @@ __all__ = [
     "new_salt",
     "result_cid_hash",
     "task_id_of",
+    "vote_commitment",
 ]
 
 # The ABI tuple of ``TaskMarket.TaskParams``, in field order.
@@ -71,6 +74,16 @@ class ChallengeState(IntEnum):
     PENDING = 1
     UPHELD = 2
     REJECTED = 3
+    LAPSED = 4  # the panel did not decide: rejected, the challenger's bond refunded
+
+
+class VoteState(IntEnum):
+    """Where one panelist's vote on a challenge stands."""
+
+    NONE = 0
+    COMMITTED = 1
+    UPHOLD = 2
+    REJECT = 3
 
 
 class TaskResult(IntEnum):
@@ -95,6 +108,17 @@ def make_commitment(output_hash: bytes | str, salt: bytes | str, provider: str) 
                 to_bytes32(salt, "salt"),
                 to_address(provider),
             ],
+        )
+    )
+
+
+def vote_commitment(upheld: bool, salt: bytes | str, panelist: str) -> bytes:
+    """A panelist's vote commitment: ``keccak256(abi.encode(upheld, salt, panelist))``, as
+    ``TaskMarket.voteCommitmentOf`` computes it."""
+    return keccak(
+        abi_encode(
+            ["bool", "bytes32", "address"],
+            [upheld, to_bytes32(salt, "salt"), to_address(panelist, "panelist")],
         )
     )
 
@@ -290,6 +314,30 @@ class ReplicaRecord:
             state=ReplicaState(int(raw["state"])),
             commit_by=int(raw["commitBy"]),
             tag=bytes(raw["tag"]),
+        )
+
+
+@dataclass(frozen=True)
+class ChallengeRecord:
+    """A task's challenge: who challenged, the vote deadlines and the drawn panel."""
+
+    challenger: str
+    vote_by: int
+    reveal_by: int
+    panel: tuple[str, ...]
+    commitments: tuple[bytes, ...]
+    votes: tuple[VoteState, ...]
+
+    @classmethod
+    def from_abi(cls, raw: Mapping[str, Any]) -> ChallengeRecord:
+        """From ``challengeOf``'s struct."""
+        return cls(
+            challenger=str(raw["challenger"]),
+            vote_by=int(raw["voteBy"]),
+            reveal_by=int(raw["revealBy"]),
+            panel=tuple(str(a) for a in raw["panel"]),
+            commitments=tuple(bytes(c) for c in raw["commits"]),
+            votes=tuple(VoteState(int(v)) for v in raw["votes"]),
         )
 
 

@@ -223,7 +223,21 @@ class RegistryClient:
             "recordOutcomes", providers, [int(v) for v in outcomes.values()], sender=sender
         )
 
+    def slash_stake(self, provider: str, amount: int, *, sender: str | None = None) -> Receipt:
+        """Take up to ``amount`` of a provider's stake; only the market may (``NotMarket``).
+
+        The market does this when a challenge against the provider is upheld, or when a
+        panelist does not reveal its vote.
+        """
+        return self.contract.transact(
+            "slashStake", to_address(provider, "provider"), int(amount), sender=sender
+        )
+
     # ------------------------------------------------------------------ views
+
+    def stake_of(self, address: str) -> int:
+        """Wei staked by ``address`` (zero if not registered)."""
+        return int(self.contract.call("stakeOf", to_address(address, "provider")))
 
     def get_provider(self, address: str) -> ProviderRecord | None:
         """The provider registered at ``address``, or ``None``."""

@@ -380,17 +380,15 @@ class ChainConformance:
         assert registry.owner == chain.accounts[0]
         assert registry.auditor == chain.accounts[9]
         assert registry.min_stake == MIN_STAKE and registry.unstake_cooldown == COOLDOWN
-        assert market.challenge_bond == CHALLENGE_BOND and market.resolver == chain.accounts[0]
+        assert market.challenge_bond == CHALLENGE_BOND and market.panel_size == 3
         assert set(deployment.addresses) == {"AgentRegistry", "TaskMarket", "OutputLog"}
 
     def test_market_constructor_reverts(self, chain: Chain, deployment: Deployment) -> None:
         zero = "0x" + "00" * 20
         with pytest.raises(E.ZeroAddress):
-            chain.deploy("TaskMarket", zero, chain.accounts[0], CHALLENGE_BOND)
-        with pytest.raises(E.ZeroAddress):
-            chain.deploy("TaskMarket", deployment.registry.address, zero, CHALLENGE_BOND)
+            chain.deploy("TaskMarket", zero, CHALLENGE_BOND)
         with pytest.raises(E.ZeroAmount):
-            chain.deploy("TaskMarket", deployment.registry.address, chain.accounts[0], 0)
+            chain.deploy("TaskMarket", deployment.registry.address, 0)
 
     # ------------------------------------------------------------------ registry
 
@@ -1131,6 +1129,16 @@ class ChainConformance:
         market.reveal(params, h("good"), RESULT_CID, salt, sender=providers[0])
         return params
 
+    def _panel_votes(self, market: MarketClient, params: TaskParams, upheld: bool) -> None:
+        """Every panelist of the task's challenge commits, then reveals, ``upheld``."""
+        tid = market.task_id(params)
+        record = market.challenge_of(tid)
+        assert record is not None
+        for member in record.panel:
+            market.commit_vote(tid, upheld, h(f"salt {member}"), sender=member)
+        for member in record.panel:
+            market.reveal_vote(tid, upheld, h(f"salt {member}"), sender=member)
+
     def test_challenge_reverts(
         self, chain: Chain, market: MarketClient, providers: list[str]
     ) -> None:
@@ -1141,6 +1149,8 @@ class ChainConformance:
         params = self._revealed_task(market, providers, window=3600)
         with pytest.raises(E.WrongValue):
             market.challenge(params, sender=challenger, value=1)
+        with pytest.raises(E.SelfChallenge):
+            market.challenge(params, sender=providers[0])
         receipt = market.challenge(params, sender=challenger)
         assert receipt.event("TaskChallenged").args["bond"] == CHALLENGE_BOND
         assert market.challenger_of(market.task_id(params)) == challenger
@@ -1150,13 +1160,14 @@ class ChainConformance:
         chain.advance_time(3601)
         with pytest.raises(E.ChallengePending):
             market.finalize(params)
-        with pytest.raises(E.NotResolver):
-            market.resolve(market.task_id(params), True, sender=challenger)
-        with pytest.raises(E.UnknownTask):
-            market.resolve(h("nope"), True)
-        market.resolve(market.task_id(params), False)
+        with pytest.raises(E.ResolveTooEarly):
+            market.resolve(params, sender=challenger)
+        with pytest.raises(E.NotPanelist):
+            market.commit_vote(market.task_id(params), True, h("s"), sender=challenger)
+        self._panel_votes(market, params, False)
+        market.resolve(params)
         with pytest.raises(E.NoPendingChallenge):
-            market.resolve(market.task_id(params), True)
+            market.resolve(params)
 
     def test_challenge_upheld_overturns(
         self, chain: Chain, market: MarketClient, registry: RegistryClient, providers: list[str]
@@ -1164,13 +1175,20 @@ class ChainConformance:
         requester, challenger, p = chain.accounts[0], chain.accounts[5], providers[0]
         params = self._revealed_task(market, providers, window=3600)
         market.challenge(params, sender=challenger)
-        receipt = market.resolve(market.task_id(params), True)
+        self._panel_votes(market, params, True)
+        receipt = market.resolve(params)
         assert receipt.event("ChallengeResolved").args["upheld"] is True
         chain.advance_time(3601)
         settled = market.settlement(market.finalize(params, sender=chain.accounts[8]))
         assert settled.result is TaskResult.OVERTURNED and settled.winners == 0
-        assert market.balance_of(challenger) == CHALLENGE_BOND + BOND
-        assert market.balance_of(requester) == BOUNTY and market.balance_of(p) == 0
+        # The panel's fee comes first from the one bond; the challenger is made whole.
+        fee = min(CHALLENGE_BOND // 2, BOND)
+        reward = min(CHALLENGE_BOND // 2, BOND - fee)
+        assert market.balance_of(challenger) == CHALLENGE_BOND + reward
+        stake_taken = min(MIN_STAKE, BOND)
+        paid = fee - fee % 3  # three equal shares; the remainder stays with the requester
+        assert market.balance_of(requester) == BOUNTY + BOND - paid - reward + stake_taken
+        assert market.balance_of(p) == 0 and registry.stake_of(p) == MIN_STAKE - stake_taken
         assert registry.reputation(p).lost == 1
 
     def test_challenge_rejected_pays_winners(
@@ -1179,13 +1197,15 @@ class ChainConformance:
         challenger, p = chain.accounts[5], providers[0]
         params = self._revealed_task(market, providers, window=3600)
         market.challenge(params, sender=challenger)
-        market.resolve(market.task_id(params), False)
+        self._panel_votes(market, params, False)
+        market.resolve(params)
         with pytest.raises(E.TooEarly):
             market.finalize(params)
         chain.advance_time(3601)
         settled = market.settlement(market.finalize(params))
         assert settled.result is TaskResult.ACCEPTED
-        assert market.balance_of(p) == BOUNTY + BOND + CHALLENGE_BOND
+        panel_fee = CHALLENGE_BOND // 2 - (CHALLENGE_BOND // 2) % 3
+        assert market.balance_of(p) == BOUNTY + BOND + CHALLENGE_BOND - panel_fee
         assert market.balance_of(challenger) == 0
 
     # ------------------------------------------------------------------ output log

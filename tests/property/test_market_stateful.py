@@ -83,7 +83,10 @@ OUTPUTS = (keccak(b"the answer is 42"), keccak(b"the answer is 41"))
 
 # Contract constants (TaskMarket.sol).
 REPLICA_NONE, REPLICA_CLAIMED, REPLICA_COMMITTED, REPLICA_REVEALED, REPLICA_REOPENED = range(5)
-CHALLENGE_NONE, CHALLENGE_PENDING, CHALLENGE_UPHELD, CHALLENGE_REJECTED = range(4)
+CHALLENGE_NONE, CHALLENGE_PENDING, CHALLENGE_UPHELD, CHALLENGE_REJECTED, CHALLENGE_LAPSED = range(5)
+VOTE_NONE, VOTE_COMMITTED, VOTE_UPHOLD, VOTE_REJECT = range(4)
+PANEL_SIZE = 3
+DAY = 24 * 3600
 RESULT_ACCEPTED, RESULT_NO_QUORUM, RESULT_OVERTURNED = 1, 2, 3
 OUTCOME_NONE, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED = range(4)
 
@@ -119,7 +122,7 @@ class MarketNetwork:
         self.chain = EmbeddedChain()
         accounts = self.chain.accounts
         self.deployer = accounts[0]
-        self.resolver = accounts[1]
+        self.panel_salt = keccak(b"panel vote salt")
         self.requesters = accounts[2:4]
         self.providers = accounts[4:8]
         self.unregistered = accounts[8]
@@ -129,7 +132,6 @@ class MarketNetwork:
             self.chain,
             min_stake=MIN_STAKE,
             challenge_bond=CHALLENGE_BOND,
-            resolver=self.resolver,
             sender=self.deployer,
         )
         self.market = MarketClient(deployment.market, from_block=deployment.deployed_at)
@@ -200,6 +202,8 @@ class TaskModel:
     ever_claimed: bool = False
     ready_at: int = 0
     challenger: str | None = None
+    panel: tuple[str, ...] = ()
+    votes: tuple[int, ...] = ()
     settled: bool = False
 
     @property
@@ -218,6 +222,11 @@ class SettlementModel:
     winners: int
     refund: int
     cid: str
+    stake_takes: dict[str, int]  # registry stake slashed per provider (upheld challenges)
+
+
+def challenge_state(market: MarketClient, task_id: bytes) -> int:
+    return int(market.task_state(task_id).challenge)
 
 
 def _cid_for(provider_index: int, output: bytes) -> str:
@@ -243,6 +252,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
         self.withdrawn_total = dict.fromkeys(accounts, 0)
         self.wallet = {a: self.net.wallet(a) for a in accounts}
         self.stakes = {p: MIN_STAKE for p in self.net.providers}
+        self.stake_slashed = 0  # registry stake sent to the market by slashStake
         self.active = {a: a in self.net.providers for a in accounts}
         self.unstaked: set[str] = set()
         self.reputation: dict[str, Counter[str]] = {p: Counter() for p in self.net.providers}
@@ -320,7 +330,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
             return 0
         p = task.params
         held = p.bounty_per_replica * p.replicas + p.bond * self._claimed(task)
-        return held + (CHALLENGE_BOND if task.challenge != CHALLENGE_NONE else 0)
+        held_challenge = task.challenge not in (CHALLENGE_NONE, CHALLENGE_LAPSED)
+        return held + (CHALLENGE_BOND if held_challenge else 0)
 
     @staticmethod
     def _settle_time(task: TaskModel, revealed: int, ready_at: int) -> int:
@@ -441,18 +452,42 @@ class TaskMarketMachine(RuleBasedStateMachine):
                 outcome = OUTCOME_SLASHED
                 refund += p.bond
             outcomes[entry.provider] = outcome
-        if task.challenge != CHALLENGE_NONE:
+        stake_takes: dict[str, int] = {}
+        if task.challenge in (CHALLENGE_UPHELD, CHALLENGE_REJECTED):
             assert task.challenger is not None
+            majority = VOTE_UPHOLD if upheld else VOTE_REJECT
+            seats = sum(1 for v in task.votes if v == majority)
+            half = CHALLENGE_BOND // 2
+
+            def pay_panel(fee: int) -> int:
+                share = fee // seats
+                if share == 0:
+                    return 0
+                for member, vote in zip(task.panel, task.votes, strict=True):
+                    if vote == majority:
+                        credits[member] += share
+                return share * seats
+
             if upheld:
-                credits[task.challenger] += CHALLENGE_BOND + to_challenger
-            elif winners == 0:
-                refund += CHALLENGE_BOND
+                fee = min(half, to_challenger)
+                reward = min(half, to_challenger - fee)
+                paid = pay_panel(fee)
+                credits[task.challenger] += CHALLENGE_BOND + reward
+                refund += to_challenger - paid - reward
+                for provider, outcome in outcomes.items():
+                    if outcome == OUTCOME_LOST:
+                        stake_takes[provider] = min(self.stakes.get(provider, 0), p.bond)
+                        refund += stake_takes[provider]
             else:
-                share = CHALLENGE_BOND // winners
-                refund += CHALLENGE_BOND - share * winners
-                for i, entry in enumerate(reveals):
-                    if states[i] == REPLICA_REVEALED and entry.output_hash == winner:
-                        credits[entry.provider] += share
+                held = CHALLENGE_BOND - pay_panel(half)
+                if winners == 0:
+                    refund += held
+                else:
+                    share = held // winners
+                    refund += held - share * winners
+                    for i, entry in enumerate(reveals):
+                        if states[i] == REPLICA_REVEALED and entry.output_hash == winner:
+                            credits[entry.provider] += share
         if refund:
             credits[p.requester] += refund
         result = RESULT_NO_QUORUM
@@ -468,6 +503,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
             winners=winners,
             refund=refund,
             cid=out_cid,
+            stake_takes=stake_takes,
         )
 
     def _apply_settlement(
@@ -503,7 +539,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
             paid = self.paid[(task.task_id, task.incarnation, account)]
             cap = p.bounty_per_replica + p.bond + CHALLENGE_BOND  # a provider's best case
             if account == p.requester:
-                cap = p.escrow + p.bond * p.replicas + CHALLENGE_BOND
+                # Bounties, bonds, the challenge bond share, and as much registry stake.
+                cap = p.escrow + 2 * p.bond * p.replicas + CHALLENGE_BOND
             if account == task.challenger and account != p.requester:
                 cap = max(cap, CHALLENGE_BOND + p.bond * p.replicas)
             assert 0 < paid <= cap, f"{account} credited {paid} for one task, outside (0, {cap}]"
@@ -511,9 +548,20 @@ class TaskMarketMachine(RuleBasedStateMachine):
             self.replicas.pop((task.task_id, entry.provider), None)
             outcome = settlement.outcomes.get(entry.provider, OUTCOME_NONE)
             self._record_outcome(entry.provider, outcome)
+        for provider, take in settlement.stake_takes.items():
+            self._take_stake(provider, take)
         task.open = False
         task.settled = True
         task.challenger = None
+        task.panel = ()
+        task.votes = ()
+
+    def _take_stake(self, provider: str, take: int) -> None:
+        """``slashStake``: the stake shrinks; below the minimum the provider is inactive."""
+        self.stakes[provider] -= take
+        self.stake_slashed += take
+        if self.stakes[provider] < MIN_STAKE:
+            self.active[provider] = False
 
     def _record_outcome(self, provider: str, outcome: int) -> None:
         rep = self.reputation.setdefault(provider, Counter())
@@ -1370,6 +1418,19 @@ class TaskMarketMachine(RuleBasedStateMachine):
             task, task.revealed, task.ready_at
         ):
             expected = "ChallengeClosed"
+        elif task.revealed < p.replicas and now <= p.reveal_deadline:
+            expected = "ChallengeNotOpen"
+        elif self._replica(task, caller).state != REPLICA_NONE:
+            expected = "SelfChallenge"
+        eligible = {
+            a
+            for a in self.net.providers
+            if self.active[a]
+            and a not in (p.requester, caller)
+            and self._replica(task, a).state == REPLICA_NONE
+        }
+        if expected is None and len(eligible) < PANEL_SIZE:
+            expected = "PanelUnavailable"
         receipt = self._attempt(
             expected,
             lambda: self.market.challenge(p, sender=caller, value=value),
@@ -1380,37 +1441,87 @@ class TaskMarketMachine(RuleBasedStateMachine):
             return
         task.challenge = CHALLENGE_PENDING
         task.challenger = caller
-        assert self.market.challenger_of(task.task_id) == caller
+        record = self.market.challenge_of(task.task_id)
+        assert record is not None and record.challenger == caller
+        assert len(set(record.panel)) == PANEL_SIZE and set(record.panel) <= eligible
+        assert record.vote_by == now + DAY and record.reveal_by == now + 2 * DAY
+        task.panel = record.panel
+        task.votes = (VOTE_NONE,) * PANEL_SIZE
         self.touched = task.task_id
 
-    @rule(data=st.data(), upheld=st.booleans())
-    def resolve(self, data: st.DataObject, upheld: bool) -> None:
-        """The resolver decides a pending challenge; anyone else is refused."""
+    @rule(data=st.data())
+    def resolve(self, data: st.DataObject) -> None:
+        """The panel of a pending challenge votes (each panelist commits and reveals, or stays
+        silent), then anyone resolves it: majority of revealed votes, else it lapses."""
         task = self._pick_task(data)
         if task is None:
             return
-        caller = self.net.resolver
-        if data.draw(st.integers(0, 4), label="caller_kind") == 0:
-            caller = data.draw(st.sampled_from(self.net.accounts), label="caller")
-        self._resolve(task, caller, upheld)
-
-    def _resolve(self, task: TaskModel, caller: str, upheld: bool) -> None:
-        expected: str | None = None
-        if caller != self.net.resolver:
-            expected = "NotResolver"
-        elif not task.open:
-            expected = "UnknownTask"
-        elif task.challenge != CHALLENGE_PENDING:
-            expected = "NoPendingChallenge"
-        receipt = self._attempt(
-            expected,
-            lambda: self.market.resolve(task.task_id, upheld, sender=caller),
-            sender=caller,
-        )
-        if receipt is None:
+        caller = data.draw(st.sampled_from(self.net.accounts), label="caller")
+        if not task.open or task.challenge != CHALLENGE_PENDING:
+            expected = "UnknownTask" if not task.open else "NoPendingChallenge"
+            self._attempt(
+                expected, lambda: self.market.resolve(task.params, sender=caller), sender=caller
+            )
             return
-        task.challenge = CHALLENGE_UPHELD if upheld else CHALLENGE_REJECTED
-        self.touched = task.task_id
+        tid = task.task_id
+        votes = [
+            data.draw(st.sampled_from([VOTE_NONE, VOTE_UPHOLD, VOTE_REJECT]), label="vote")
+            for _ in task.panel
+        ]
+        for member, vote in zip(task.panel, votes, strict=True):
+            if vote != VOTE_NONE:
+                self._attempt(
+                    None,
+                    lambda m=member, v=vote: self.market.commit_vote(
+                        tid, v == VOTE_UPHOLD, self.net.panel_salt, sender=m
+                    ),
+                    sender=member,
+                )
+        record = self.market.challenge_of(tid)
+        assert record is not None
+        if VOTE_NONE in votes:
+            self.net.chain.advance_time(max(0, record.vote_by + 1 - self.net.now()))
+        for member, vote in zip(task.panel, votes, strict=True):
+            if vote != VOTE_NONE:
+                self._attempt(
+                    None,
+                    lambda m=member, v=vote: self.market.reveal_vote(
+                        tid, v == VOTE_UPHOLD, self.net.panel_salt, sender=m
+                    ),
+                    sender=member,
+                )
+        if VOTE_NONE in votes:
+            self._attempt(
+                "ResolveTooEarly",
+                lambda: self.market.resolve(task.params, sender=caller),
+                sender=caller,
+            )
+            self.net.chain.advance_time(max(0, record.reveal_by + 1 - self.net.now()))
+        receipt = self._attempt(
+            None, lambda: self.market.resolve(task.params, sender=caller), sender=caller
+        )
+        assert receipt is not None
+        up, down = votes.count(VOTE_UPHOLD), votes.count(VOTE_REJECT)
+        outcome = CHALLENGE_LAPSED
+        if up > down:
+            outcome = CHALLENGE_UPHELD
+        elif down > up:
+            outcome = CHALLENGE_REJECTED
+        resolved = receipt.event("ChallengeResolved")
+        assert int(resolved.args["outcome"]) == outcome
+        assert challenge_state(self.market, tid) == outcome
+        assert task.challenger is not None
+        if outcome == CHALLENGE_LAPSED:
+            self._credit_to(task, task.challenger, CHALLENGE_BOND, None)
+        for member, vote in zip(task.panel, votes, strict=True):
+            if vote == VOTE_NONE:
+                take = min(self.stakes[member], CHALLENGE_BOND // PANEL_SIZE)
+                self._credit_to(task, task.params.requester, take, None)
+                self._take_stake(member, take)
+                self._record_outcome(member, OUTCOME_SLASHED)
+        task.challenge = outcome
+        task.votes = tuple(votes)
+        self.touched = tid
 
     @rule(data=st.data())
     def withdraw(self, data: st.DataObject) -> None:
@@ -1579,8 +1690,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
                     self.honest = data.draw(st.integers(0, 2), label="honest_reveal") > 0
                     self.reveal(data)
             elif task.challenge == CHALLENGE_PENDING:
-                self.steer, self.honest = None, False
-                self._resolve(task, self.net.resolver, data.draw(st.booleans(), label="upheld"))
+                self.resolve(data)  # steered to this task: its panel votes and it resolves
             elif now < self._settle_time(task, task.revealed, task.ready_at):
                 settle = self._settle_time(task, task.revealed, task.ready_at)
                 if (
@@ -1701,7 +1811,8 @@ class TaskMarketMachine(RuleBasedStateMachine):
             assert balance == self.wallet[account], f"wallet of {account}"
             total += balance
         registry = self.net.wallet(self.registry.address)
-        assert registry - self.registry_start == 0  # stakes stay until withdrawn
+        # Stakes stay until withdrawn, except what slashStake sent to the market.
+        assert registry - self.registry_start == -self.stake_slashed
         total += self.net.wallet(self.market.address) + registry
         assert total + self.fees == self.total_start
 

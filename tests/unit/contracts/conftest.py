@@ -39,12 +39,12 @@ class Chain:
         self.w3 = Web3(EthereumTesterProvider())
         accounts = list(self.w3.eth.accounts)
         self.deployer, self.requester, self.resolver, self.auditor, self.outsider = accounts[:5]
+        # Registered by ``enlist_panel`` only, so a challenge can draw a panel.
+        self.spare = accounts[9]
         # Settlement lists replicas by ascending address; keep providers in that order.
         self.providers = sorted(accounts[5:9], key=lambda a: int(a, 16))
         self.registry = self.deploy("AgentRegistry", MIN_STAKE, COOLDOWN)
-        self.market = self.deploy(
-            "TaskMarket", self.registry.address, self.resolver, CHALLENGE_BOND
-        )
+        self.market = self.deploy("TaskMarket", self.registry.address, CHALLENGE_BOND)
         self.log = self.deploy("OutputLog")
         self.send(self.registry.functions.setMarket(self.market.address), self.deployer)
         self.send(self.registry.functions.setAuditor(self.auditor), self.deployer)
@@ -57,6 +57,20 @@ class Chain:
                 value=MIN_STAKE,
             )
         self.nonce = 0
+
+    def enlist_panel(self) -> list[str]:
+        """Register four more providers (none of them the requester or the outsider), so that
+        a challenge of a task run by ``providers[:2]`` can draw a panel."""
+        extra = [self.deployer, self.resolver, self.auditor, self.spare]
+        for i, account in enumerate(extra):
+            self.send(
+                self.registry.functions.register(
+                    f"did:key:z6MkPanel{i}", f"bafypanel{i}", b"\x02" * 32
+                ),
+                account,
+                value=MIN_STAKE,
+            )
+        return extra
 
     def deploy(self, name: str, *args: Any) -> Any:
         art = load_artifact(name)
