@@ -130,7 +130,7 @@ class ChallengeInfo(BaseModel):
         task_id: The task challenged.
         tx_hash: The ``challenge`` transaction.
         bond_wei: The challenge bond posted.
-        frozen: Settlement is frozen until the market's resolver decides.
+        frozen: Settlement is frozen until a panel of staked providers decides (or lapses).
     """
 
     model_config = ConfigDict(frozen=True)

@@ -2,7 +2,7 @@
 
 Reading the registry through contract calls costs one ``getProvider`` round trip per provider
 per question. The index instead folds the registry's events — ``ProviderRegistered``,
-``OfferUpdated``, ``StakeAdded``, ``UnstakeRequested``, ``StakeWithdrawn``,
+``OfferUpdated``, ``StakeAdded``, ``UnstakeRequested``, ``StakeWithdrawn``, ``StakeSlashed``,
 ``ReputationUpdated`` — into one SQLite table, fetches and verifies each provider's offer once
 (:meth:`RegistryIndex.resolve_offers`), and answers :meth:`RegistryIndex.query` with indexed SQL.
 
@@ -79,6 +79,7 @@ REGISTRY_EVENTS: tuple[str, ...] = (
     "StakeAdded",
     "UnstakeRequested",
     "StakeWithdrawn",
+    "StakeSlashed",
     "ReputationUpdated",
 )
 """The ``AgentRegistry`` events the index folds; other events are recorded as seen and skipped."""
@@ -714,7 +715,16 @@ class RegistryIndex:
                 provider,
             )
         elif name == "StakeAdded":
-            sql = "UPDATE providers SET stake = ? WHERE address = ?"
+            # Topping up after a slash makes a provider active again (unless it is unstaking).
+            sql = (
+                "UPDATE providers SET stake = ?, "
+                "active = CASE WHEN unstake_available_at = 0 THEN 1 ELSE 0 END WHERE address = ?"
+            )
+            params = (_stake_key(int(_arg(event, "stake"))), provider)
+        elif name == "StakeSlashed":
+            # A panel upheld a challenge against it: it falls below the registry's minimum
+            # stake (inactive on chain until it tops up), and is not routed to meanwhile.
+            sql = "UPDATE providers SET stake = ?, active = 0 WHERE address = ?"
             params = (_stake_key(int(_arg(event, "stake"))), provider)
         elif name == "UnstakeRequested":
             sql = "UPDATE providers SET active = 0, unstake_available_at = ? WHERE address = ?"

@@ -34,6 +34,11 @@ def test_compliance_blocks_a_violating_output_and_freezes_its_payment_on_chain(
 ) -> None:
     market = network.market
     network.policy = PolicySettings(forbidden_words=("chefsplan",), challenge_window_s=600)
+    # A challenge is decided by a panel of three staked providers drawn from those who took no
+    # part in the task: three more registered stakers (offers that no index lists, so no task
+    # is routed to them) besides the two nodes that will not run this one.
+    registry = devnet.registry
+    panelists = _register_stakers(devnet, 3)
     balance_before = network.balance_wei()
     bond = market.challenge_bond
     result = run(
@@ -71,13 +76,60 @@ def test_compliance_blocks_a_violating_output_and_freezes_its_payment_on_chain(
     record = json.loads(network.store.get(entry.result_cid))
     assert record["verdict"] == "rejected" and record["tasks"] == [task_id]
 
-    # The resolver upholds the challenge: the requester gets the bounty back, and as the
-    # challenger the provider's bond and its own challenge bond.
-    market.resolve(task_id, True, sender=devnet.chain.default_account)
+    # The drawn panel votes by commit-reveal to uphold the challenge; no single party decides.
+    record = market.challenge_of(task_id)
+    assert record is not None and len(record.panel) == market.panel_size == 3
+    assert provider not in record.panel and network.address not in record.panel
+    salt = b"\x07" * 32
+    voters = [m for m in record.panel if m in panelists or m in _node_addresses(devnet)]
+    assert voters == list(record.panel)
+    for member in record.panel:
+        market.commit_vote(task_id, True, salt, sender=member)
+    for member in record.panel:
+        market.reveal_vote(task_id, True, salt, sender=member)
+    stake_before = registry.stake_of(provider)
+    market.resolve(handle.params, sender=devnet.chain.default_account)
+    assert market.task_state(task_id).challenge is ChallengeState.UPHELD
     settled = market.settlement(market.finalize(handle.params, sender=devnet.chain.default_account))
     assert settled.result is TaskResult.OVERTURNED and settled.winners == 0
+    # The cheater is paid nothing, loses its bond, and its registry stake is slashed too.
     assert market.balance_of(provider) == 0
-    assert market.balance_of(network.address) == bounty + handle.params.bond + bond
+    slashed_stake = stake_before - registry.stake_of(provider)
+    assert slashed_stake > 0
+    # The requester, as challenger, gets the bounty and its challenge bond back; the provider's
+    # bond and slashed stake go to the requester and the panel's fee, and nothing is lost.
+    credit = market.balance_of(network.address)
+    fees = sum(market.balance_of(member) for member in record.panel)
+    assert credit > bounty + bond
+    assert credit + fees == bounty + bond + handle.params.bond + slashed_stake
+
+
+def _node_addresses(devnet: Devnet) -> set[str]:
+    return {node.address for node in devnet.nodes}
+
+
+def _register_stakers(devnet: Devnet, count: int) -> list[str]:
+    """Register ``count`` spare pre-funded accounts as staked providers (junk offers)."""
+    registry = devnet.registry
+    taken = _node_addresses(devnet) | {devnet.chain.default_account}
+    spare = [a for a in devnet.chain.accounts if a not in taken]
+    chosen = []
+    for i, who in enumerate(spare):
+        if registry.stake_of(who) > 0:
+            chosen.append(who)
+        elif len(chosen) < count:
+            registry.register(
+                f"did:key:z6MkPanelStaker{i}",
+                f"bafkreipanelstaker{i}",
+                bytes(32),
+                stake=registry.min_stake,
+                sender=who,
+            )
+            chosen.append(who)
+        if len(chosen) == count:
+            break
+    assert len(chosen) == count
+    return chosen
 
 
 def test_compliance_releases_an_accepted_result_after_its_window(network: Network) -> None:

@@ -674,3 +674,32 @@ def test_sync_from_a_chain_binds_its_chain_id(net: Net) -> None:
         assert idx.chain_id == net.chain.chain_id
         assert idx.resolve_offers(net.store).valid == 1
         assert [p.address for p in idx.query()] == [good.address]
+
+
+def test_a_slashed_provider_is_not_routed_to_until_it_tops_up(
+    net: Net, index: RegistryIndex
+) -> None:
+    ident = net.provider()
+    refresh(index, net)
+    assert [p.address for p in index.query()] == [ident.address]
+    head = index.last_block
+    assert head is not None
+
+    def stake_event(name: str, block: int, stake: int) -> Event:
+        return Event(
+            name=name,
+            address=net.contract.address,
+            args={"provider": ident.address, "amount": 1, "stake": stake},
+            block_number=block,
+            tx_hash="0x" + "00" * 32,
+            log_index=0,
+        )
+
+    index.apply_logs([stake_event("StakeSlashed", head + 1, 5)])
+    slashed = index.provider(ident.address)
+    assert slashed is not None and not slashed.active and slashed.stake == 5
+    assert index.query() == []
+    index.apply_logs([stake_event("StakeAdded", head + 2, MIN_STAKE)])
+    topped = index.provider(ident.address)
+    assert topped is not None and topped.active and topped.stake == MIN_STAKE
+    assert [p.address for p in index.query()] == [ident.address]
