@@ -242,6 +242,49 @@ def _gen_ms(result: ResultBundle) -> float:
     return result.timings.prompt_ms + result.timings.generation_ms
 
 
+def _judge(
+    s: StrategyStats,
+    strategy: Strategy,
+    drawn: RescoreMode | None,
+    model: LLMBackend,
+    task: TaskBundle,
+    cid: str,
+    mine: ResultBundle,
+    replica: ResultBundle | None,
+    *,
+    reference: ResultBundle,
+    cheating: bool,
+) -> None:
+    """Put one result through one strategy and count what happened."""
+    s.tasks += 1
+    s.cheating += cheating
+    s.generation_ms += _gen_ms(reference)
+    failed = False
+    if strategy == "redundancy" and replica is not None:
+        # The replica costs one more generation; its wall time on a node sharing cores with
+        # others is no measure of compute, the reference's is.
+        s.extra_generation_ms += _gen_ms(reference)
+        if replica.output_hash != mine.output_hash:
+            decision = arbitrate(model, task, {"mine": mine, "other": replica})
+            s.verify_ms += decision.rescore_ms
+            failed = "mine" in decision.wrong
+    else:
+        mode: RescoreMode | None = drawn
+        if strategy != "policy":
+            mode = "spot" if strategy == "spot" else "full"
+        if mode is not None:
+            verdict = rescore_result(model, task, mine, task_cid=cid, mode=mode)
+            s.verify_ms += verdict.rescore_ms
+            failed = not verdict.passed
+    if cheating and failed:
+        s.detected += 1
+        if s.first_catch is None:
+            s.first_catch = s.cheating
+    elif failed:
+        s.false_positives += 1
+        log.warning("an honest result failed under %s", strategy)
+
+
 def run_adversarial_suite(
     models: Models,
     *,
@@ -249,6 +292,7 @@ def run_adversarial_suite(
     honest_tasks: int = 20,
     policy: VerificationPolicy | None = None,
     strategies: Sequence[Strategy] = STRATEGIES,
+    node_results: Sequence[tuple[TaskBundle, str, ResultBundle]] = (),
 ) -> SuiteReport:
     """Run every provider's task stream through every strategy.
 
@@ -259,6 +303,9 @@ def run_adversarial_suite(
         honest_tasks: Tasks per honest provider.
         policy: The verification policy (default: a seeded one, so runs repeat).
         strategies: The strategies to run.
+        node_results: Honest ``(task, task_cid, result)`` triples from real provider nodes
+            (a devnet's) on tasks pinned to ``models.greedy``'s model: they go through every
+            strategy as provider ``node`` and must never fail.
 
     Returns:
         The report.
@@ -276,6 +323,25 @@ def run_adversarial_suite(
         honest_result(warm, warm_cid, backend, requester)
     report.cheaters = tuple(p.name for p in providers if p.cheat is not None)
     task_no = 0
+    if node_results:
+        node_stats: dict[str, StrategyStats] = {s: StrategyStats() for s in strategies}
+        report.stats["node"] = node_stats
+        node_checks = policy.plan(established, "normal", bounty)
+        for task, cid, result in node_results:
+            second = honest_result(task, cid, models.greedy_other, requester)
+            for strategy in strategies:
+                _judge(
+                    node_stats[strategy],
+                    strategy,
+                    policy.selects(node_checks, result),
+                    models.greedy,
+                    task,
+                    cid,
+                    result,
+                    second,
+                    reference=result,
+                    cheating=False,
+                )
     for provider in providers:
         node = Identity.generate()
         witness = Identity.generate()
@@ -305,37 +371,18 @@ def run_adversarial_suite(
                 mine = cheat.forge(task, cid, model, node)
             previous = reference
             cheated += cheating
+            drawn = policy.selects(checks, mine)
             for strategy in strategies:
-                s = per[strategy]
-                s.tasks += 1
-                s.cheating += cheating
-                s.generation_ms += _gen_ms(reference)
-                failed: bool
-                if strategy == "redundancy" and replica is not None:
-                    # The replica costs one more generation; its wall time on a node sharing
-                    # cores with others is no measure of compute, the reference's is.
-                    s.extra_generation_ms += _gen_ms(reference)
-                    if replica.output_hash == mine.output_hash:
-                        failed = False
-                    else:
-                        decision = arbitrate(model, task, {"mine": mine, "other": replica})
-                        s.verify_ms += decision.rescore_ms
-                        failed = "mine" in decision.wrong
-                else:
-                    mode: RescoreMode | None = "spot" if strategy == "spot" else "full"
-                    if strategy == "policy":
-                        mode = policy.selects(checks, mine)
-                    if mode is None:
-                        failed = False
-                    else:
-                        verdict = rescore_result(model, task, mine, task_cid=cid, mode=mode)
-                        s.verify_ms += verdict.rescore_ms
-                        failed = not verdict.passed
-                if cheating and failed:
-                    s.detected += 1
-                    if s.first_catch is None:
-                        s.first_catch = s.cheating
-                elif failed:
-                    s.false_positives += 1
-                    log.warning("%s: honest result failed under %s", provider.name, strategy)
+                _judge(
+                    per[strategy],
+                    strategy,
+                    drawn,
+                    model,
+                    task,
+                    cid,
+                    mine,
+                    replica,
+                    reference=reference,
+                    cheating=cheating,
+                )
     return report
