@@ -33,7 +33,11 @@ from chefsplan_agents.verify import (  # noqa: E402
     run_adversarial_suite,
 )
 
-PLOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "verify_cost_detection.png"
+IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+
+
+def _plot_path(model: str) -> Path:
+    return IMG / ("verify_cost_detection.png" if model == "tiny" else f"verify_cost_{model}.png")
 
 
 def _models(name: str, tmp: Path) -> tuple[Models, list[LLMBackend]]:
@@ -54,7 +58,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _plot(report: SuiteReport) -> bool:
+def _plot(report: SuiteReport, path: Path) -> bool:
     try:
         import matplotlib
 
@@ -77,8 +81,8 @@ def _plot(report: SuiteReport) -> bool:
     ax.axvline(0.10, linestyle=":", color="grey")
     ax.set_title("Verification cost against detection, per strategy")
     fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
@@ -146,7 +150,8 @@ def main() -> None:
                 _fmt(t.compute_ratio, 3),
             ]
         )
-    plotted = _plot(report)
+    plot = _plot_path(args.model)
+    plotted = _plot(report, plot)
     summary = {
         "model": args.model,
         "total_tasks": report.total_tasks,
@@ -155,7 +160,7 @@ def main() -> None:
         "strategies": totals,
         "modes": per_mode,
         "verification_compute_ratio": totals["policy"]["verification_compute_ratio"],
-        "plot": str(PLOT.relative_to(PLOT.parents[1])) if plotted else None,
+        "plot": str(plot.relative_to(IMG.parent)) if plotted else None,
     }
     notes = (
         f"{report.total_tasks} tasks, model `{args.model}`; the policy checks an established "
@@ -165,7 +170,7 @@ def main() -> None:
         "redundant replica, over the generation time of the same tasks."
     )
     if plotted:
-        notes += "\n\n![cost against detection](img/verify_cost_detection.png)"
+        notes += f"\n\n![cost against detection](img/{plot.name})"
     _report.report(
         args,
         name="verify",
