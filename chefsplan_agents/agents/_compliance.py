@@ -5,7 +5,8 @@ the policy's fuzzy ``judge_rules`` as yes/no questions under a grammar, gets a s
 when the trust level asks for one, and decides. A task posted with a challenge window
 (``policy.challenge_window_s``) is still open when its results are revealed: a rejected
 result is challenged on chain inside the window — settlement, and so the provider's payment,
-is frozen until a drawn panel of staked providers decides — and an accepted one is released to settle.
+is frozen until a drawn panel of staked providers decides — and an accepted one is released to
+settle.
 Every verdict is written to the on-chain ``OutputLog`` (``log_output``).
 """
 

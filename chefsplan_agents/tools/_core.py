@@ -12,9 +12,13 @@ Trust levels of :func:`delegate_task`:
 
 - ``low``: one replica, assigned to the best-ranked provider (two transactions); no check.
 - ``normal``: with a local verifier that runs the chosen model, one assigned replica whose
-  result the verifier re-scores; without one, three replicas of which two must agree.
+  result the verifier re-scores as :class:`~chefsplan_agents.verify.VerificationPolicy` plans:
+  always for a new provider, with a probability that falls with reputation and stake for an
+  established one; without a verifier, three replicas of which two must agree.
 - ``high``: three replicas of which two must agree, and the verifier's re-score as well when
-  it runs the model.
+  it runs the model. When their outputs differ (``NoQuorum``) and the verifier runs the model,
+  every revealed result is re-scored and the one output that passes is the answer
+  (:func:`~chefsplan_agents.verify.arbitrate`).
 """
 
 from __future__ import annotations
@@ -42,13 +46,17 @@ from chefsplan_agents.bundles import (
     output_hash,
 )
 from chefsplan_agents.errors import (
+    BundleError,
+    IdentityError,
     InvalidOfferTags,
     NoProviderFound,
+    NoQuorum,
+    StorageError,
     ToolError,
     VerificationError,
 )
 from chefsplan_agents.llm import LLMBackend
-from chefsplan_agents.market import DelegationReceipt, TaskHandle
+from chefsplan_agents.market import DelegationReceipt, Settlement, TaskHandle
 from chefsplan_agents.network import Network
 from chefsplan_agents.registry import IndexedProvider
 from chefsplan_agents.tools._receipts import (
@@ -63,7 +71,14 @@ from chefsplan_agents.tools._receipts import (
     TaskReceipt,
     Trust,
 )
-from chefsplan_agents.verify import rescore_result
+from chefsplan_agents.verify import (
+    Checks,
+    ProviderStats,
+    RescoreMode,
+    VerificationPolicy,
+    arbitrate,
+    rescore_result,
+)
 
 __all__ = [
     "MAX_TOOL_TOKENS",
@@ -90,6 +105,9 @@ MAX_TOOL_TOKENS = 4096
 """Most new tokens one delegated task may ask for through a tool."""
 
 _REDUNDANT_REPLICAS, _REDUNDANT_QUORUM = 3, 2
+# Which results get re-scored; its salt is this process's secret, so a provider cannot tell at
+# commit time whether its result will be checked.
+_POLICY = VerificationPolicy()
 _HEX64 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _TASK_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -226,6 +244,7 @@ class _Plan:
     bounty_per_replica: int
     assignees: tuple[str | None, ...]  # round-robin over these; None: open to any provider
     rescore: bool
+    checks: Checks | None = None  # the policy's plan when ``rescore`` (None: always, in full)
 
 
 def _bounty(providers: Sequence[IndexedProvider], max_tokens: int) -> int:
@@ -266,14 +285,16 @@ def _plan(
     same = [p for p in found if p.offer and p.offer.model_sha256 == sha]
     verifiable = verifier_sha == sha
     if trust == "low" or (trust == "normal" and verifiable):
+        bounty = _bounty(same, max_tokens)
         return _Plan(
             trust=trust,
             model_sha256=sha,
             replicas=1,
             quorum=1,
-            bounty_per_replica=_bounty(same, max_tokens),
+            bounty_per_replica=bounty,
             assignees=tuple(p.address for p in same),
             rescore=trust == "normal",
+            checks=_POLICY.plan(ProviderStats.of(same[0]), trust, bounty),
         )
     if len(same) < _REDUNDANT_REPLICAS:
         why = "without a local verifier for this model " if trust == "normal" else ""
@@ -334,10 +355,16 @@ def _verifier(network: Network) -> LLMBackend:
     return network.verifier
 
 
-def _rescore(network: Network, task: TaskBundle, result: ResultBundle, cid: str) -> RescoreReport:
+def _rescore(
+    network: Network,
+    task: TaskBundle,
+    result: ResultBundle,
+    cid: str,
+    mode: RescoreMode = "full",
+) -> RescoreReport:
     verifier = _verifier(network)
     with network.verifier_lock:
-        verdict = rescore_result(verifier, task, result)
+        verdict = rescore_result(verifier, task, result, mode=mode)
     return RescoreReport(
         result_cid=cid,
         passed=verdict.passed,
@@ -390,11 +417,77 @@ def _receipt(
     )
 
 
+def _revealed_results(
+    network: Network, handle: TaskHandle
+) -> tuple[dict[str, ResultBundle], dict[str, str]]:
+    """Every usable result revealed for the task and its CID, by provider (bounded reads)."""
+    requester = network.requester
+    events = requester._task_events(handle)
+    dids = {r.address: r.did for r in requester._replicas(events)}
+    found: dict[str, ResultBundle] = {}
+    cids: dict[str, str] = {}
+    for reveal in events.named("ResultRevealed"):
+        provider, cid = str(reveal.args["provider"]), str(reveal.args["resultCid"])
+        try:
+            data = network.store.get(cid, max_bytes=requester.max_result_bytes)
+            result = decode_result_bundle(data, max_bytes=requester.max_result_bytes)
+        except (StorageError, BundleError, IdentityError):
+            continue  # an unusable result is no candidate
+        if result.node_did == dids.get(provider):
+            found[provider], cids[provider] = result, cid
+    return found, cids
+
+
+def _arbitrated(network: Network, handle: TaskHandle, plan: _Plan, err: NoQuorum) -> TaskReceipt:
+    """Settle a task whose replicas disagreed by re-scoring each revealed result."""
+    results, cids = _revealed_results(network, handle)
+    with network.verifier_lock:
+        decision = arbitrate(_verifier(network), handle.bundle, results, task_cid=handle.bundle_cid)
+    if decision.accepted is None or decision.result is None:
+        raise NoQuorum(f"{err}; arbitration by re-score: {decision.reason}") from err
+    events = network.requester._task_events(handle)
+    finalized = events.named("TaskFinalized")[0]
+    result, verdict = decision.result, decision.verdicts[decision.accepted]
+    done = DelegationReceipt(
+        task_id=f"0x{handle.task_id.hex()}",
+        bundle_cid=handle.bundle_cid,
+        result_cid=cids[decision.accepted],
+        output=result.output,
+        output_hash=result.output_hash,
+        replicas=network.requester._replicas(events),
+        post_tx=handle.post_tx,
+        finalize_tx=finalized.tx_hash,
+        gas_used=handle.post_gas,
+        settlement=Settlement.from_event(finalized),
+        result=result,
+    )
+    report = RescoreReport(
+        result_cid=done.result_cid,
+        passed=True,
+        top1_fraction=verdict.top1_fraction,
+        fingerprint_agreement=verdict.fingerprint_agreement,
+        tokens=verdict.tokens,
+        rescore_ms=decision.rescore_ms,
+        claimed_generation_ms=verdict.claimed_generation_ms,
+        reason=f"no hash quorum; {decision.reason}; wrong: {', '.join(decision.wrong) or '-'}",
+    )
+    return _receipt(handle, done, plan.trust, report)
+
+
 def _settle(network: Network, handle: TaskHandle, plan: _Plan) -> TaskReceipt:
-    done = network.wait(handle)
+    try:
+        done = network.wait(handle)
+    except NoQuorum as err:
+        if not (plan.replicas > 1 and plan.rescore):
+            raise
+        return _arbitrated(network, handle, plan, err)
     verdict = None
     if plan.rescore:
-        verdict = _rescore(network, handle.bundle, done.result, done.result_cid)
+        mode: RescoreMode | None = "full"
+        if plan.checks is not None:
+            mode = _POLICY.selects(plan.checks, done.result)
+        if mode is not None:
+            verdict = _rescore(network, handle.bundle, done.result, done.result_cid, mode)
     return _receipt(handle, done, plan.trust, verdict)
 
 

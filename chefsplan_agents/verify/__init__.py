@@ -4,9 +4,13 @@ Redundant execution with commit-reveal votes is enforced on chain by the ``TaskM
 package adds the checks a requester or watcher runs off chain, starting with the re-score
 (:func:`rescore_result`): it binds the text, tokens, fingerprint, task and model of a result to
 one prefill pass of the verifier's own model, in full or as a spot check. docs/verification.md
-explains each check, its cost and its limits.
+explains each check, its cost and its limits. :class:`VerificationPolicy` plans which checks a
+task gets (from trust, the provider's reputation and stake, and the bounty) and :func:`arbitrate`
+settles replicas whose outputs differ by re-scoring each.
 """
 
+from chefsplan_agents.verify._arbitrate import Arbitration, arbitrate
+from chefsplan_agents.verify._policy import Checks, ProviderStats, Trust, VerificationPolicy
 from chefsplan_agents.verify._rescore import (
     DRIFT_NATS,
     EXACT_NATS,
@@ -21,8 +25,28 @@ from chefsplan_agents.verify._rescore import (
     spot_window,
     support_violation,
 )
+from chefsplan_agents.verify._suite import (
+    BLIND_SPOTS,
+    STRATEGIES,
+    Models,
+    StrategyStats,
+    SuiteReport,
+    run_adversarial_suite,
+)
 
 __all__ = [
+    "BLIND_SPOTS",
+    "STRATEGIES",
+    "Models",
+    "StrategyStats",
+    "SuiteReport",
+    "run_adversarial_suite",
+    "Arbitration",
+    "Checks",
+    "ProviderStats",
+    "Trust",
+    "VerificationPolicy",
+    "arbitrate",
     "DRIFT_NATS",
     "EXACT_NATS",
     "FINGERPRINT_K",
