@@ -102,6 +102,10 @@ def test_compliance_blocks_a_violating_output_and_freezes_its_payment_on_chain(
     fees = sum(market.balance_of(member) for member in record.panel)
     assert credit > bounty + bond
     assert credit + fees == bounty + bond + handle.params.bond + slashed_stake
+    # The devnet is shared by the package's tests: the slashed node tops its stake up again.
+    assert not registry.is_active(provider)
+    registry.add_stake(slashed_stake, sender=provider)
+    assert registry.is_active(provider)
 
 
 def _node_addresses(devnet: Devnet) -> set[str]:
