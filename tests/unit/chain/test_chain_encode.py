@@ -32,7 +32,7 @@ PARAMS = (
 @pytest.fixture(scope="module")
 def market() -> Any:
     with EmbeddedChain() as chain:
-        address = chain.deploy("TaskMarket", "0x" + "42" * 20, "0x" + "43" * 20, 10**15)
+        address = chain.deploy("TaskMarket", "0x" + "42" * 20, 10**15)
         yield chain.contract("TaskMarket", address)
 
 
