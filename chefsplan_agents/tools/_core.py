@@ -74,7 +74,6 @@ from chefsplan_agents.verify import (
     Checks,
     ProviderStats,
     RescoreMode,
-    VerificationPolicy,
     arbitrate,
     rescore_result,
 )
@@ -104,9 +103,6 @@ MAX_TOOL_TOKENS = 4096
 """Most new tokens one delegated task may ask for through a tool."""
 
 _REDUNDANT_REPLICAS, _REDUNDANT_QUORUM = 3, 2
-# Which results get re-scored; its salt is this process's secret, so a provider cannot tell at
-# commit time whether its result will be checked.
-_POLICY = VerificationPolicy()
 _HEX64 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _TASK_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -293,7 +289,7 @@ def _plan(
             bounty_per_replica=bounty,
             assignees=tuple(p.address for p in same),
             rescore=trust == "normal",
-            checks=_POLICY.plan(ProviderStats.of(same[0]), trust, bounty),
+            checks=network.verification.plan(ProviderStats.of(same[0]), trust, bounty),
         )
     if len(same) < _REDUNDANT_REPLICAS:
         why = "without a local verifier for this model " if trust == "normal" else ""
@@ -444,7 +440,7 @@ def _settle(network: Network, handle: TaskHandle, plan: _Plan) -> TaskReceipt:
     if plan.rescore:
         mode: RescoreMode | None = "full"
         if plan.checks is not None:
-            mode = _POLICY.selects(plan.checks, done.result)
+            mode = network.verification.selects(plan.checks, done.result)
         if mode is not None:
             verdict = _rescore(network, handle.bundle, done.result, done.result_cid, mode)
     return TaskReceipt.from_delegation(handle, done, plan.trust, verdict)
