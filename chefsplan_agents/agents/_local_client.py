@@ -15,7 +15,6 @@ import json
 import re
 import threading
 import uuid
-import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,23 +23,21 @@ from typing import Any, Literal
 from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
     AssistantMessage,
-    ChatCompletionClient,
     CreateResult,
     FinishReasons,
     FunctionExecutionResultMessage,
     LLMMessage,
-    ModelCapabilities,
     ModelFamily,
     ModelInfo,
     RequestUsage,
     SystemMessage,
     UserMessage,
-    validate_model_info,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from chefsplan_agents._json import JsonTooDeep, loads
+from chefsplan_agents.agents._client_base import _ClientBase
 from chefsplan_agents.errors import ContextOverflow, InvalidGenerationParams, UnsupportedMessage
 from chefsplan_agents.llm import ChatMessage, Generation, GenerationParams, LlamaCppBackend
 from chefsplan_agents.llm._models import ModelFile
@@ -147,7 +144,7 @@ class _AnswerStream:
         return "".join(out)
 
 
-class LocalModelClient(ChatCompletionClient):
+class LocalModelClient(_ClientBase):
     """An AutoGen ``ChatCompletionClient`` that runs a GGUF model in this process.
 
     Example::
@@ -186,17 +183,18 @@ class LocalModelClient(ChatCompletionClient):
     ) -> None:
         self._backend = backend
         self._params = params or GenerationParams(max_tokens=DEFAULT_MAX_TOKENS)
-        self._model_info: ModelInfo = model_info or {
-            "vision": False,
-            "function_calling": True,
-            "json_output": True,
-            "family": ModelFamily.UNKNOWN,
-            "structured_output": True,
-        }
-        validate_model_info(self._model_info)
+        super().__init__(
+            model_info
+            or {
+                "vision": False,
+                "function_calling": True,
+                "json_output": True,
+                "family": ModelFamily.UNKNOWN,
+                "structured_output": True,
+            }
+        )
         self._close_backend = close_backend
         self._lock = asyncio.Lock()
-        self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
         template = backend.chat_template or ""
         # Templates that know a tool role name it in a comparison; a generic ChatML loop does
         # not, and a model trained on it has never seen a tool turn.
@@ -326,14 +324,6 @@ class LocalModelClient(ChatCompletionClient):
             async with self._lock:
                 self._backend.close()
 
-    def actual_usage(self) -> RequestUsage:
-        """Tokens used by all calls so far (no call is served from a cache)."""
-        return RequestUsage(self._total.prompt_tokens, self._total.completion_tokens)
-
-    def total_usage(self) -> RequestUsage:
-        """Tokens used by all calls so far."""
-        return RequestUsage(self._total.prompt_tokens, self._total.completion_tokens)
-
     def count_tokens(
         self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
     ) -> int:
@@ -345,24 +335,6 @@ class LocalModelClient(ChatCompletionClient):
     ) -> int:
         """Context tokens left for the reply after :meth:`count_tokens`."""
         return self._backend.info.n_ctx - self.count_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> ModelCapabilities:
-        """Deprecated by AutoGen in favour of :attr:`model_info`."""
-        warnings.warn(
-            "capabilities is deprecated; use model_info", DeprecationWarning, stacklevel=2
-        )
-        caps: ModelCapabilities = {
-            "vision": self._model_info["vision"],
-            "function_calling": self._model_info["function_calling"],
-            "json_output": self._model_info["json_output"],
-        }
-        return caps
-
-    @property
-    def model_info(self) -> ModelInfo:
-        """What the model can do, for AutoGen."""
-        return self._model_info
 
     def format_prompt(
         self,
@@ -508,13 +480,13 @@ class LocalModelClient(ChatCompletionClient):
             except asyncio.CancelledError:
                 stop.set()
                 await asyncio.wait([work])
-                self._add_usage(plan)
+                self._add_usage(*plan.counts)
                 raise
             except _Stopped:
-                self._add_usage(plan)
+                self._add_usage(*plan.counts)
                 raise asyncio.CancelledError() from None
         plan.counts[:] = [generation.prompt_tokens, generation.completion_tokens]
-        self._add_usage(plan)
+        self._add_usage(*plan.counts)
         return generation
 
     def _run(
@@ -543,12 +515,6 @@ class LocalModelClient(ChatCompletionClient):
         if stop.is_set():
             raise _Stopped
         return self._backend.complete(plan.prompt, params, on_token=on_token, grammar=plan.grammar)
-
-    def _add_usage(self, plan: _Plan) -> None:
-        self._total = RequestUsage(
-            prompt_tokens=self._total.prompt_tokens + plan.counts[0],
-            completion_tokens=self._total.completion_tokens + plan.counts[1],
-        )
 
     def _result(self, plan: _Plan, generation: Generation) -> CreateResult:
         usage = RequestUsage(generation.prompt_tokens, generation.completion_tokens)

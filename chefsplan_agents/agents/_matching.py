@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, TextMessage
@@ -46,11 +47,11 @@ from chefsplan_agents.market import DelegationReceipt, TaskHandle, Timeouts
 from chefsplan_agents.network import Network
 from chefsplan_agents.tools import (
     ProviderInfo,
-    ReplicaInfo,
     RescoreReport,
     TaskReceipt,
     ToolFailure,
     ToolResult,
+    Trust,
     find_providers,
     verify_output,
 )
@@ -222,36 +223,10 @@ def _bounty(providers: Sequence[ProviderInfo], max_tokens: int) -> int:
     return max(1, -(-price * max_tokens // 1000))
 
 
-def _task_receipt(handle: TaskHandle, done: DelegationReceipt, trust: str | None) -> TaskReceipt:
-    return TaskReceipt(
-        task_id=done.task_id,
-        trust=trust if trust in ("low", "normal", "high") else None,
-        output=done.output,
-        output_hash=done.output_hash,
-        bundle_cid=done.bundle_cid,
-        result_cid=done.result_cid,
-        model_sha256=done.result.model_sha256,
-        replicas=handle.params.replicas,
-        quorum=handle.params.quorum,
-        agreed=sum(r.output_hash == done.output_hash for r in done.replicas),
-        bounty_per_replica_wei=handle.params.bounty_per_replica,
-        payout_per_winner_wei=done.settlement.payout_per_winner,
-        post_tx=done.post_tx,
-        finalize_tx=done.finalize_tx,
-        gas_used=done.gas_used,
-        committers=tuple(
-            ReplicaInfo(
-                address=r.address,
-                did=r.did,
-                output_hash=r.output_hash,
-                agreed=r.output_hash == done.output_hash,
-                claim_tx=r.claim_tx,
-                commit_tx=r.commit_tx,
-                reveal_tx=r.reveal_tx,
-            )
-            for r in done.replicas
-        ),
-    )
+def _task_receipt(handle: TaskHandle, done: DelegationReceipt, trust: str) -> TaskReceipt:
+    # The trust level was checked when the part was posted; the tools' receipt types it.
+    level: Trust | None = cast(Trust, trust) if trust in ("low", "normal", "high") else None
+    return TaskReceipt.from_delegation(handle, done, level)
 
 
 @dataclass(frozen=True)

@@ -17,29 +17,26 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.models import (
     AssistantMessage,
-    ChatCompletionClient,
     CreateResult,
     FinishReasons,
     FunctionExecutionResultMessage,
     LLMMessage,
-    ModelCapabilities,
     ModelFamily,
     ModelInfo,
     RequestUsage,
     SystemMessage,
     UserMessage,
-    validate_model_info,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from chefsplan_agents.agents._client_base import _ClientBase
 from chefsplan_agents.bundles import ChatMessage
 from chefsplan_agents.errors import (
     InvalidGenerationParams,
@@ -127,7 +124,7 @@ def finish_reason(receipt: TaskReceipt, max_tokens: int) -> Literal["stop", "len
     return "length" if receipt.completion_tokens >= max_tokens else "stop"
 
 
-class NetworkModelClient(ChatCompletionClient):
+class NetworkModelClient(_ClientBase):
     """An AutoGen ``ChatCompletionClient`` whose completions run as verified tasks on the network.
 
     Example::
@@ -188,15 +185,16 @@ class NetworkModelClient(ChatCompletionClient):
         }
         self._on_progress = on_progress
         self._context_tokens = context_tokens
-        self._model_info: ModelInfo = model_info or {
-            "vision": False,
-            "function_calling": False,
-            "json_output": False,
-            "family": ModelFamily.UNKNOWN,
-            "structured_output": False,
-        }
-        validate_model_info(self._model_info)
-        self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        super().__init__(
+            model_info
+            or {
+                "vision": False,
+                "function_calling": False,
+                "json_output": False,
+                "family": ModelFamily.UNKNOWN,
+                "structured_output": False,
+            }
+        )
         self._receipts: list[TaskReceipt] = []
         self._lock = threading.Lock()
 
@@ -255,11 +253,7 @@ class NetworkModelClient(ChatCompletionClient):
             cancellation_token.link_future(work)
         receipt = await work
         usage = RequestUsage(receipt.prompt_tokens, receipt.completion_tokens)
-        with self._lock:
-            self._total = RequestUsage(
-                self._total.prompt_tokens + usage.prompt_tokens,
-                self._total.completion_tokens + usage.completion_tokens,
-            )
+        self._add_usage(usage.prompt_tokens, usage.completion_tokens)
         checked(receipt)
         reason: FinishReasons = finish_reason(receipt, int(kwargs["max_tokens"]))
         return NetworkCreateResult(
@@ -297,15 +291,6 @@ class NetworkModelClient(ChatCompletionClient):
     async def close(self) -> None:
         """Nothing to close: the network belongs to the caller."""
 
-    def actual_usage(self) -> RequestUsage:
-        """Tokens of all settled completions so far (nothing is cached)."""
-        with self._lock:
-            return RequestUsage(self._total.prompt_tokens, self._total.completion_tokens)
-
-    def total_usage(self) -> RequestUsage:
-        """Tokens of all settled completions so far."""
-        return self.actual_usage()
-
     def count_tokens(
         self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
     ) -> int:
@@ -320,24 +305,6 @@ class NetworkModelClient(ChatCompletionClient):
     ) -> int:
         """``context_tokens`` less the estimate of :meth:`count_tokens`."""
         return self._context_tokens - self.count_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> ModelCapabilities:
-        """Deprecated by AutoGen in favour of :attr:`model_info`."""
-        warnings.warn(
-            "capabilities is deprecated; use model_info", DeprecationWarning, stacklevel=2
-        )
-        caps: ModelCapabilities = {
-            "vision": self._model_info["vision"],
-            "function_calling": self._model_info["function_calling"],
-            "json_output": self._model_info["json_output"],
-        }
-        return caps
-
-    @property
-    def model_info(self) -> ModelInfo:
-        """What a network completion can do, for AutoGen: text in, text out."""
-        return self._model_info
 
     # --- running ------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from chefsplan_agents.registry import (
     RegistryIndex,
 )
 from chefsplan_agents.storage import ContentStore, open_store
+from chefsplan_agents.verify import VerificationPolicy
 
 __all__ = [
     "DEFAULT_BOND_WEI",
@@ -147,6 +148,8 @@ class Network:
         requester: The requester.
         verifier: The local verifier model, or ``None``; assignable.
         policy: The app's policy.
+        verification: Which results the tools re-score and how (default: new providers always,
+            established ones sampled by a secret draw); assignable.
         timeout_s: Default seconds to wait for a task.
         bond_wei: Bond per replica of the tasks this network posts.
     """
@@ -179,6 +182,9 @@ class Network:
         self.index = RegistryIndex(":memory:", registry_address=deployment.registry.address)
         self.verifier = verifier
         self.policy = policy or PolicySettings()
+        # Its salt is this process's secret: a provider cannot tell at commit time whether its
+        # result will be checked.
+        self.verification = VerificationPolicy()
         self.driver = driver
         self.timeout_s = timeout_s
         self.bond_wei = bond_wei

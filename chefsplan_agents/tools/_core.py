@@ -64,7 +64,6 @@ from chefsplan_agents.tools._receipts import (
     PolicyReport,
     ProviderInfo,
     ProvidersFound,
-    ReplicaInfo,
     RescoreReport,
     SecondOpinion,
     SplitReceipt,
@@ -75,7 +74,6 @@ from chefsplan_agents.verify import (
     Checks,
     ProviderStats,
     RescoreMode,
-    VerificationPolicy,
     arbitrate,
     rescore_result,
 )
@@ -105,9 +103,6 @@ MAX_TOOL_TOKENS = 4096
 """Most new tokens one delegated task may ask for through a tool."""
 
 _REDUNDANT_REPLICAS, _REDUNDANT_QUORUM = 3, 2
-# Which results get re-scored; its salt is this process's secret, so a provider cannot tell at
-# commit time whether its result will be checked.
-_POLICY = VerificationPolicy()
 _HEX64 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _TASK_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -294,7 +289,7 @@ def _plan(
             bounty_per_replica=bounty,
             assignees=tuple(p.address for p in same),
             rescore=trust == "normal",
-            checks=_POLICY.plan(ProviderStats.of(same[0]), trust, bounty),
+            checks=network.verification.plan(ProviderStats.of(same[0]), trust, bounty),
         )
     if len(same) < _REDUNDANT_REPLICAS:
         why = "without a local verifier for this model " if trust == "normal" else ""
@@ -377,46 +372,6 @@ def _rescore(
     )
 
 
-def _receipt(
-    handle: TaskHandle,
-    done: DelegationReceipt,
-    trust: Trust | None,
-    verification: RescoreReport | None = None,
-) -> TaskReceipt:
-    return TaskReceipt(
-        task_id=done.task_id,
-        trust=trust,
-        output=done.output,
-        output_hash=done.output_hash,
-        bundle_cid=done.bundle_cid,
-        result_cid=done.result_cid,
-        model_sha256=done.result.model_sha256,
-        replicas=handle.params.replicas,
-        quorum=handle.params.quorum,
-        agreed=sum(r.output_hash == done.output_hash for r in done.replicas),
-        bounty_per_replica_wei=handle.params.bounty_per_replica,
-        payout_per_winner_wei=done.settlement.payout_per_winner,
-        post_tx=done.post_tx,
-        finalize_tx=done.finalize_tx,
-        gas_used=done.gas_used,
-        committers=tuple(
-            ReplicaInfo(
-                address=r.address,
-                did=r.did,
-                output_hash=r.output_hash,
-                agreed=r.output_hash == done.output_hash,
-                claim_tx=r.claim_tx,
-                commit_tx=r.commit_tx,
-                reveal_tx=r.reveal_tx,
-            )
-            for r in done.replicas
-        ),
-        verification=verification,
-        prompt_tokens=done.result.timings.prompt_tokens,
-        completion_tokens=len(done.result.token_ids) or done.result.timings.generated_tokens,
-    )
-
-
 def _revealed_results(
     network: Network, handle: TaskHandle
 ) -> tuple[dict[str, ResultBundle], dict[str, str]]:
@@ -471,7 +426,7 @@ def _arbitrated(network: Network, handle: TaskHandle, plan: _Plan, err: NoQuorum
         claimed_generation_ms=verdict.claimed_generation_ms,
         reason=f"no hash quorum; {decision.reason}; wrong: {', '.join(decision.wrong) or '-'}",
     )
-    return _receipt(handle, done, plan.trust, report)
+    return TaskReceipt.from_delegation(handle, done, plan.trust, report)
 
 
 def _settle(network: Network, handle: TaskHandle, plan: _Plan) -> TaskReceipt:
@@ -485,10 +440,10 @@ def _settle(network: Network, handle: TaskHandle, plan: _Plan) -> TaskReceipt:
     if plan.rescore:
         mode: RescoreMode | None = "full"
         if plan.checks is not None:
-            mode = _POLICY.selects(plan.checks, done.result)
+            mode = network.verification.selects(plan.checks, done.result)
         if mode is not None:
             verdict = _rescore(network, handle.bundle, done.result, done.result_cid, mode)
-    return _receipt(handle, done, plan.trust, verdict)
+    return TaskReceipt.from_delegation(handle, done, plan.trust, verdict)
 
 
 def delegate_task(
@@ -561,7 +516,7 @@ def get_result(
     if not 0 < timeout_s <= 3600:
         raise ToolError(f"timeout_s must be more than 0 and at most 3600 (got {timeout_s})")
     handle = network.handle_of(task_id)
-    return _receipt(handle, network.wait(handle, timeout_s), None)
+    return TaskReceipt.from_delegation(handle, network.wait(handle, timeout_s), None)
 
 
 def _fetch_result(network: Network, result_cid: str) -> tuple[ResultBundle, TaskBundle]:

@@ -7,9 +7,12 @@ Every receipt has :meth:`ToolResult.text` (one or two short lines a model can ac
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from chefsplan_agents.market import DelegationReceipt, TaskHandle
 
 __all__ = [
     "LoggedOutputReceipt",
@@ -208,6 +211,55 @@ class TaskReceipt(ToolResult):
     verification: RescoreReport | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @classmethod
+    def from_delegation(
+        cls,
+        handle: TaskHandle,
+        done: DelegationReceipt,
+        trust: Trust | None,
+        verification: RescoreReport | None = None,
+    ) -> TaskReceipt:
+        """The receipt of a settled delegation, as every tool and agent reports it.
+
+        Args:
+            handle: The posted task.
+            done: What its settlement returned.
+            trust: The trust level it was delegated with (``None`` when fetched by id).
+            verification: The local verifier's re-score, if one was run.
+        """
+        return cls(
+            task_id=done.task_id,
+            trust=trust,
+            output=done.output,
+            output_hash=done.output_hash,
+            bundle_cid=done.bundle_cid,
+            result_cid=done.result_cid,
+            model_sha256=done.result.model_sha256,
+            replicas=handle.params.replicas,
+            quorum=handle.params.quorum,
+            agreed=sum(r.output_hash == done.output_hash for r in done.replicas),
+            bounty_per_replica_wei=handle.params.bounty_per_replica,
+            payout_per_winner_wei=done.settlement.payout_per_winner,
+            post_tx=done.post_tx,
+            finalize_tx=done.finalize_tx,
+            gas_used=done.gas_used,
+            committers=tuple(
+                ReplicaInfo(
+                    address=r.address,
+                    did=r.did,
+                    output_hash=r.output_hash,
+                    agreed=r.output_hash == done.output_hash,
+                    claim_tx=r.claim_tx,
+                    commit_tx=r.commit_tx,
+                    reveal_tx=r.reveal_tx,
+                )
+                for r in done.replicas
+            ),
+            verification=verification,
+            prompt_tokens=done.result.timings.prompt_tokens,
+            completion_tokens=len(done.result.token_ids) or done.result.timings.generated_tokens,
+        )
 
     def text(self) -> str:
         line = (

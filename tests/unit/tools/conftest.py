@@ -5,29 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from devnet_helpers import tagged_devnet, tiny_verifier
 
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.llm import LlamaCppBackend, resolve_model
+from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.network import Network
+from chefsplan_agents.verify import VerificationPolicy
+
+ALWAYS_CHECK = VerificationPolicy(established_wins=10**9)
 
 
 @pytest.fixture(scope="package")
 def devnet() -> Iterator[Devnet]:
-    # Signed offer tags: node 0 states another jurisdiction than nodes 1 and 2.
-    tags = [
-        {"jurisdiction": "US"},
-        {"jurisdiction": "EU", "hardware": "cpu"},
-        {"jurisdiction": "EU"},
-    ]
-    with Devnet.create(
-        nodes=3, model="tiny", share_model=True, n_threads=1, n_ctx=512, node_tags=tags
-    ) as net:
+    with tagged_devnet() as net:
         yield net
 
 
 @pytest.fixture(scope="package")
 def verifier() -> Iterator[LlamaCppBackend]:
-    with LlamaCppBackend(resolve_model("tiny"), n_threads=1, n_ctx=512) as backend:
+    with tiny_verifier() as backend:
         yield backend
 
 
@@ -36,6 +32,9 @@ def network(devnet: Devnet) -> Iterator[Network]:
     """The devnet's handle, without a verifier unless a test sets one."""
     net = devnet.network
     net.verifier = None
+    # Every provider re-scored at trust normal: a sampled check would make these tests depend
+    # on a secret random draw once the shared devnet's nodes are established.
+    net.verification = ALWAYS_CHECK
     yield net
     net.verifier = None
 
