@@ -539,8 +539,9 @@ class TaskMarketMachine(RuleBasedStateMachine):
             paid = self.paid[(task.task_id, task.incarnation, account)]
             cap = p.bounty_per_replica + p.bond + CHALLENGE_BOND  # a provider's best case
             if account == p.requester:
-                # Bounties, bonds, the challenge bond share, and as much registry stake.
-                cap = p.escrow + 2 * p.bond * p.replicas + CHALLENGE_BOND
+                # Bounties, bonds, the challenge bond share, as much registry stake, and the
+                # stake of silent panelists (challengeBond / PANEL_SIZE each: one bond in all).
+                cap = p.escrow + 2 * p.bond * p.replicas + 2 * CHALLENGE_BOND
             if account == task.challenger and account != p.requester:
                 cap = max(cap, CHALLENGE_BOND + p.bond * p.replicas)
             assert 0 < paid <= cap, f"{account} credited {paid} for one task, outside (0, {cap}]"
