@@ -1,12 +1,17 @@
-"""Raw bytes to a node's HTTP API over a socket, for requests no HTTP client would send."""
+"""Raw bytes to a node's HTTP API over a socket, for requests no HTTP client would send, and the
+stand-in job runner those tests serve."""
 
 from __future__ import annotations
 
 import json
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from chefsplan_agents.bundles import ResultBundle, TaskBundle, Timings, output_hash
+from chefsplan_agents.identity import Identity
 
 _STATUS = re.compile(rb"^HTTP/1\.[01] ([0-9]{3}) ")
 
@@ -71,3 +76,22 @@ def request(
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     head = "\r\n".join(lines).encode("utf-8") + b"\r\n" + raw_headers + b"\r\n"
     return head + body
+
+
+def reversing_runner(node: Identity) -> Callable[[TaskBundle, str], ResultBundle]:
+    """A node's job runner that answers a prompt with its reverse (no model needed)."""
+
+    def run(bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
+        text = (bundle.prompt or "")[::-1]
+        return ResultBundle(
+            task_cid=bundle_cid,
+            output=text,
+            token_ids=tuple(ord(ch) for ch in text),
+            model_sha256="cd" * 32,
+            llama_cpp_build="test",
+            timings=Timings(prompt_tokens=1, generated_tokens=1, prompt_ms=1, generation_ms=1),
+            node_did=node.did,
+            output_hash=output_hash(text),
+        )
+
+    return run

@@ -11,17 +11,14 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from _raw_http import exchange
+from _raw_http import exchange, reversing_runner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chefsplan_agents.bundles import (
     ModelRequirement,
-    ResultBundle,
     TaskBundle,
-    Timings,
     encode_bundle,
-    output_hash,
     sign_bundle,
 )
 from chefsplan_agents.identity import Identity
@@ -31,20 +28,6 @@ from chefsplan_agents.storage import MemoryCidStore
 
 NODE = Identity.generate()
 REQUESTER = Identity.generate()
-
-
-def _runner(bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
-    text = (bundle.prompt or "")[::-1]
-    return ResultBundle(
-        task_cid=bundle_cid,
-        output=text,
-        token_ids=tuple(ord(ch) for ch in text),
-        model_sha256="cd" * 32,
-        llama_cpp_build="test",
-        timings=Timings(prompt_tokens=1, generated_tokens=1, prompt_ms=1, generation_ms=1),
-        node_did=NODE.did,
-        output_hash=output_hash(text),
-    )
 
 
 class _Errors(logging.Handler):
@@ -61,7 +44,7 @@ def server() -> Iterator[NodeHttpServer]:
     # A short socket timeout bounds what a request that never ends can hold.
     with NodeHttpServer(
         NODE,
-        _runner,
+        reversing_runner(NODE),
         MemoryCidStore(),
         allowed_requesters=[REQUESTER.did],
         socket_timeout_s=1.0,

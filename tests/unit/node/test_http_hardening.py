@@ -6,18 +6,15 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from _raw_http import exchange, request
+from _raw_http import exchange, request, reversing_runner
 
 from chefsplan_agents.bundles import (
     ModelRequirement,
     ResultBundle,
     TaskBundle,
-    Timings,
     encode_bundle,
-    output_hash,
     sign_bundle,
 )
 from chefsplan_agents.errors import InvalidSignature, NodeRequestRejected
@@ -34,23 +31,6 @@ from chefsplan_agents.node._signing import (
 from chefsplan_agents.storage import MemoryCidStore
 
 # ---------------------------------------------------------------------------- HTTP API
-
-
-def _reversing_runner(node: Identity) -> Any:
-    def run(bundle: TaskBundle, bundle_cid: str) -> ResultBundle:
-        text = (bundle.prompt or "")[::-1]
-        return ResultBundle(
-            task_cid=bundle_cid,
-            output=text,
-            token_ids=tuple(ord(ch) for ch in text),
-            model_sha256="cd" * 32,
-            llama_cpp_build="test",
-            timings=Timings(prompt_tokens=1, generated_tokens=1, prompt_ms=1, generation_ms=1),
-            node_did=node.did,
-            output_hash=output_hash(text),
-        )
-
-    return run
 
 
 def _task(requester: Identity, prompt: str = "soup") -> TaskBundle:
@@ -105,7 +85,7 @@ def test_http_jobs_need_an_allowed_requester(api_errors: list[logging.LogRecord]
     node, allowed, stranger = Identity.generate(), Identity.generate(), Identity.generate()
     store = _CountingStore()
     with NodeHttpServer(
-        node, _reversing_runner(node), store, allowed_requesters=[allowed.did]
+        node, reversing_runner(node), store, allowed_requesters=[allowed.did]
     ) as srv:
         client = NodeHttpClient(srv.url, allowed, node.did, timeout_s=10)
         assert client.wait(client.start_job(_task(allowed)).job_id, timeout=30).result
@@ -116,11 +96,11 @@ def test_http_jobs_need_an_allowed_requester(api_errors: list[logging.LogRecord]
         answer = exchange(srv.address, request("POST", "/start_job", headers), half_close=False)
         assert answer.status == 403 and answer.body["error"]["code"] == "not_allowed"
         assert store.puts == 2  # the allowed job's task and result only
-    with NodeHttpServer(node, _reversing_runner(node), MemoryCidStore()) as closed:
+    with NodeHttpServer(node, reversing_runner(node), MemoryCidStore()) as closed:
         client = NodeHttpClient(closed.url, allowed, node.did, timeout_s=10)
         with pytest.raises(NodeRequestRejected, match="may not start jobs"):
             client.start_job(_task(allowed))
-    with NodeHttpServer(node, _reversing_runner(node), MemoryCidStore(), open_to_all=True) as srv:
+    with NodeHttpServer(node, reversing_runner(node), MemoryCidStore(), open_to_all=True) as srv:
         client = NodeHttpClient(srv.url, stranger, node.did, timeout_s=10)
         assert client.wait(client.start_job(_task(stranger)).job_id, timeout=30).result
     assert api_errors == []
@@ -130,7 +110,7 @@ def test_a_busy_node_stores_nothing() -> None:
     node, requester = Identity.generate(), Identity.generate()
     store = _CountingStore()
     release = threading.Event()
-    runner = _reversing_runner(node)
+    runner = reversing_runner(node)
 
     def gated(bundle: TaskBundle, cid: str) -> ResultBundle:
         assert release.wait(30)
@@ -166,7 +146,7 @@ def test_content_length_is_parsed_strictly(
     length: str, code: str, api_errors: list[logging.LogRecord]
 ) -> None:
     node, requester = Identity.generate(), Identity.generate()
-    with NodeHttpServer(node, _reversing_runner(node), MemoryCidStore()) as srv:
+    with NodeHttpServer(node, reversing_runner(node), MemoryCidStore()) as srv:
         headers = _signed(requester, srv, "/availability")
         # As the bytes arrive: http.server decodes headers as Latin-1, where "²" is one byte.
         raw = f"Content-Length: {length}\r\n".encode("latin-1")
@@ -180,7 +160,7 @@ def test_content_length_is_parsed_strictly(
 
 def test_signature_headers_are_bounded_before_decoding(api_errors: list[logging.LogRecord]) -> None:
     node, requester = Identity.generate(), Identity.generate()
-    with NodeHttpServer(node, _reversing_runner(node), MemoryCidStore()) as srv:
+    with NodeHttpServer(node, reversing_runner(node), MemoryCidStore()) as srv:
         headers = _signed(requester, srv, "/availability")
         for name, value, code in (
             # Refused on its length: never handed to the base58 decoder.
@@ -202,7 +182,7 @@ def test_signature_headers_are_bounded_before_decoding(api_errors: list[logging.
 def test_connections_are_bounded() -> None:
     node, requester = Identity.generate(), Identity.generate()
     with NodeHttpServer(
-        node, _reversing_runner(node), MemoryCidStore(), max_connections=2, socket_timeout_s=30
+        node, reversing_runner(node), MemoryCidStore(), max_connections=2, socket_timeout_s=30
     ) as srv:
         held = [socket.create_connection(srv.address, timeout=10) for _ in range(2)]
         try:
@@ -239,7 +219,7 @@ def test_one_did_cannot_fill_the_nonce_cache_for_everyone() -> None:
 def test_per_did_quota_answers_429_and_spares_others() -> None:
     node, flooder, other = Identity.generate(), Identity.generate(), Identity.generate()
     with NodeHttpServer(
-        node, _reversing_runner(node), MemoryCidStore(), max_nonces_per_did=3
+        node, reversing_runner(node), MemoryCidStore(), max_nonces_per_did=3
     ) as srv:
         flood = NodeHttpClient(srv.url, flooder, node.did, timeout_s=10)
         for _ in range(3):
@@ -270,7 +250,7 @@ def test_malformed_requests_get_a_one_line_json_4xx(
     data: bytes, api_errors: list[logging.LogRecord]
 ) -> None:
     node, requester = Identity.generate(), Identity.generate()
-    with NodeHttpServer(node, _reversing_runner(node), MemoryCidStore()) as srv:
+    with NodeHttpServer(node, reversing_runner(node), MemoryCidStore()) as srv:
         answer = exchange(srv.address, data)
         assert answer.status is not None and 400 <= answer.status < 500, answer.data[:300]
         error = answer.body["error"]
@@ -282,7 +262,7 @@ def test_malformed_requests_get_a_one_line_json_4xx(
 def test_deep_json_job_is_refused_before_parsing(api_errors: list[logging.LogRecord]) -> None:
     node, requester = Identity.generate(), Identity.generate()
     with NodeHttpServer(
-        node, _reversing_runner(node), MemoryCidStore(), allowed_requesters=[requester.did]
+        node, reversing_runner(node), MemoryCidStore(), allowed_requesters=[requester.did]
     ) as srv:
         body = b"[" * 200_000 + b"]" * 200_000
         headers = _signed(requester, srv, "/start_job", body)
