@@ -58,6 +58,7 @@ CLI prints exactly that line, never a traceback, for bad input.
     │   ├── JobFailed
     │   └── JobTimeout (TimeoutError)
     ├── VerificationError
+    │   └── InvalidEvidence (ValueError)  (a challenge's evidence document is malformed)
     └── ToolError                 (an app's tool call refused before anything was sent)
         ├── NoProviderFound (LookupError)
         └── PolicyViolation       (the app's policy forbids an output or a spend)
@@ -85,6 +86,7 @@ __all__ = [
     "GenerationError",
     "IdentityError",
     "InvalidCid",
+    "InvalidEvidence",
     "InvalidCredential",
     "InvalidDid",
     "InvalidGenerationParams",
@@ -367,6 +369,10 @@ class JobTimeout(NodeError, TimeoutError):
 
 class VerificationError(ChefsplanError):
     """A result could not be verified, or verification found a fault."""
+
+
+class InvalidEvidence(VerificationError, ValueError):
+    """A challenge's evidence document is too large, not JSON, or has the wrong fields."""
 
 
 # --- tools --------------------------------------------------------------------------------

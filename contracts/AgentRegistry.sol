@@ -6,6 +6,10 @@ uint8 constant OUTCOME_NONE = 0;
 uint8 constant OUTCOME_WON = 1;
 uint8 constant OUTCOME_LOST = 2;
 uint8 constant OUTCOME_SLASHED = 3;
+// Won a task whose result a challenge panel kept (a passed audit).
+uint8 constant OUTCOME_AUDIT_PASSED = 4;
+// In a majority a challenge panel overturned: lost, bond slashed, a failed audit.
+uint8 constant OUTCOME_AUDIT_FAILED = 5;
 
 /// @title AgentRegistry — DID-backed registry of local-LLM provider nodes
 /// @notice Interface summary
@@ -26,20 +30,23 @@ uint8 constant OUTCOME_SLASHED = 3;
 ///     ends the registration: DID and offer are cleared (reputation counters stay with the
 ///     address), and the address may `register` again
 ///
-///  Roles: `setMarket(address)` (owner, once), `setAuditor(address)` (owner),
+///  Roles: `setMarket(address)` (owner, once),
 ///   `recordOutcomes(address[] providers, uint8[] outcomes)` (market only; outcome codes
 ///   OUTCOME_WON=1, OUTCOME_LOST=2 (lost and bond slashed), OUTCOME_SLASHED=3 (no-show / reopened),
-///   0 = no change), `recordAudit(address provider, bool passed)` (auditor only),
-///   `slashStake(address provider, uint256 amount) returns (uint256)` (market only: takes up
+///   OUTCOME_AUDIT_PASSED=4 (won, and a challenge panel rejected a challenge of the result),
+///   OUTCOME_AUDIT_FAILED=5 (lost and slashed: a challenge panel overturned the result),
+///   0 = no change). Audits are challenges decided by a panel of staked providers on evidence
+///   anyone can check (the challenge's evidence CID, the task bundle and the revealed results):
+///   no single key records them. `slashStake(address provider, uint256 amount) returns (uint256)` (market only: takes up
 ///   to `amount` of stake and sends it to the market; below `minStake` the provider is
 ///   inactive until `addStake` tops it up).
 ///
 ///  Views: `getProvider(address) -> Provider`, `isActive(address) -> bool`,
 ///   `stakeOf(address) -> uint256`, `count() -> uint256`, `providerAt(uint256) -> address` (every address that ever
-///   registered, once), `minStake`, `unstakeCooldown`, `owner`, `market`, `auditor`.
+///   registered, once), `minStake`, `unstakeCooldown`, `owner`, `market`.
 ///
 ///  Events: ProviderRegistered, OfferUpdated, StakeAdded, UnstakeRequested, StakeWithdrawn,
-///   ReputationUpdated, StakeSlashed, MarketSet, AuditorSet.
+///   ReputationUpdated, StakeSlashed, MarketSet.
 ///  Errors: see the `error` declarations below (all custom errors, no revert strings).
 contract AgentRegistry {
     // ------------------------------------------------------------------ types
@@ -86,13 +93,11 @@ contract AgentRegistry {
     );
     event StakeSlashed(address indexed provider, uint256 amount, uint256 stake);
     event MarketSet(address indexed market);
-    event AuditorSet(address indexed auditor);
 
     // ------------------------------------------------------------------ errors
 
     error NotOwner(address caller);
     error NotMarket(address caller);
-    error NotAuditor(address caller);
     error MarketAlreadySet(address market);
     error ZeroAddress();
     error EmptyDid();
@@ -115,7 +120,6 @@ contract AgentRegistry {
     uint256 public immutable unstakeCooldown;
     address public immutable owner;
     address public market;
-    address public auditor;
 
     mapping(address => Provider) private _providers;
     address[] private _all;
@@ -135,13 +139,6 @@ contract AgentRegistry {
         if (market_ == address(0)) revert ZeroAddress();
         market = market_;
         emit MarketSet(market_);
-    }
-
-    /// @notice Set (or replace) the auditor allowed to record audit results. Owner only.
-    function setAuditor(address auditor_) external {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
-        auditor = auditor_;
-        emit AuditorSet(auditor_);
     }
 
     // ------------------------------------------------------------------ provider actions
@@ -256,24 +253,18 @@ contract AgentRegistry {
                 p.slashed = _inc32(p.slashed);
             } else if (outcome == OUTCOME_SLASHED) {
                 p.slashed = _inc32(p.slashed);
+            } else if (outcome == OUTCOME_AUDIT_PASSED) {
+                p.won = _inc32(p.won);
+                if (p.auditsPassed != type(uint24).max) p.auditsPassed += 1;
+            } else if (outcome == OUTCOME_AUDIT_FAILED) {
+                p.lost = _inc32(p.lost);
+                p.slashed = _inc32(p.slashed);
+                if (p.auditsFailed != type(uint24).max) p.auditsFailed += 1;
             } else {
                 revert UnknownOutcome(outcome);
             }
             _emitReputation(providers[i], p);
         }
-    }
-
-    /// @notice Record an audit (canary task) result for a provider. Auditor only.
-    function recordAudit(address provider, bool passed) external {
-        if (msg.sender != auditor || auditor == address(0)) revert NotAuditor(msg.sender);
-        Provider storage p = _providers[provider];
-        if (!p.registered) revert NotRegistered(provider);
-        if (passed) {
-            if (p.auditsPassed != type(uint24).max) p.auditsPassed += 1;
-        } else {
-            if (p.auditsFailed != type(uint24).max) p.auditsFailed += 1;
-        }
-        _emitReputation(provider, p);
     }
 
     /// @notice Take up to `amount` of `provider`'s stake (proven cheating) and send it to the

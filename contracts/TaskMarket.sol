@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./AgentRegistry.sol";
+import {
+    AgentRegistry,
+    OUTCOME_WON,
+    OUTCOME_LOST,
+    OUTCOME_SLASHED,
+    OUTCOME_AUDIT_PASSED,
+    OUTCOME_AUDIT_FAILED
+} from "./AgentRegistry.sol";
 
 /// @title TaskMarket — escrowed, redundant, commit-reveal LLM tasks
 /// @notice Interface summary
@@ -58,7 +65,9 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///     (the caller pulling its own share); everyone else is credited for `withdraw()`.
 ///   - `reopen(TaskParams p, address provider)` after a claimed replica missed its commit
 ///     deadline: its bond is slashed to the requester and the slot is free again.
-///   - `challenge(TaskParams p) payable`, `msg.value == challengeBond`, once reveals closed
+///   - `challenge(TaskParams p, string evidenceCid) payable`, `msg.value == challengeBond`,
+///     `evidenceCid` (1 to MAX_EVIDENCE_CID bytes, emitted in `TaskChallenged`) the CID of the
+///     challenger's evidence (a re-score verdict naming the failed check), once reveals closed
 ///     (every replica revealed or `p.revealDeadline` passed) and before `settleTime(p)`
 ///     (requires `p.challengeWindow > 0`). Not by a provider that ever claimed a replica of
 ///     the task (`SelfChallenge`). Draws the panel and freezes settlement until
@@ -98,7 +107,7 @@ import {AgentRegistry, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED} from "./Agent
 ///  Views: `taskIdOf`, `commitmentOf`, `voteCommitmentOf`, `taskState`, `replicaOf`,
 ///   `settleTime`, `challengerOf`, `challengeOf`, `balanceOf`, `registry`, `challengeBond`,
 ///   `MAX_REPLICAS`, `MAX_TASK_HORIZON`, `MAX_COMMIT_TIMEOUT`, `MAX_CHALLENGE_WINDOW`,
-///   `PANEL_SIZE`, `VOTE_PERIOD`, `VOTE_REVEAL_PERIOD`.
+///   `PANEL_SIZE`, `MAX_EVIDENCE_CID`, `VOTE_PERIOD`, `VOTE_REVEAL_PERIOD`.
 ///  Events: TaskPosted, ReplicaClaimed, ResultCommitted, ResultRevealed, ReplicaReopened,
 ///   TaskChallenged, PanelDrawn, VoteCommitted, VoteRevealed, ChallengeResolved, TaskFinalized,
 ///   TaskCancelled, Withdrawn.
@@ -184,6 +193,8 @@ contract TaskMarket {
     uint256 public constant MAX_CHALLENGE_WINDOW = 7 days;
     /// @notice Panelists drawn per challenge.
     uint256 public constant PANEL_SIZE = 3;
+    /// @notice Longest evidence CID a challenge may name, in bytes.
+    uint256 public constant MAX_EVIDENCE_CID = 128;
     /// @notice Seconds from a challenge to the end of vote commits (`voteBy`).
     uint256 public constant VOTE_PERIOD = 1 days;
     /// @notice Seconds from `voteBy` to the end of vote reveals (`revealBy`).
@@ -216,7 +227,9 @@ contract TaskMarket {
         bytes32 indexed taskId, address indexed provider, bytes32 outputHash, string resultCid
     );
     event ReplicaReopened(bytes32 indexed taskId, address indexed provider, uint256 slashedBond);
-    event TaskChallenged(bytes32 indexed taskId, address indexed challenger, uint256 bond);
+    event TaskChallenged(
+        bytes32 indexed taskId, address indexed challenger, uint256 bond, string evidenceCid
+    );
     event PanelDrawn(
         bytes32 indexed taskId, address[PANEL_SIZE] panel, uint256 voteBy, uint256 revealBy
     );
@@ -251,6 +264,7 @@ contract TaskMarket {
     error NotRequester(address caller);
     error NotRegistry(address caller);
     error EmptyCid();
+    error EvidenceCidTooLong(uint256 length, uint256 maxLength);
     error InvalidReplicas(uint256 replicas, uint256 maxReplicas);
     error InvalidQuorum(uint256 quorum, uint256 replicas);
     error ZeroAmount();
@@ -516,9 +530,15 @@ contract TaskMarket {
 
     /// @notice Challenge a task's outcome once its reveals closed and before its settlement
     /// time; draws the panel and freezes settlement until `resolveChallenge`.
-    function challenge(TaskParams calldata p) external payable {
+    /// @param evidenceCid CID of the challenger's evidence, for the panel and anyone else.
+    function challenge(TaskParams calldata p, string calldata evidenceCid) external payable {
         (bytes32 id, TaskState storage t) = _open(p);
         if (msg.value != challengeBond) revert WrongValue(msg.value, challengeBond);
+        uint256 evidenceLength = bytes(evidenceCid).length;
+        if (evidenceLength == 0) revert EmptyCid();
+        if (evidenceLength > MAX_EVIDENCE_CID) {
+            revert EvidenceCidTooLong(evidenceLength, MAX_EVIDENCE_CID);
+        }
         if (t.challenge != CHALLENGE_NONE) revert AlreadyChallenged(id);
         uint256 at = _settleTime(p, t);
         if (p.challengeWindow == 0 || block.timestamp >= at) revert ChallengeClosed(at);
@@ -538,7 +558,7 @@ contract TaskMarket {
         c.revealBy = uint40(revealBy);
         address[PANEL_SIZE] memory panel = _drawPanel(p, id);
         c.panel = panel;
-        emit TaskChallenged(id, msg.sender, msg.value);
+        emit TaskChallenged(id, msg.sender, msg.value, evidenceCid);
         emit PanelDrawn(id, panel, voteBy, revealBy);
     }
 
@@ -832,6 +852,7 @@ contract TaskMarket {
         bytes32 winner;
         bool accepted;
         bool upheld;
+        bool rejected; // a panel rejected a challenge of the result
         uint256 winners;
         uint256 refund;
         uint256 toCaller;
@@ -863,6 +884,7 @@ contract TaskMarket {
         // slither-disable-next-line uninitialized-local
         Settlement memory z;
         z.upheld = challengeState == CHALLENGE_UPHELD;
+        z.rejected = challengeState == CHALLENGE_REJECTED;
         _tally(p, reveals, states, z);
         z.cid = _winningCid(reveals, states, z, resultCid);
 
@@ -958,11 +980,12 @@ contract TaskMarket {
             bool revealed = states[i] == REPLICA_REVEALED;
             bool inMajority = revealed && z.accepted && reveals[i].outputHash == z.winner;
             if (inMajority && !z.upheld) {
-                z.what[i] = OUTCOME_WON;
+                // A result a panel judged and kept is a passed audit.
+                z.what[i] = z.rejected ? OUTCOME_AUDIT_PASSED : OUTCOME_WON;
                 z.refund -= p.bountyPerReplica;
                 _credit(provider, uint256(p.bountyPerReplica) + bond, z);
             } else if (inMajority) {
-                z.what[i] = OUTCOME_LOST; // the majority was overturned by a challenge
+                z.what[i] = OUTCOME_AUDIT_FAILED; // the majority was overturned by a challenge
                 z.toChallenger += bond;
             } else if (revealed && z.accepted && !z.upheld) {
                 z.what[i] = OUTCOME_LOST; // outvoted by the accepted majority
@@ -1033,7 +1056,7 @@ contract TaskMarket {
             // overturned majority, to the requester (taken from the registry afterwards).
             z.takes = new uint256[](z.who.length);
             for (uint256 i = 0; i < z.who.length; ++i) {
-                if (z.what[i] != OUTCOME_LOST) continue;
+                if (z.what[i] != OUTCOME_AUDIT_FAILED) continue;
                 z.takes[i] = _stakeTake(z.who[i], bond);
                 z.refund += z.takes[i];
             }

@@ -27,7 +27,12 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage,
 from pydantic import BaseModel
 
 from chefsplan_agents import _json
-from chefsplan_agents.agents._matching import _task_receipt, revealed_results, task_cap_wei
+from chefsplan_agents.agents._matching import (
+    _Reveal,
+    _task_receipt,
+    revealed_results,
+    task_cap_wei,
+)
 from chefsplan_agents.agents._plan import Plan, Step
 from chefsplan_agents.agents._reports import (
     ChallengeInfo,
@@ -52,6 +57,7 @@ from chefsplan_agents.tools import (
     log_output,
     second_opinion,
 )
+from chefsplan_agents.verify import ChallengeEvidence, publish_evidence
 
 __all__ = ["ComplianceAgent", "Released", "Rulings", "challenge_task"]
 
@@ -113,8 +119,20 @@ class Released(ToolResult):
         return "; ".join(bits) or "nothing to challenge or release"
 
 
-def challenge_task(network: Network, task_id: str, policy: PolicySettings) -> ChallengeInfo:
+def challenge_task(
+    network: Network,
+    task_id: str,
+    policy: PolicySettings,
+    *,
+    reason: str = "the result breaks the requester's policy",
+    check: str = "policy",
+    offender: _Reveal | None = None,
+) -> ChallengeInfo:
     """Challenge a task inside its challenge window, posting the market's challenge bond.
+
+    The challenge names an evidence document (:class:`~chefsplan_agents.verify.ChallengeEvidence`,
+    stored first) with ``check``, ``reason`` and, when given, the offending revealed result; the
+    drawn panel re-scores the revealed results itself.
 
     Raises:
         PolicyViolation: The bond is over the per-task cap (:func:`task_cap_wei`).
@@ -135,13 +153,32 @@ def challenge_task(network: Network, task_id: str, policy: PolicySettings) -> Ch
         raise InsufficientFunds(
             f"requester {network.address} holds {balance} wei, the challenge bond is {bond}"
         )
-    receipt = network.market.challenge(handle.params, sender=network.address, value=bond)
+    evidence = ChallengeEvidence(
+        chain_id=network.chain.chain_id,
+        market=network.market.address,
+        task_id="0x" + handle.task_id.hex(),
+        bundle_cid=handle.bundle_cid,
+        provider=offender.address if offender else None,
+        result_cid=offender.result_cid if offender else None,
+        output_hash=offender.output_hash if offender else None,
+        check=check,
+        reason=" ".join(reason.split())[:500] or check,
+        model_sha256=handle.bundle.model.sha256,
+    )
+    evidence_cid = publish_evidence(network.store, evidence)
+    receipt = network.market.challenge(
+        handle.params, evidence_cid, sender=network.address, value=bond
+    )
     log.info("challenged task %s (tx %s)", task_id, receipt.tx_hash)
     return ChallengeInfo(task_id=task_id, tx_hash=receipt.tx_hash, bond_wei=bond)
 
 
 def _challenge_or_release(
-    network: Network, policy: PolicySettings, delegation: Delegation, accept: bool
+    network: Network,
+    policy: PolicySettings,
+    delegation: Delegation,
+    accept: bool,
+    reasons: Sequence[str] = (),
 ) -> Released:
     """Challenge the tasks whose revealed output is not the accepted one; settle the rest."""
     challenges: list[ChallengeInfo] = []
@@ -149,10 +186,24 @@ def _challenge_or_release(
     settled = delegation
     for task_id in delegation.task_ids:
         handle = network.handle_of(task_id)
-        outputs = {r.output_hash for r in revealed_results(network, handle)}
+        reveals = revealed_results(network, handle)
+        outputs = {r.output_hash for r in reveals}
         good = accept and outputs <= {delegation.output_hash}
         if not good:
-            challenges.append(challenge_task(network, task_id, policy))
+            offender = next(
+                (r for r in reveals if not accept or r.output_hash != delegation.output_hash),
+                None,
+            )
+            challenges.append(
+                challenge_task(
+                    network,
+                    task_id,
+                    policy,
+                    reason="; ".join(reasons) or "a replica's output is not the accepted one",
+                    check="policy" if accept else "compliance",
+                    offender=offender,
+                )
+            )
             continue
         done = network.wait(handle)
         released.append(task_id)
@@ -359,7 +410,12 @@ class ComplianceAgent(WorkflowAgent):
         elif step.tool == "challenge_or_release":
             accept = not state.reasons
             func = functools.partial(
-                _challenge_or_release, self.network, self.policy, delegation, accept
+                _challenge_or_release,
+                self.network,
+                self.policy,
+                delegation,
+                accept,
+                tuple(state.reasons),
             )
         elif step.tool == "log_output":
             record = json.dumps(

@@ -64,21 +64,19 @@ def deploy_contracts(
     min_stake: int = DEFAULT_MIN_STAKE,
     unstake_cooldown: int = DEFAULT_UNSTAKE_COOLDOWN,
     challenge_bond: int = DEFAULT_CHALLENGE_BOND,
-    auditor: str | None = None,
     sender: str | None = None,
 ) -> Deployment:
     """Deploy fresh contracts and wire them together.
 
     Deploys ``AgentRegistry(min_stake, unstake_cooldown)``, ``TaskMarket(registry,
     challenge_bond)`` (challenges are decided by panels of registered providers) and
-    ``OutputLog``, then binds the market to the registry and, if given, sets the auditor.
+    ``OutputLog``, then binds the market to the registry.
 
     Args:
         chain: Where to deploy.
         min_stake: Wei a provider must stake to register.
         unstake_cooldown: Seconds between ``requestUnstake`` and ``withdrawStake``.
         challenge_bond: Wei a challenger posts.
-        auditor: Who may record audit results (default: nobody until set).
         sender: The deploying account (default: the chain's default account).
 
     Returns:
@@ -102,8 +100,6 @@ def deploy_contracts(
     log_at = chain.deploy("OutputLog", sender=deployer)
     registry = chain.contract("AgentRegistry", registry_at)
     registry.transact("setMarket", market_at, sender=deployer)
-    if auditor is not None:
-        registry.transact("setAuditor", auditor, sender=deployer)
     deployment = Deployment(
         chain=chain,
         registry=registry,

@@ -67,9 +67,6 @@ def deploy_command(
     challenge_bond: Annotated[
         int, typer.Option(help="Wei a challenger posts (more than zero).", min=1)
     ] = DEFAULT_CHALLENGE_BOND,
-    auditor: Annotated[
-        str | None, typer.Option(help="Who may record audit results (default: nobody).")
-    ] = None,
     key_env: Annotated[
         str, typer.Option(help="Environment variable holding the deployer's private key.")
     ] = KEY_ENV,
@@ -90,7 +87,6 @@ def deploy_command(
             min_stake=min_stake,
             unstake_cooldown=unstake_cooldown,
             challenge_bond=challenge_bond,
-            auditor=auditor,
         )
         _print(deployment.addresses, as_json)
 
@@ -144,7 +140,6 @@ def _info(chain: Chain, addresses: dict[str, str]) -> dict[str, Any]:
             "min_stake": registry.min_stake,
             "unstake_cooldown": registry.unstake_cooldown,
             "owner": registry.owner,
-            "auditor": registry.auditor,
         }
         info["market"] = {"challenge_bond": market.challenge_bond, "panel_size": market.panel_size}
     return info

@@ -313,12 +313,26 @@ class MarketClient:
         )
 
     def challenge(
-        self, params: TaskParams, *, sender: str | None = None, value: int | None = None
+        self,
+        params: TaskParams,
+        evidence_cid: str,
+        *,
+        sender: str | None = None,
+        value: int | None = None,
     ) -> Receipt:
-        """Challenge a task before its settlement time, posting the challenge bond."""
+        """Challenge a task before its settlement time, posting the challenge bond.
+
+        Args:
+            params: The task's terms.
+            evidence_cid: CID of the evidence the panel is to check (see
+                :func:`chefsplan_agents.verify.publish_evidence`); emitted in ``TaskChallenged``.
+            sender: The challenger.
+            value: Wei sent (default: the challenge bond).
+        """
         return self.contract.transact(
             "challenge",
             params.as_abi(),
+            evidence_cid,
             sender=sender,
             value=self.challenge_bond if value is None else value,
         )

@@ -17,6 +17,8 @@ from chefsplan_agents.chain import (
 from chefsplan_agents.errors import RegistryError
 
 __all__ = [
+    "OUTCOME_AUDIT_FAILED",
+    "OUTCOME_AUDIT_PASSED",
     "OUTCOME_LOST",
     "OUTCOME_NONE",
     "OUTCOME_SLASHED",
@@ -31,6 +33,10 @@ OUTCOME_NONE = 0
 OUTCOME_WON = 1
 OUTCOME_LOST = 2
 OUTCOME_SLASHED = 3
+#: Won a task whose result a challenge panel kept (a passed audit).
+OUTCOME_AUDIT_PASSED = 4
+#: In a majority a challenge panel overturned: lost, bond slashed, a failed audit.
+OUTCOME_AUDIT_FAILED = 5
 
 
 @dataclass(frozen=True)
@@ -206,16 +212,6 @@ class RegistryClient:
         """Bind the market allowed to record outcomes (owner only, once)."""
         return self.contract.transact("setMarket", to_address(market, "market"), sender=sender)
 
-    def set_auditor(self, auditor: str, *, sender: str | None = None) -> Receipt:
-        """Set the account allowed to record audit results (owner only)."""
-        return self.contract.transact("setAuditor", to_address(auditor, "auditor"), sender=sender)
-
-    def record_audit(self, provider: str, passed: bool, *, sender: str | None = None) -> Receipt:
-        """Record a canary-task result for ``provider`` (auditor only)."""
-        return self.contract.transact(
-            "recordAudit", to_address(provider, "provider"), passed, sender=sender
-        )
-
     def record_outcomes(self, outcomes: Mapping[str, int], *, sender: str | None = None) -> Receipt:
         """Record task outcomes (``OUTCOME_*`` by provider); only the market may."""
         providers = [to_address(p, "provider") for p in outcomes]
@@ -287,17 +283,11 @@ class RegistryClient:
 
     @property
     def owner(self) -> str:
-        """The deployer, who sets the market and the auditor."""
+        """The deployer, who binds the market."""
         return str(self.contract.call("owner"))
 
     @property
     def market(self) -> str | None:
         """The bound market, or ``None``."""
         address = str(self.contract.call("market"))
-        return None if int(address, 16) == 0 else address
-
-    @property
-    def auditor(self) -> str | None:
-        """The auditor, or ``None``."""
-        address = str(self.contract.call("auditor"))
         return None if int(address, 16) == 0 else address

@@ -10,6 +10,13 @@ settles replicas whose outputs differ by re-scoring each.
 """
 
 from chefsplan_agents.verify._arbitrate import Arbitration, arbitrate
+from chefsplan_agents.verify._evidence import (
+    EVIDENCE_KIND,
+    MAX_EVIDENCE_BYTES,
+    ChallengeEvidence,
+    load_evidence,
+    publish_evidence,
+)
 from chefsplan_agents.verify._policy import Checks, ProviderStats, Trust, VerificationPolicy
 from chefsplan_agents.verify._rescore import (
     DRIFT_NATS,
@@ -35,6 +42,11 @@ from chefsplan_agents.verify._suite import (
 )
 
 __all__ = [
+    "EVIDENCE_KIND",
+    "MAX_EVIDENCE_BYTES",
+    "ChallengeEvidence",
+    "load_evidence",
+    "publish_evidence",
     "BLIND_SPOTS",
     "STRATEGIES",
     "Models",
