@@ -6,7 +6,9 @@ package adds the checks a requester or watcher runs off chain, starting with the
 one prefill pass of the verifier's own model, in full or as a spot check. docs/verification.md
 explains each check, its cost and its limits. :class:`VerificationPolicy` plans which checks a
 task gets (from trust, the provider's reputation and stake, and the bounty) and :func:`arbitrate`
-settles replicas whose outputs differ by re-scoring each.
+settles replicas whose outputs differ by re-scoring each. A :class:`Panelist` (run by every
+provider node) votes on the challenges it is drawn for from its own re-score
+(:func:`judge_outcome`).
 """
 
 from chefsplan_agents.verify._arbitrate import Arbitration, arbitrate
@@ -17,6 +19,14 @@ from chefsplan_agents.verify._evidence import (
     load_evidence,
     publish_evidence,
 )
+from chefsplan_agents.verify._judge import (
+    OutcomeJudgement,
+    RevealedResult,
+    TaskOnChain,
+    judge_outcome,
+    read_task,
+)
+from chefsplan_agents.verify._panel import PANEL_DEFAULT_VOTE, Panelist, PanelSeat, PanelStage
 from chefsplan_agents.verify._policy import Checks, ProviderStats, Trust, VerificationPolicy
 from chefsplan_agents.verify._rescore import (
     DRIFT_NATS,
@@ -42,6 +52,15 @@ from chefsplan_agents.verify._suite import (
 )
 
 __all__ = [
+    "PANEL_DEFAULT_VOTE",
+    "OutcomeJudgement",
+    "PanelSeat",
+    "PanelStage",
+    "Panelist",
+    "RevealedResult",
+    "TaskOnChain",
+    "judge_outcome",
+    "read_task",
     "EVIDENCE_KIND",
     "MAX_EVIDENCE_BYTES",
     "ChallengeEvidence",
