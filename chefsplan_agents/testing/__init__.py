@@ -13,6 +13,7 @@ can run one where it would run the model honestly:
 * :class:`SampledWhenGreedy` — samples when greedy was asked;
 * :class:`ChosenSeed` — samples with a seed of its own, not the task's;
 * :class:`ChangeToken` — one token swapped for the runner-up (a flipped "not");
+* :class:`Silent` — claims and never answers (a no-show);
 * :class:`Adaptive` — any of these on a fraction of its tasks, honest on the rest.
 
 :func:`honest_result` is the honest baseline. docs/verification.md says which check catches each.
@@ -27,6 +28,7 @@ from chefsplan_agents.testing._cheats import (
     Lazy,
     Pad,
     SampledWhenGreedy,
+    Silent,
     Tamper,
     TextSwap,
     Truncate,
@@ -46,6 +48,7 @@ __all__ = [
     "Pad",
     "QuantType",
     "SampledWhenGreedy",
+    "Silent",
     "Tamper",
     "TextSwap",
     "Truncate",
