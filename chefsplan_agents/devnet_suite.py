@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -274,6 +275,7 @@ class DevnetSuiteReport:
         market_owed_wei: What the market owes (every account's balance there).
         registry_held_wei: Ether the registry holds at the end.
         registry_staked_wei: The stakes of every registered provider.
+        registry_staked_at_start_wei: The nodes' stakes when they registered.
         stake_slashed_wei: Registry stake slashed over the run.
         wall_s: Wall-clock seconds, devnet start-up included.
     """
@@ -291,6 +293,7 @@ class DevnetSuiteReport:
     market_owed_wei: int = 0
     registry_held_wei: int = 0
     registry_staked_wei: int = 0
+    registry_staked_at_start_wei: int = 0
     stake_slashed_wei: int = 0
     wall_s: float = 0.0
 
@@ -427,6 +430,7 @@ class _Run:
         self.challenge_failures: list[str] = []
         self._redundant_round = 0
         self._claims_close = 0
+        self.staked_at_start = sum(devnet.registry.stake_of(n.address) for n in devnet.nodes)
 
     # ------------------------------------------------------------------ posting
 
@@ -471,9 +475,19 @@ class _Run:
         self._redundant_round += 1
         if len(honest) < _REPLICAS:
             return []
+        # Two honest nodes at one thread count vote together against a cheater; outputs at
+        # another thread count may drift on a real model, and a minority of one honest node
+        # would be outvoted by its peers. The third sits with the colluders (outvoted, then
+        # vindicated by the challenge) and in the honest-only tasks.
+        threads = Counter(self.roles[n.address].n_threads for n in honest)
+        common = threads.most_common(1)[0][0]
+        pair = [n for n in honest if self.roles[n.address].n_threads == common][:2]
+        if len(pair) < 2:
+            pair = honest[:2]
+        third = next(n for n in honest if n not in pair)
         colluders = [n for n in nodes if self.roles[n.address].colluder and n.address in active]
-        # A copycat of another task's result answers this one's text like the honest nodes
-        # (a scripted model says the same to every chat): it would sit in the majority.
+        # A copycat of another task's result would answer like the honest nodes where the
+        # model says the same to every chat (the scripted one): it would sit in the majority.
         minority = [
             n
             for n in nodes
@@ -482,14 +496,12 @@ class _Run:
             and not self.roles[n.address].colluder
             and not isinstance(self.roles[n.address].cheat, Copycat)
         ]
-        # honest[-1] is kept out of the minority tasks: an honest pair at different thread
-        # counts (when there is one) must agree for the outvoted cheater to be the one slashed.
         if batch == 0:
-            seats = [[*colluders[:2], honest[-1]]] if len(colluders) >= 2 else []
-            return seats + [[honest[0], honest[1], x] for x in minority]
+            seats = [[*colluders[:2], third]] if len(colluders) >= 2 else []
+            return seats + [[*pair, x] for x in minority]
         if batch % 2 and minority:
-            return [[honest[0], honest[1], minority[(batch // 2) % len(minority)]]]
-        return [honest[:_REPLICAS]]
+            return [[*pair, minority[(batch // 2) % len(minority)]]]
+        return [[pair[0], third, pair[1]]]
 
     def post_batch(self, singles: int) -> None:
         """One task assigned to each active provider (round robin, at least ``singles``), then
@@ -716,6 +728,7 @@ def _report(run: _Run, roles: Sequence[SuiteRole], model: str) -> DevnetSuiteRep
         market_owed_wei=sum(market.balance_of(a) for a in accounts),
         registry_held_wei=devnet.chain.balance(registry.address),
         registry_staked_wei=sum(p.stake for p in registry.providers()),
+        registry_staked_at_start_wei=run.staked_at_start,
         stake_slashed_wei=stake_slashed,
     )
 
