@@ -161,7 +161,8 @@ class Watcher:
         on_event: Called with each :class:`WatchEvent`.
 
     Raises:
-        ConfigError: ``rate`` outside 0 to 1, or a negative cap.
+        ConfigError: ``rate`` outside 0 to 1, a negative cap, or ``state_dir`` holds the
+            state of a watcher of another market.
         NodeError: The state folder cannot be created or read.
     """
 
@@ -215,8 +216,10 @@ class Watcher:
 
     def _read_meta(self) -> dict[str, Any]:
         file = self.path / "watch.json"
+        market = f"{self.chain.chain_id}:{self.market.address}"
         if not file.exists():
             meta: dict[str, Any] = {
+                "market": market,
                 "cursor": None,
                 "spent_wei": 0,
                 "seed": secrets.token_hex(32),
@@ -225,13 +228,20 @@ class Watcher:
             return meta
         try:
             value = json.loads(file.read_text(encoding="utf-8"))
-            return {
+            meta = {
+                "market": str(value["market"]),
                 "cursor": None if value["cursor"] is None else int(value["cursor"]),
                 "spent_wei": int(value["spent_wei"]),
                 "seed": str(value["seed"]),
             }
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise NodeError(f"watcher state {file} is unreadable ({err}); move it away") from err
+        if meta["market"] != market:
+            raise ConfigError(
+                f"the watcher state in {self.path} follows market {meta['market']}, not "
+                f"{market}: pass another --state-dir"
+            )
+        return meta
 
     def _save_meta(self) -> None:
         write_state_file(self.path / "watch.json", self._meta, durable=True)

@@ -10,6 +10,7 @@ import pytest
 
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import ConfigError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts
@@ -108,3 +109,14 @@ def test_the_spending_cap_stops_challenges(
     assert record is not None and record.stage is WatchStage.SKIPPED
     assert "spending cap" in record.reason
     assert net.market.events("TaskChallenged") == []
+
+
+def test_a_state_folder_of_another_market_is_refused(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    state = tmp_path / "watch"
+    state.mkdir()
+    other = '{"cursor": 7, "market": "1:0x0000000000000000000000000000000000000001", '
+    (state / "watch.json").write_text(other + '"seed": "00", "spent_wei": 0}')
+    with pytest.raises(ConfigError, match="another --state-dir"):
+        Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
