@@ -227,3 +227,27 @@ def test_d_garbage_evidence_does_not_stop_the_panel(cheating_net: Devnet) -> Non
     for node in panel:
         seat = _panelist(node).seat(handle.task_id)
         assert seat is not None and seat.judged and seat.upheld is True
+
+
+def test_a_silent_panelist_is_waited_for_then_slashed(cheating_net: Devnet) -> None:
+    """The devnet's clock moves to the vote deadlines, so stepping alone ends the challenge."""
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    silent, *voters = _panel(net, handle)
+    silent.duties.clear()
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+
+    _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 2
+    # Nobody resolved before the reveal deadline: one vote was still missing.
+    assert net.chain.block_timestamp() > challenge.reveal_by
+    taken = net.market.challenge_bond // 3
+    assert _stakes(net)[silent.address] == stakes[silent.address] - taken
+    assert int(_reputation_events(net, silent.address)[-1].args["slashed"]) == 1
+    for node in voters:
+        assert _stakes(net)[node.address] == stakes[node.address]
