@@ -552,6 +552,8 @@ class ProviderNode:
     def _run_duty(self, duty: NodeDuty) -> int:
         try:
             done = duty.tick()
+        except (ChainUnavailable, StoreUnavailable):
+            raise  # the node backs off as for its own tasks
         except Exception:  # a duty's failure must never stop the node's own tasks
             log.exception("node %s: %r failed; will retry next tick", self.address, duty)
             return 0

@@ -141,6 +141,8 @@ class _SeatStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Open seats, read from disk once: a tick does not re-read every finished one.
+        self._active: dict[str, PanelSeat] | None = None
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as err:
@@ -148,6 +150,11 @@ class _SeatStore:
 
     def save(self, seat: PanelSeat, *, durable: bool = True) -> None:
         write_state_file(self.path / f"{seat.task_id}.json", seat.to_json(), durable=durable)
+        if self._active is not None:
+            if seat.stage.active:
+                self._active[seat.task_id] = seat
+            else:
+                self._active.pop(seat.task_id, None)
 
     def load(self, task_id: str) -> PanelSeat | None:
         file = self.path / f"{task_id}.json"
@@ -165,6 +172,11 @@ class _SeatStore:
         return sorted(
             (self._read(f) for f in self.path.glob("0x*.json")), key=lambda s: s.drawn_block
         )
+
+    def active(self) -> list[PanelSeat]:
+        if self._active is None:
+            self._active = {s.task_id: s for s in self.all() if s.stage.active}
+        return sorted(self._active.values(), key=lambda s: s.drawn_block)
 
     @property
     def cursor(self) -> int | None:
@@ -254,9 +266,7 @@ class Panelist:
             ChainUnavailable: The chain stayed unreachable through every retry.
         """
         steps = self._new_seats()
-        for seat in self.seats.all():
-            if not seat.stage.active:
-                continue
+        for seat in self.seats.active():
             try:
                 steps += self._advance(seat)
             except (ChainUnavailable, StoreUnavailable) as err:

@@ -11,6 +11,7 @@ import pytest
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.chain import Event
 from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import StoreUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts, VoteState
 from chefsplan_agents.node import ProviderNode
@@ -251,3 +252,34 @@ def test_a_silent_panelist_is_waited_for_then_slashed(cheating_net: Devnet) -> N
     assert int(_reputation_events(net, silent.address)[-1].args["slashed"]) == 1
     for node in voters:
         assert _stakes(net)[node.address] == stakes[node.address]
+
+
+def test_a_store_outage_is_retried_and_a_failing_duty_never_stops_a_node(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+
+    class Broken:
+        def tick(self) -> int:
+            raise RuntimeError("a bug in some duty")
+
+    panel[0].duties.insert(0, Broken())
+    real_get = net.store.get
+    outages = {"left": 6}
+
+    def flaky_get(cid: str, *, max_bytes: int | None = None) -> bytes:
+        if outages["left"] > 0:
+            outages["left"] -= 1
+            raise StoreUnavailable("the IPFS daemon is restarting")
+        return real_get(cid, max_bytes=max_bytes)
+
+    monkeypatch.setattr(net.store, "get", flaky_get)
+
+    _drive(net, handle)
+
+    assert outages["left"] == 0
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
