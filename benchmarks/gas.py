@@ -65,6 +65,7 @@ BOUNTY = ETHER // 100
 BOND = ETHER // 200
 BUNDLE_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 RESULT_CID = "bafkreidon73zkcrwdb5iafqtijxildoonbwnpv7dyd6ef3qdgads2jc4su"
+EVIDENCE_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
 
 
 @dataclass
@@ -241,7 +242,9 @@ class Bench:
         output = Web3.keccak(text=f"the answer {self.nonce}")
         step("claim", fn.claim(p, b"\0" * 32), provider, BOND)
         step("reveal from the claim", fn.reveal(p, output, RESULT_CID, b"\0" * 32), provider)
-        receipt = step("challenge (draws the panel)", fn.challenge(p), challenger, BOND)
+        receipt = step(
+            "challenge (draws the panel)", fn.challenge(p, EVIDENCE_CID), challenger, BOND
+        )
         (drawn,) = self.market.events.PanelDrawn().process_receipt(receipt, errors=DISCARD)
         panel = list(drawn["args"]["panel"])
         task_id = fn.taskIdOf(p).call()

@@ -43,7 +43,12 @@ from eth_utils.crypto import keccak  # noqa: E402
 from chefsplan_agents.bundles import Offer, OfferedModel, issue_offer  # noqa: E402
 from chefsplan_agents.chain import EmbeddedChain, Event, load_artifact  # noqa: E402
 from chefsplan_agents.identity import Identity  # noqa: E402
-from chefsplan_agents.registry import RegistryClient, Reputation  # noqa: E402
+from chefsplan_agents.registry import (  # noqa: E402
+    OUTCOME_AUDIT_FAILED,
+    OUTCOME_AUDIT_PASSED,
+    RegistryClient,
+    Reputation,
+)
 from chefsplan_agents.registry._index import (  # noqa: E402
     ChainLogSource,
     IndexedProvider,
@@ -271,7 +276,8 @@ def real_chain_check(n: int, seed: int) -> tuple[int, int, bool]:
         address = chain.deploy("AgentRegistry", MIN_STAKE, 3600)
         contract = chain.contract("AgentRegistry", address)
         client = RegistryClient(contract)
-        client.set_auditor(chain.default_account)
+        # The deployer stands in for the market, so audit outcomes can be seeded directly.
+        client.set_market(chain.default_account)
         idents = []
         for _ in range(n):
             ident = Identity.generate()
@@ -286,8 +292,13 @@ def real_chain_check(n: int, seed: int) -> tuple[int, int, bool]:
                 sender=ident.address,
             )
             idents.append(ident)
-        for ident in rng.sample(idents, n // 5):
-            client.record_audit(ident.address, rng.random() < 0.8)
+        audited = rng.sample(idents, n // 5)
+        client.record_outcomes(
+            {
+                i.address: OUTCOME_AUDIT_PASSED if rng.random() < 0.8 else OUTCOME_AUDIT_FAILED
+                for i in audited
+            }
+        )
         for ident in rng.sample(idents, n // 10):
             client.request_unstake(sender=ident.address)
         events = ChainLogSource(contract)(0, chain.block_number())

@@ -173,6 +173,16 @@ def challenge_task(
     return ChallengeInfo(task_id=task_id, tx_hash=receipt.tx_hash, bond_wei=bond)
 
 
+def _check_of(reasons: Sequence[str]) -> str:
+    """The evidence's ``check`` for the first reason that names one."""
+    for reason in reasons:
+        if reason.startswith("re-score failed"):
+            return "rescore"
+        if reason.startswith("policy"):
+            return "policy"
+    return "compliance"
+
+
 def _challenge_or_release(
     network: Network,
     policy: PolicySettings,
@@ -200,7 +210,7 @@ def _challenge_or_release(
                     task_id,
                     policy,
                     reason="; ".join(reasons) or "a replica's output is not the accepted one",
-                    check="policy" if accept else "compliance",
+                    check=_check_of(reasons),
                     offender=offender,
                 )
             )

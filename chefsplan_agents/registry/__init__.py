@@ -8,6 +8,8 @@ milliseconds without scanning the chain.
 """
 
 from chefsplan_agents.registry._client import (
+    OUTCOME_AUDIT_FAILED,
+    OUTCOME_AUDIT_PASSED,
     OUTCOME_LOST,
     OUTCOME_NONE,
     OUTCOME_SLASHED,
@@ -32,6 +34,8 @@ from chefsplan_agents.registry._offers import MAX_OFFER_BYTES, OfferStatus, Offe
 
 __all__ = [
     "MAX_OFFER_BYTES",
+    "OUTCOME_AUDIT_FAILED",
+    "OUTCOME_AUDIT_PASSED",
     "OUTCOME_LOST",
     "OUTCOME_NONE",
     "OUTCOME_SLASHED",

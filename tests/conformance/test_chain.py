@@ -54,6 +54,8 @@ from chefsplan_agents.market import (
     result_cid_hash,
 )
 from chefsplan_agents.registry import (
+    OUTCOME_AUDIT_FAILED,
+    OUTCOME_AUDIT_PASSED,
     OUTCOME_LOST,
     OUTCOME_SLASHED,
     OUTCOME_WON,
@@ -72,6 +74,7 @@ ETHER = 10**18
 MIN_STAKE = ETHER // 100
 COOLDOWN = 3600
 CHALLENGE_BOND = ETHER // 50
+EVIDENCE = "bafkreievidence"
 BOUNTY = ETHER // 10
 BOND = ETHER // 20
 DID = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
@@ -108,7 +111,6 @@ class ChainConformance:
             min_stake=MIN_STAKE,
             unstake_cooldown=COOLDOWN,
             challenge_bond=CHALLENGE_BOND,
-            auditor=chain.accounts[9],
         )
 
     @pytest.fixture(scope="class")
@@ -378,7 +380,6 @@ class ChainConformance:
     ) -> None:
         assert registry.market == deployment.market.address
         assert registry.owner == chain.accounts[0]
-        assert registry.auditor == chain.accounts[9]
         assert registry.min_stake == MIN_STAKE and registry.unstake_cooldown == COOLDOWN
         assert market.challenge_bond == CHALLENGE_BOND and market.panel_size == 3
         assert set(deployment.addresses) == {"AgentRegistry", "TaskMarket", "OutputLog"}
@@ -494,10 +495,6 @@ class ChainConformance:
         assert not_owner.value.args_ == {"caller": stranger}
         with pytest.raises(E.MarketAlreadySet):
             registry.set_market(stranger, sender=owner)
-        with pytest.raises(E.NotOwner):
-            registry.set_auditor(stranger, sender=stranger)
-        registry.set_auditor(stranger, sender=owner)
-        assert registry.auditor == stranger
         with pytest.raises(E.NotMarket):
             registry.record_outcomes({stranger: OUTCOME_WON}, sender=owner)
 
@@ -531,20 +528,22 @@ class ChainConformance:
         with pytest.raises(E.LengthMismatch):
             fresh.contract.transact("recordOutcomes", [p1, p2], [1], sender=market_eoa)
 
-    def test_record_audit(self, chain: Chain, registry: RegistryClient) -> None:
-        auditor, a = chain.accounts[9], chain.accounts[1]
-        with pytest.raises(E.NotAuditor):
-            registry.record_audit(a, True, sender=a)
-        with pytest.raises(E.NotRegistered):
-            registry.record_audit(a, True, sender=auditor)
-        registry.register(DID, OFFER_CID, h("o"), stake=MIN_STAKE, sender=a)
-        registry.record_audit(a, True, sender=auditor)
-        registry.record_audit(a, True, sender=auditor)
-        receipt = registry.record_audit(a, False, sender=auditor)
-        assert receipt.event("ReputationUpdated").args["auditsFailed"] == 1
-        rep = registry.reputation(a)
-        assert (rep.audits_passed, rep.audits_failed) == (2, 1)
-        assert registry.events("ReputationUpdated", provider=a)[-1].args["auditsPassed"] == 2
+    def test_audit_outcomes_by_market(self, chain: Chain) -> None:
+        market_eoa, a, b = chain.accounts[6], *chain.accounts[1:3]
+        fresh = RegistryClient(
+            chain.contract("AgentRegistry", chain.deploy("AgentRegistry", MIN_STAKE, COOLDOWN))
+        )
+        fresh.set_market(market_eoa)
+        for i, who in enumerate((a, b)):
+            fresh.register(f"{DID}{i}", OFFER_CID, h("o"), stake=MIN_STAKE, sender=who)
+        fresh.record_outcomes({a: OUTCOME_AUDIT_PASSED, b: OUTCOME_AUDIT_FAILED}, sender=market_eoa)
+        receipt = fresh.record_outcomes({a: OUTCOME_AUDIT_PASSED}, sender=market_eoa)
+        assert receipt.event("ReputationUpdated").args["auditsPassed"] == 2
+        rep_a, rep_b = fresh.reputation(a), fresh.reputation(b)
+        assert (rep_a.won, rep_a.audits_passed, rep_a.audits_failed) == (2, 2, 0)
+        assert (rep_b.lost, rep_b.slashed, rep_b.audits_failed) == (1, 1, 1)
+        with pytest.raises(E.NotMarket):
+            fresh.record_outcomes({a: OUTCOME_AUDIT_FAILED}, sender=a)
 
     # ------------------------------------------------------------------ market: posting
 
@@ -1145,18 +1144,19 @@ class ChainConformance:
         challenger = chain.accounts[5]
         closed = self._revealed_task(market, providers, window=0)
         with pytest.raises(E.ChallengeClosed):
-            market.challenge(closed, sender=challenger)
+            market.challenge(closed, EVIDENCE, sender=challenger)
         params = self._revealed_task(market, providers, window=3600)
         with pytest.raises(E.WrongValue):
-            market.challenge(params, sender=challenger, value=1)
+            market.challenge(params, EVIDENCE, sender=challenger, value=1)
         with pytest.raises(E.SelfChallenge):
-            market.challenge(params, sender=providers[0])
-        receipt = market.challenge(params, sender=challenger)
+            market.challenge(params, EVIDENCE, sender=providers[0])
+        receipt = market.challenge(params, EVIDENCE, sender=challenger)
         assert receipt.event("TaskChallenged").args["bond"] == CHALLENGE_BOND
+        assert receipt.event("TaskChallenged").args["evidenceCid"] == EVIDENCE
         assert market.challenger_of(market.task_id(params)) == challenger
         assert market.task_state(market.task_id(params)).challenge is ChallengeState.PENDING
         with pytest.raises(E.AlreadyChallenged):
-            market.challenge(params, sender=challenger)
+            market.challenge(params, EVIDENCE, sender=challenger)
         chain.advance_time(3601)
         with pytest.raises(E.ChallengePending):
             market.finalize(params)
@@ -1174,7 +1174,7 @@ class ChainConformance:
     ) -> None:
         requester, challenger, p = chain.accounts[0], chain.accounts[5], providers[0]
         params = self._revealed_task(market, providers, window=3600)
-        market.challenge(params, sender=challenger)
+        market.challenge(params, EVIDENCE, sender=challenger)
         self._panel_votes(market, params, True)
         receipt = market.resolve(params)
         assert receipt.event("ChallengeResolved").args["upheld"] is True
@@ -1196,7 +1196,7 @@ class ChainConformance:
     ) -> None:
         challenger, p = chain.accounts[5], providers[0]
         params = self._revealed_task(market, providers, window=3600)
-        market.challenge(params, sender=challenger)
+        market.challenge(params, EVIDENCE, sender=challenger)
         self._panel_votes(market, params, False)
         market.resolve(params)
         with pytest.raises(E.TooEarly):

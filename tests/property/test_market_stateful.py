@@ -75,6 +75,7 @@ from chefsplan_agents.registry import RegistryClient
 MIN_STAKE = 10**16
 # Odd, so that sharing it among winners leaves a remainder for the requester.
 CHALLENGE_BOND = 10**15 + 7
+EVIDENCE = "bafkreievidence"
 MAX_REPLICAS = 16
 ZERO32 = b"\x00" * 32
 CLOCK_LEAD_S = 30 * 24 * 3600
@@ -88,7 +89,14 @@ VOTE_NONE, VOTE_COMMITTED, VOTE_UPHOLD, VOTE_REJECT = range(4)
 PANEL_SIZE = 3
 DAY = 24 * 3600
 RESULT_ACCEPTED, RESULT_NO_QUORUM, RESULT_OVERTURNED = 1, 2, 3
-OUTCOME_NONE, OUTCOME_WON, OUTCOME_LOST, OUTCOME_SLASHED = range(4)
+(
+    OUTCOME_NONE,
+    OUTCOME_WON,
+    OUTCOME_LOST,
+    OUTCOME_SLASHED,
+    OUTCOME_AUDIT_PASSED,
+    OUTCOME_AUDIT_FAILED,
+) = range(6)
 
 _nonces = itertools.count(1)
 
@@ -437,11 +445,13 @@ class TaskMarketMachine(RuleBasedStateMachine):
             in_majority = is_revealed and accepted and entry.output_hash == winner
             outcome = OUTCOME_NONE
             if in_majority and not upheld:
-                outcome = OUTCOME_WON
+                # A result a panel judged and kept is a passed audit.
+                rejected = task.challenge == CHALLENGE_REJECTED
+                outcome = OUTCOME_AUDIT_PASSED if rejected else OUTCOME_WON
                 refund -= p.bounty_per_replica
                 credits[entry.provider] += p.bounty_per_replica + p.bond
             elif in_majority:
-                outcome = OUTCOME_LOST
+                outcome = OUTCOME_AUDIT_FAILED  # overturned by the panel
                 to_challenger += p.bond
             elif is_revealed and accepted and not upheld:
                 outcome = OUTCOME_LOST
@@ -475,7 +485,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
                 credits[task.challenger] += CHALLENGE_BOND + reward
                 refund += to_challenger - paid - reward
                 for provider, outcome in outcomes.items():
-                    if outcome == OUTCOME_LOST:
+                    if outcome == OUTCOME_AUDIT_FAILED:
                         stake_takes[provider] = min(self.stakes.get(provider, 0), p.bond)
                         refund += stake_takes[provider]
             else:
@@ -573,6 +583,13 @@ class TaskMarketMachine(RuleBasedStateMachine):
             rep["slashed"] += 1
         elif outcome == OUTCOME_SLASHED:
             rep["slashed"] += 1
+        elif outcome == OUTCOME_AUDIT_PASSED:
+            rep["won"] += 1
+            rep["audits_passed"] += 1
+        elif outcome == OUTCOME_AUDIT_FAILED:
+            rep["lost"] += 1
+            rep["slashed"] += 1
+            rep["audits_failed"] += 1
 
     # -------------------------------------------------------------- rules: requester
 
@@ -1434,7 +1451,7 @@ class TaskMarketMachine(RuleBasedStateMachine):
             expected = "PanelUnavailable"
         receipt = self._attempt(
             expected,
-            lambda: self.market.challenge(p, sender=caller, value=value),
+            lambda: self.market.challenge(p, EVIDENCE, sender=caller, value=value),
             sender=caller,
             value=value,
         )
@@ -1836,10 +1853,12 @@ class TaskMarketMachine(RuleBasedStateMachine):
         for provider in self.net.providers:
             rep = self.registry.reputation(provider)
             model = self.reputation[provider]
-            assert (rep.won, rep.lost, rep.slashed) == (
+            assert (rep.won, rep.lost, rep.slashed, rep.audits_passed, rep.audits_failed) == (
                 model["won"],
                 model["lost"],
                 model["slashed"],
+                model["audits_passed"],
+                model["audits_failed"],
             ), provider
         self.touched = None
 

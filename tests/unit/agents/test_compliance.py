@@ -21,6 +21,7 @@ from chefsplan_agents.devnet import Devnet
 from chefsplan_agents.llm import SCRIPTED_OUTPUT, LlamaCppBackend
 from chefsplan_agents.market import ChallengeState, TaskResult
 from chefsplan_agents.network import Network
+from chefsplan_agents.verify import load_evidence
 
 
 def _report(result: object) -> ComplianceReport:
@@ -57,6 +58,12 @@ def test_compliance_blocks_a_violating_output_and_freezes_its_payment_on_chain(
     assert state.open and state.revealed == 1 and state.challenge is ChallengeState.PENDING
     assert market.challenger_of(task_id) == network.address
     assert market.events("TaskFinalized", task_id=task_id) == []
+    # The challenge names its evidence: why, and which revealed result.
+    [challenged] = market.events("TaskChallenged", task_id=task_id)
+    evidence = load_evidence(network.store, str(challenged.args["evidenceCid"]))
+    assert evidence.task_id == task_id and evidence.provider == provider
+    assert evidence.check == "policy" and "forbidden word 'chefsplan'" in evidence.reason
+    assert evidence.bundle_cid == network.handle_of(task_id).bundle_cid
     assert market.balance_of(provider) == 0
     bounty = verdict.delegation.escrow_wei
     assert network.balance_wei() <= balance_before - bounty - bond  # escrow + bond (+ gas)

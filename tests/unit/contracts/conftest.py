@@ -38,7 +38,7 @@ class Chain:
     def __init__(self) -> None:
         self.w3 = Web3(EthereumTesterProvider())
         accounts = list(self.w3.eth.accounts)
-        self.deployer, self.requester, self.resolver, self.auditor, self.outsider = accounts[:5]
+        self.deployer, self.requester, self.resolver, self.bystander, self.outsider = accounts[:5]
         # Registered by ``enlist_panel`` only, so a challenge can draw a panel.
         self.spare = accounts[9]
         # Settlement lists replicas by ascending address; keep providers in that order.
@@ -47,7 +47,6 @@ class Chain:
         self.market = self.deploy("TaskMarket", self.registry.address, CHALLENGE_BOND)
         self.log = self.deploy("OutputLog")
         self.send(self.registry.functions.setMarket(self.market.address), self.deployer)
-        self.send(self.registry.functions.setAuditor(self.auditor), self.deployer)
         for i, provider in enumerate(self.providers[:3]):
             self.send(
                 self.registry.functions.register(
@@ -61,7 +60,7 @@ class Chain:
     def enlist_panel(self) -> list[str]:
         """Register four more providers (none of them the requester or the outsider), so that
         a challenge of a task run by ``providers[:2]`` can draw a panel."""
-        extra = [self.deployer, self.resolver, self.auditor, self.spare]
+        extra = [self.deployer, self.resolver, self.bystander, self.spare]
         for i, account in enumerate(extra):
             self.send(
                 self.registry.functions.register(

@@ -20,7 +20,9 @@ from tests.unit.contracts.test_contracts_market import (
 
 DAY = 24 * 3600
 STAKE = 0  # registry stake index in getProvider
+WON, LOST, SLASHED, AUDITS_PASSED, AUDITS_FAILED = 1, 2, 3, 4, 5
 ACTIVE = 6
+EVIDENCE = "bafkreievidence"
 
 
 def vote_salt(panelist: str) -> bytes:
@@ -41,8 +43,10 @@ def _revealed_task(fresh: Any, outputs: dict[str, bytes], quorum: int) -> tuple[
 
 def _challenge(fresh: Any, p: Any, challenger: str) -> list[str]:
     receipt = fresh.send(
-        fresh.market.functions.challenge(p), challenger, value=fresh.CHALLENGE_BOND
+        fresh.market.functions.challenge(p, EVIDENCE), challenger, value=fresh.CHALLENGE_BOND
     )
+    (challenged,) = fresh.market.events.TaskChallenged().process_receipt(receipt, errors=DISCARD)
+    assert challenged["args"]["evidenceCid"] == EVIDENCE
     (drawn,) = fresh.market.events.PanelDrawn().process_receipt(receipt, errors=DISCARD)
     return list(drawn["args"]["panel"])
 
@@ -67,11 +71,11 @@ def test_a_replica_cannot_challenge_its_own_task(fresh: Any, reverts: Any) -> No
     fresh.send(fn.reveal(p, OUTPUT, CID, salt(a)), a)
     # Reveals still open: the outcome is not known yet, nothing to judge.
     with reverts(fresh.market, "ChallengeNotOpen", task_id):
-        fn.challenge(p).transact({"from": fresh.outsider, "value": fresh.CHALLENGE_BOND})
+        fn.challenge(p, EVIDENCE).transact({"from": fresh.outsider, "value": fresh.CHALLENGE_BOND})
     fresh.send(fn.reveal(p, OUTPUT, CID, salt(b)), b)
     for who in (a, b):
         with reverts(fresh.market, "SelfChallenge", task_id, who):
-            fn.challenge(p).transact({"from": who, "value": fresh.CHALLENGE_BOND})
+            fn.challenge(p, EVIDENCE).transact({"from": who, "value": fresh.CHALLENGE_BOND})
     assert fn.taskState(task_id).call()[4] == 0  # CHALLENGE_NONE
 
 
@@ -80,7 +84,7 @@ def test_panel_is_drawn_from_other_active_providers(fresh: Any, reverts: Any) ->
     p, task_id = _revealed_task(fresh, {a: OUTPUT, b: OUTPUT}, quorum=2)
     # Only providers[2] is eligible without the extra registrations: no panel, no challenge.
     with reverts(fresh.market, "PanelUnavailable", task_id, 1, 3):
-        fresh.market.functions.challenge(p).transact(
+        fresh.market.functions.challenge(p, EVIDENCE).transact(
             {"from": fresh.outsider, "value": fresh.CHALLENGE_BOND}
         )
     fresh.enlist_panel()
@@ -141,6 +145,9 @@ def test_panel_upholding_slashes_the_cheaters_bond_and_stake(fresh: Any, reverts
         record = fresh.registry.functions.getProvider(cheater).call()
         assert record[STAKE] == fresh.MIN_STAKE - BOND
         assert not record[ACTIVE]  # below the minimum stake: inactive until topped up
+        # A failed audit on the record, decided by the panel (and a loss and a slash).
+        assert (record[WON], record[LOST], record[SLASHED]) == (0, 1, 1)
+        assert (record[AUDITS_PASSED], record[AUDITS_FAILED]) == (0, 1)
     assert fresh.w3.eth.get_balance(fresh.market.address) == sum(
         fn.balanceOf(x).call() for x in {*panel, fresh.outsider, fresh.requester}
     )
@@ -168,7 +175,23 @@ def test_panel_rejecting_pays_the_panel_and_the_winners(fresh: Any, reverts: Any
     for member in panel:
         assert fn.balanceOf(member).call() == share
     assert fn.balanceOf(a).call() == BOUNTY + BOND + cb - 3 * share
-    assert fresh.registry.functions.getProvider(a).call()[STAKE] == fresh.MIN_STAKE
+    record = fresh.registry.functions.getProvider(a).call()
+    assert record[STAKE] == fresh.MIN_STAKE
+    # A result a panel judged and kept: a win and a passed audit.
+    assert (record[WON], record[AUDITS_PASSED], record[AUDITS_FAILED]) == (1, 1, 0)
+
+
+def test_a_challenge_must_name_its_evidence(fresh: Any, reverts: Any) -> None:
+    fresh.enlist_panel()
+    a = fresh.providers[0]
+    p, task_id = _revealed_task(fresh, {a: OUTPUT}, quorum=1)
+    fn = fresh.market.functions
+    with reverts(fresh.market, "EmptyCid"):
+        fn.challenge(p, "").transact({"from": fresh.outsider, "value": fresh.CHALLENGE_BOND})
+    with reverts(fresh.market, "EvidenceCidTooLong", 129, 128):
+        fn.challenge(p, "b" * 129).transact({"from": fresh.outsider, "value": fresh.CHALLENGE_BOND})
+    assert fn.taskState(task_id).call()[4] == 0  # CHALLENGE_NONE
+    _challenge(fresh, p, fresh.outsider)  # 128 bytes or fewer is fine
 
 
 def test_an_undecided_panel_lapses_at_the_deadline(fresh: Any, reverts: Any) -> None:

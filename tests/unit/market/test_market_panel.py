@@ -53,10 +53,10 @@ def test_client_drives_a_panel_that_upholds_a_challenge(
     market.claim(params, sender=provider)
     market.reveal(params, OUTPUT, CID, b"\x00" * 32, sender=provider)
     with pytest.raises(E.SelfChallenge) as own:
-        market.challenge(params, sender=provider)
+        market.challenge(params, "bafkreievidence", sender=provider)
     assert own.value.args_ == {"taskId": tid, "challenger": provider}
     assert "SelfChallenge" in str(own.value) and "\n" not in str(own.value)
-    market.challenge(params, sender=outsider)
+    market.challenge(params, "bafkreievidence", sender=outsider)
     record = market.challenge_of(tid)
     assert record is not None and record.challenger == outsider
     assert len(set(record.panel)) == market.panel_size == 3

@@ -17,7 +17,13 @@ from chefsplan_agents.bundles import Offer, OfferedModel, issue_offer
 from chefsplan_agents.chain import BoundContract, EmbeddedChain, Event, load_artifact
 from chefsplan_agents.errors import InvalidOfferTags, RegistryError
 from chefsplan_agents.identity import Identity
-from chefsplan_agents.registry import OUTCOME_LOST, OUTCOME_WON, RegistryClient, Reputation
+from chefsplan_agents.registry import (
+    OUTCOME_AUDIT_PASSED,
+    OUTCOME_LOST,
+    OUTCOME_WON,
+    RegistryClient,
+    Reputation,
+)
 from chefsplan_agents.registry._index import (
     ChainLogSource,
     RegistryIndex,
@@ -42,7 +48,7 @@ class Net:
     contract: BoundContract
     client: RegistryClient
     store: MemoryCidStore
-    operator: str  # the registry's market and auditor
+    operator: str  # stands in for the registry's market
 
     def offer(
         self,
@@ -98,7 +104,6 @@ def module_net() -> Iterator[Net]:
         client = RegistryClient(contract)
         operator = chain.accounts[9]
         client.set_market(operator)
-        client.set_auditor(operator)
         yield Net(chain, contract, client, MemoryCidStore(), operator)
 
 
@@ -171,15 +176,16 @@ def test_ranking_by_reputation_then_stake(net: Net, index: RegistryIndex) -> Non
         net.client.record_outcomes(
             {proven.address: OUTCOME_WON, loser.address: OUTCOME_LOST}, sender=net.operator
         )
-    net.client.record_audit(proven.address, True, sender=net.operator)
+    # A panel kept one of its results: a win and a passed audit.
+    net.client.record_outcomes({proven.address: OUTCOME_AUDIT_PASSED}, sender=net.operator)
     refresh(index, net)
 
     ranked = [p.address for p in index.query()]
     # A clean record first; newcomers by stake; a record of losses last despite the big stake.
     assert ranked == [proven.address, rich.address, newcomer.address, loser.address]
     top = index.query(limit=1)[0]
-    assert top.reputation == Reputation(won=3, audits_passed=1)
-    assert top.score == pytest.approx(reputation_score(Reputation(won=3, audits_passed=1)))
+    assert top.reputation == Reputation(won=4, audits_passed=1)
+    assert top.score == pytest.approx(reputation_score(Reputation(won=4, audits_passed=1)))
     bottom = index.provider(loser.address)
     assert bottom is not None and bottom.reputation == Reputation(lost=3, slashed=3)
 

@@ -1,0 +1,72 @@
+"""Challenge evidence documents: written canonically, read as hostile bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chefsplan_agents.errors import InvalidEvidence
+from chefsplan_agents.storage import MemoryCidStore
+from chefsplan_agents.verify import (
+    MAX_EVIDENCE_BYTES,
+    ChallengeEvidence,
+    load_evidence,
+    publish_evidence,
+)
+
+TASK = "0x" + "ab" * 32
+GOOD = dict(
+    chain_id=31337,
+    market="0x" + "11" * 20,
+    task_id=TASK,
+    bundle_cid="bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+    provider="0x" + "22" * 20,
+    result_cid="bafkreidon73zkcrwdb5iafqtijxildoonbwnpv7dyd6ef3qdgads2jc4su",
+    output_hash="0x" + "cd" * 32,
+    check="token",
+    reason="claimed token 17 at position 3 is 4.26 nats below the verifier's first choice",
+    model_sha256="ef" * 32,
+    mode="full",
+    position=3,
+    max_gap=4.26,
+)
+
+
+def test_evidence_is_stored_canonically_and_read_back() -> None:
+    store = MemoryCidStore()
+    evidence = ChallengeEvidence(**GOOD)  # type: ignore[arg-type]
+    cid = publish_evidence(store, evidence)
+    raw = store.get(cid)
+    # Sorted keys, no whitespace: the same evidence always has the same CID.
+    assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    assert json.loads(raw)["kind"] == "chefsplan.challenge-evidence/v1"
+    assert publish_evidence(MemoryCidStore(), ChallengeEvidence(**GOOD)) == cid  # type: ignore[arg-type]
+    assert load_evidence(store, cid) == evidence
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"not json", "is not JSON"),
+        (b"[" * 5000 + b"]" * 5000, "is not JSON"),
+        (json.dumps({**GOOD, "kind": "other"}).encode(), "malformed at kind"),
+        (json.dumps({**GOOD, "task_id": "0x12"}).encode(), "malformed at task_id"),
+        (json.dumps({**GOOD, "extra": 1}).encode(), "malformed at extra"),
+        (json.dumps({**GOOD, "max_gap": -1}).encode(), "malformed at max_gap"),
+        (json.dumps({**GOOD, "reason": "x" * 501}).encode(), "malformed at reason"),
+        (b"{" + b" " * (MAX_EVIDENCE_BYTES + 10) + b"}", "over the 16384-byte limit"),
+    ],
+)
+def test_hostile_evidence_is_a_one_line_error(raw: bytes, message: str) -> None:
+    store = MemoryCidStore()
+    cid = store.put(raw)
+    with pytest.raises(InvalidEvidence) as err:
+        load_evidence(store, cid)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_oversized_evidence_is_not_published() -> None:
+    long = ChallengeEvidence.model_construct(**{**GOOD, "reason": "x" * (MAX_EVIDENCE_BYTES + 1)})
+    with pytest.raises(InvalidEvidence, match="over the 16384-byte limit"):
+        publish_evidence(MemoryCidStore(), long)
