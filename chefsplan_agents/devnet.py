@@ -11,7 +11,10 @@ content store computes the same CIDs an IPFS daemon would, every node has its ow
 account, stake, state folder and (by default) its own copy of the model, and the requester's
 bundle and the winning result travel by CID. Nodes are driven by :meth:`Devnet.step` (one
 ``tick`` each, in order) instead of threads, so a run is deterministic; when no node has
-anything to do the devnet moves the chain clock to the next deadline.
+anything to do the devnet moves the chain clock to the next deadline. Every node sits on the
+challenge panels it is drawn for (a :class:`~chefsplan_agents.verify.Panelist` duty), and
+watchers added with :meth:`Devnet.add_watcher` step with the nodes, so stepping alone drives a
+challenge from ``challenge`` to settlement.
 
 With ``share_model=True`` the nodes share one loaded model: faster to start, but then the
 replicas are not independent executions of independent copies of the weights.

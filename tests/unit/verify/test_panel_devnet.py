@@ -11,7 +11,7 @@ import pytest
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.chain import Event
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import StoreUnavailable
+from chefsplan_agents.errors import NoQuorum, StoreUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts, VoteState
 from chefsplan_agents.node import ProviderNode
@@ -283,3 +283,12 @@ def test_a_store_outage_is_retried_and_a_failing_duty_never_stops_a_node(
     assert outages["left"] == 0
     resolved = _events(net, "ChallengeResolved", handle)[0]
     assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+
+
+def test_the_requester_waiting_on_an_overturned_task_is_told_why(cheating_net: Devnet) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    with pytest.raises(NoQuorum, match="overturned: a challenge panel found it forged"):
+        net.wait(handle, timeout=120)
+    assert _events(net, "TaskFinalized", handle)
