@@ -116,7 +116,8 @@ def watch_command(
         int | None,
         typer.Option(
             "--max-spend",
-            help="Most wei of challenge bonds to post in all (default: 10 challenge bonds).",
+            help="Most wei of challenge bonds at stake or lost at once; a bond an upheld "
+            "challenge returned no longer counts (default: 10 challenge bonds).",
             min=0,
         ),
     ] = None,
@@ -262,6 +263,7 @@ def _summary(watcher: Watcher, as_json: bool) -> None:
         "tasks": counts,
         "challenges_upheld": upheld,
         "spent_wei": watcher.spent_wei,
+        "posted_wei": watcher.posted_wei,
         "withdrawn_wei": watcher.withdrawn_wei,
     }
     if as_json:
@@ -273,6 +275,7 @@ def _summary(watcher: Watcher, as_json: bool) -> None:
     for stage, n in sorted(counts.items()):
         table.add_row(f"tasks {stage}", str(n))
     table.add_row("challenges upheld", str(upheld))
-    table.add_row("bonds posted (wei)", str(watcher.spent_wei))
+    table.add_row("bonds posted (wei)", str(watcher.posted_wei))
+    table.add_row("bonds at stake or lost (wei)", str(watcher.spent_wei))
     table.add_row("withdrawn (wei)", str(watcher.withdrawn_wei))
     out.print(table)

@@ -154,7 +154,8 @@ class Watcher:
         state_dir: Where its records live.
         rate: Share of checkable tasks re-scored, 0 to 1 (drawn per task from a secret seed
             kept in ``state_dir``, so providers cannot tell which tasks are checked).
-        max_spend_wei: Most wei of challenge bonds it may post in all (``None``: no cap).
+        max_spend_wei: Most wei of challenge bonds it may have at stake or lost at once
+            (``None``: no cap); a bond an upheld or lapsed challenge returned no longer counts.
         mode: The re-score mode.
         max_bundle_bytes: Largest task or result bundle read.
         retry: Backoff for an unreachable chain node or store.
@@ -222,6 +223,7 @@ class Watcher:
                 "market": market,
                 "cursor": None,
                 "spent_wei": 0,
+                "posted_wei": 0,
                 "seed": secrets.token_hex(32),
             }
             write_state_file(file, meta, durable=True)
@@ -232,6 +234,7 @@ class Watcher:
                 "market": str(value["market"]),
                 "cursor": None if value["cursor"] is None else int(value["cursor"]),
                 "spent_wei": int(value["spent_wei"]),
+                "posted_wei": int(value.get("posted_wei", 0)),
                 "seed": str(value["seed"]),
             }
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -262,8 +265,13 @@ class Watcher:
 
     @property
     def spent_wei(self) -> int:
-        """Wei of challenge bonds posted so far (returned bonds included)."""
+        """Wei of challenge bonds at stake (challenges not decided yet) or lost (rejected)."""
         return int(self._meta["spent_wei"])
+
+    @property
+    def posted_wei(self) -> int:
+        """Wei of challenge bonds posted so far, returned ones included."""
+        return int(self._meta["posted_wei"])
 
     @property
     def records(self) -> list[WatchedTask]:
@@ -413,6 +421,7 @@ class Watcher:
         cid = publish_evidence(self.store, self._evidence(task, judgement))
         # Counted and saved before the transaction: a restart never posts a second bond.
         self._meta["spent_wei"] = self.spent_wei + bond
+        self._meta["posted_wei"] = self.posted_wei + bond
         self._save_meta()
         record = record.at(WatchStage.CHALLENGING, evidence_cid=cid, reason=judgement.reason[:500])
         self._save(record)
@@ -428,6 +437,7 @@ class Watcher:
             )
         except TxReverted as err:
             self._meta["spent_wei"] = self.spent_wei - self.market.challenge_bond
+            self._meta["posted_wei"] = self.posted_wei - self.market.challenge_bond
             self._save_meta()
             self._save(record.at(WatchStage.FAILED, reason=f"the challenge reverted: {err}"))
             self._emit("failed", record.task_id, f"the challenge reverted: {err}")
@@ -510,6 +520,11 @@ class Watcher:
         outcome = ChallengeState(int(event.args["outcome"])).name.lower()
         record = record.at(WatchStage.RESOLVED, upheld=upheld)
         self._save(record)
+        if upheld or outcome == "lapsed":
+            # The bond comes back (upheld: at settlement; lapsed: at once). Saved after the
+            # record, so a crash in between forgets a refund rather than counting one twice.
+            self._meta["spent_wei"] = max(0, self.spent_wei - self.market.challenge_bond)
+            self._save_meta()
         self._emit(
             "resolved",
             record.task_id,

@@ -88,7 +88,8 @@ def test_e_the_watcher_catches_a_cheater_and_passes_an_honest_node(
         watcher.address, net.chain, net.market, net.store, scripted, state_dir=tmp_path / "watch"
     )
     assert again.tick() == 0
-    assert again.spent_wei == net.market.challenge_bond
+    # Its upheld challenge's bond came back: nothing at stake counts against the cap.
+    assert again.posted_wei == net.market.challenge_bond and again.spent_wei == 0
     assert len(net.market.events("TaskChallenged")) == 1
 
 
