@@ -49,7 +49,7 @@ from chefsplan_agents.network import InProcessDriver, Network
 from chefsplan_agents.node import NodeDuty, NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore, open_store
-from chefsplan_agents.verify import Panelist
+from chefsplan_agents.verify import LAST_CALL_S, Panelist
 
 if TYPE_CHECKING:
     from chefsplan_agents.testing import Cheat
@@ -307,8 +307,8 @@ class Devnet:
         self.watchers.append(watcher)
 
     def _challenge_marks(self) -> list[int]:
-        """The next deadlines of pending challenges: the end of vote commits, then of vote
-        reveals (a panel waits for them when a panelist is silent)."""
+        """The next deadlines of pending challenges: the panel's last call, the end of vote
+        commits, then of vote reveals (a panel waits for them when a panelist is silent)."""
         head = self.chain.block_number()
         if head > self._panel_cursor:
             drawn = self.market.contract.get_logs(
@@ -325,7 +325,8 @@ class Devnet:
             if self.market.task_state(task_id).challenge is not ChallengeState.PENDING:
                 del self._challenges[task_id]
                 continue
-            marks += [vote_by + 1, reveal_by + 1]
+            # The last call comes first: a panelist that cannot re-score then votes the default.
+            marks += [vote_by - LAST_CALL_S, vote_by + 1, reveal_by + 1]
         return marks
 
     def delegate(

@@ -27,7 +27,13 @@ from chefsplan_agents.verify._judge import (
     judge_outcome,
     read_task,
 )
-from chefsplan_agents.verify._panel import PANEL_DEFAULT_VOTE, Panelist, PanelSeat, PanelStage
+from chefsplan_agents.verify._panel import (
+    LAST_CALL_S,
+    PANEL_DEFAULT_VOTE,
+    Panelist,
+    PanelSeat,
+    PanelStage,
+)
 from chefsplan_agents.verify._policy import Checks, ProviderStats, Trust, VerificationPolicy
 from chefsplan_agents.verify._rescore import (
     DRIFT_NATS,
@@ -54,6 +60,7 @@ from chefsplan_agents.verify._suite import (
 from chefsplan_agents.verify._watch import WatchedTask, Watcher, WatchEvent, WatchStage
 
 __all__ = [
+    "LAST_CALL_S",
     "PANEL_DEFAULT_VOTE",
     "OutcomeJudgement",
     "PanelSeat",

@@ -292,3 +292,35 @@ def test_the_requester_waiting_on_an_overturned_task_is_told_why(cheating_net: D
     with pytest.raises(NoQuorum, match="overturned: a challenge panel found it forged"):
         net.wait(handle, timeout=120)
     assert _events(net, "TaskFinalized", handle)
+
+
+def test_a_panel_whose_store_stays_down_votes_the_default_at_the_last_call(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+
+    def down(cid: str, *, max_bytes: int | None = None) -> bytes:
+        raise StoreUnavailable("the IPFS daemon is down")
+
+    monkeypatch.setattr(net.store, "get", down)
+    net.step()  # nobody can re-score yet: every panelist waits and retries
+    assert all(_panelist(n).seat(handle.task_id).stage is PanelStage.DRAWN for n in panel)  # type: ignore[union-attr]
+
+    finalized = _drive(net, handle)
+
+    # The default (reject) at the last call, before voteBy: nobody silent, nobody slashed.
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.ACCEPTED
+    commits = _events(net, "VoteCommitted", handle)
+    assert all(net.chain.block_timestamp(e.block_number) <= challenge.vote_by for e in commits)
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and not seat.judged and "store is down" in seat.reason
+        assert _stakes(net)[node.address] == stakes[node.address]
