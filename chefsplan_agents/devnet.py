@@ -11,7 +11,10 @@ content store computes the same CIDs an IPFS daemon would, every node has its ow
 account, stake, state folder and (by default) its own copy of the model, and the requester's
 bundle and the winning result travel by CID. Nodes are driven by :meth:`Devnet.step` (one
 ``tick`` each, in order) instead of threads, so a run is deterministic; when no node has
-anything to do the devnet moves the chain clock to the next deadline.
+anything to do the devnet moves the chain clock to the next deadline. Every node sits on the
+challenge panels it is drawn for (a :class:`~chefsplan_agents.verify.Panelist` duty), and
+watchers added with :meth:`Devnet.add_watcher` step with the nodes, so stepping alone drives a
+challenge from ``challenge`` to settlement.
 
 With ``share_model=True`` the nodes share one loaded model: faster to start, but then the
 replicas are not independent executions of independent copies of the weights.
@@ -46,7 +49,7 @@ from chefsplan_agents.network import InProcessDriver, Network
 from chefsplan_agents.node import NodeDuty, NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore, open_store
-from chefsplan_agents.verify import Panelist
+from chefsplan_agents.verify import LAST_CALL_S, Panelist
 
 if TYPE_CHECKING:
     from chefsplan_agents.testing import Cheat
@@ -327,8 +330,8 @@ class Devnet:
         self.watchers.append(watcher)
 
     def _challenge_marks(self) -> list[int]:
-        """The next deadlines of pending challenges: the end of vote commits, then of vote
-        reveals (a panel waits for them when a panelist is silent)."""
+        """The next deadlines of pending challenges: the panel's last call, the end of vote
+        commits, then of vote reveals (a panel waits for them when a panelist is silent)."""
         head = self.chain.block_number()
         if head > self._panel_cursor:
             drawn = self.market.contract.get_logs(
@@ -345,7 +348,8 @@ class Devnet:
             if self.market.task_state(task_id).challenge is not ChallengeState.PENDING:
                 del self._challenges[task_id]
                 continue
-            marks += [vote_by + 1, reveal_by + 1]
+            # The last call comes first: a panelist that cannot re-score then votes the default.
+            marks += [vote_by - LAST_CALL_S, vote_by + 1, reveal_by + 1]
         return marks
 
     def delegate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -31,6 +32,7 @@ from chefsplan_agents.node import (
 )
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import open_store
+from chefsplan_agents.testing import CHEAT_NAMES, cheat_by_name, check_cheat
 from chefsplan_agents.verify import Panelist
 
 node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
@@ -185,6 +187,28 @@ def run_node(
             "repeat for more (at most 16).",
         ),
     ] = None,
+    testing_cheat: Annotated[
+        str | None,
+        typer.Option(
+            "--testing-cheat",
+            help="TESTING ONLY: forge results this way instead of running the model honestly "
+            f"({', '.join(CHEAT_NAMES)}), so a test network can show a cheater caught.",
+        ),
+    ] = None,
+    testing_cheat_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--testing-cheat-model",
+            help="TESTING ONLY: the cheaper GGUF a wrong-model cheat runs while claiming --model.",
+        ),
+    ] = None,
+    testing_cheat_fraction: Annotated[
+        float,
+        typer.Option(
+            "--testing-cheat-fraction",
+            help="TESTING ONLY: share of tasks cheated on (honest on the rest).",
+        ),
+    ] = 1.0,
 ) -> None:
     """Register on the market and serve tasks until SIGTERM or Ctrl-C.
 
@@ -197,6 +221,15 @@ def run_node(
     if (ipfs is None) == (store_path is None):
         raise ConfigError("give exactly one content store: --ipfs MULTIADDR or --store-path DIR")
     tags = parse_tags(tag or ())
+    if testing_cheat is None and (testing_cheat_model is not None or testing_cheat_fraction != 1.0):
+        raise ConfigError("--testing-cheat-model and --testing-cheat-fraction need --testing-cheat")
+    if testing_cheat is not None:
+        # Checked before anything is loaded or sent, so a typo costs nothing.
+        check_cheat(
+            testing_cheat,
+            other_model=testing_cheat_model is not None,
+            fraction=testing_cheat_fraction,
+        )
     identity = load_keystore(keystore)
     evm_key = "0x" + identity.export_secrets()[1].hex()
     settings = ChainSettings(backend="jsonrpc", rpc_url=chain_url)
@@ -211,7 +244,24 @@ def run_node(
             else StorageSettings(backend="local", path=store_path)
         )
         backend = open_backend(LLMSettings(model=model, n_threads=n_threads, n_ctx=n_ctx))
-        with store, backend as llm:
+        other = (
+            open_backend(
+                LLMSettings(model=str(testing_cheat_model), n_threads=n_threads, n_ctx=n_ctx)
+            )
+            if testing_cheat_model is not None
+            else None
+        )
+        cheat = (
+            cheat_by_name(testing_cheat, other_model=other, fraction=testing_cheat_fraction)
+            if testing_cheat is not None
+            else None
+        )
+        if cheat is not None:
+            err.print(
+                f"[bold red]TESTING MODE[/]: this node forges its results ({testing_cheat}); "
+                "honest nodes and verifiers will catch it and its bond and stake will be slashed"
+            )
+        with store, backend as llm, other or contextlib.nullcontext():
             node = ProviderNode(
                 identity,
                 chain,
@@ -233,6 +283,7 @@ def run_node(
                 ),
                 stake=stake,
                 tags=tags,
+                cheat=cheat,
             )
             # A node sits on challenge panels it is drawn for (a silent panelist is slashed).
             node.add_duty(Panelist.for_node(node))

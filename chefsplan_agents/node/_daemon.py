@@ -39,6 +39,11 @@ the node :data:`_MAX_RUNS` times is given up rather than run again after every r
 
 The record is written *before* each on-chain step, and on start-up every unfinished record is
 reconciled with the replica's on-chain state, so a restarted node never loses a claimed task.
+
+After its own tasks, each tick runs the node's duties (:meth:`ProviderNode.add_duty`): work it
+owes the network, like voting on the challenges whose panel seats it
+(``chefsplan_agents.verify.Panelist``, added by ``chefsplan node run`` and the devnet). A duty's
+failure is logged and retried on the next tick; it never stops the node.
 """
 
 from __future__ import annotations
@@ -547,6 +552,8 @@ class ProviderNode:
     def _run_duty(self, duty: NodeDuty) -> int:
         try:
             done = duty.tick()
+        except (ChainUnavailable, StoreUnavailable):
+            raise  # the node backs off as for its own tasks
         except Exception:  # a duty's failure must never stop the node's own tasks
             log.exception("node %s: %r failed; will retry next tick", self.address, duty)
             return 0

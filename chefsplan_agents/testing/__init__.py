@@ -16,6 +16,7 @@ can run one where it would run the model honestly:
 * :class:`Silent` — claims and never answers (a no-show);
 * :class:`Adaptive` — any of these on a fraction of its tasks, honest on the rest.
 
+:func:`cheat_by_name` builds one by name (what ``chefsplan node run --testing-cheat`` uses).
 :func:`honest_result` is the honest baseline. docs/verification.md says which check catches each.
 """
 
@@ -36,9 +37,11 @@ from chefsplan_agents.testing._cheats import (
     honest_result,
     result_from_generation,
 )
+from chefsplan_agents.testing._named import CHEAT_NAMES, cheat_by_name, check_cheat
 from chefsplan_agents.testing._requantize import QuantType, requantize
 
 __all__ = [
+    "CHEAT_NAMES",
     "Adaptive",
     "ChangeToken",
     "Cheat",
@@ -53,6 +56,8 @@ __all__ = [
     "TextSwap",
     "Truncate",
     "WrongModel",
+    "cheat_by_name",
+    "check_cheat",
     "honest_result",
     "requantize",
     "result_from_generation",

@@ -8,7 +8,8 @@ explains each check, its cost and its limits. :class:`VerificationPolicy` plans 
 task gets (from trust, the provider's reputation and stake, and the bounty) and :func:`arbitrate`
 settles replicas whose outputs differ by re-scoring each. A :class:`Panelist` (run by every
 provider node) votes on the challenges it is drawn for from its own re-score
-(:func:`judge_outcome`).
+(:func:`judge_outcome`); a :class:`Watcher` samples results inside their challenge window and
+challenges the forged ones (``chefsplan watch``).
 """
 
 from chefsplan_agents.verify._arbitrate import Arbitration, arbitrate
@@ -26,7 +27,13 @@ from chefsplan_agents.verify._judge import (
     judge_outcome,
     read_task,
 )
-from chefsplan_agents.verify._panel import PANEL_DEFAULT_VOTE, Panelist, PanelSeat, PanelStage
+from chefsplan_agents.verify._panel import (
+    LAST_CALL_S,
+    PANEL_DEFAULT_VOTE,
+    Panelist,
+    PanelSeat,
+    PanelStage,
+)
 from chefsplan_agents.verify._policy import Checks, ProviderStats, Trust, VerificationPolicy
 from chefsplan_agents.verify._rescore import (
     DRIFT_NATS,
@@ -50,8 +57,10 @@ from chefsplan_agents.verify._suite import (
     SuiteReport,
     run_adversarial_suite,
 )
+from chefsplan_agents.verify._watch import WatchedTask, Watcher, WatchEvent, WatchStage
 
 __all__ = [
+    "LAST_CALL_S",
     "PANEL_DEFAULT_VOTE",
     "OutcomeJudgement",
     "PanelSeat",
@@ -61,6 +70,10 @@ __all__ = [
     "TaskOnChain",
     "judge_outcome",
     "read_task",
+    "WatchEvent",
+    "WatchStage",
+    "WatchedTask",
+    "Watcher",
     "EVIDENCE_KIND",
     "MAX_EVIDENCE_BYTES",
     "ChallengeEvidence",

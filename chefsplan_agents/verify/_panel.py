@@ -13,9 +13,10 @@ calls it from its own tick)::
       ─ save REVEALED ─ (every vote revealed, or revealBy passed) ─ resolveChallenge
       ─ save RESOLVED ─ finalize once due (if nobody else did) ─ save DONE
 
-A panelist that cannot judge (another model than the task pins, an unreadable bundle) still
-votes, since a silent panelist is slashed: it votes to *reject*, so the status quo stands unless
-panelists that can judge find the winning output forged. The evidence a challenge names is read
+A panelist that cannot judge (another model than the task pins, an unreadable bundle, a store
+still unreachable :data:`LAST_CALL_S` before ``voteBy``) still votes, since a silent panelist is
+slashed: it votes to *reject*, so the status quo stands unless panelists that can judge find the
+winning output forged. The evidence a challenge names is read
 and logged but never decides a vote, so garbage evidence cannot stop or sway the panel.
 
 Every vote and salt is written before its transaction is sent, so a restarted panelist reveals
@@ -54,12 +55,15 @@ from chefsplan_agents.verify._rescore import RescoreMode
 if TYPE_CHECKING:
     from chefsplan_agents.node import ProviderNode
 
-__all__ = ["PANEL_DEFAULT_VOTE", "PanelSeat", "PanelStage", "Panelist"]
+__all__ = ["LAST_CALL_S", "PANEL_DEFAULT_VOTE", "PanelSeat", "PanelStage", "Panelist"]
 
 log = logging.getLogger(__name__)
 
 #: The vote of a panelist that cannot judge a task (``upheld=False``): the outcome stands.
 PANEL_DEFAULT_VOTE: Final = False
+#: Seconds before ``voteBy`` after which a panelist whose store is still unreachable stops
+#: retrying its re-score and commits the default vote.
+LAST_CALL_S: Final = 3600
 
 
 class PanelStage(StrEnum):
@@ -141,6 +145,8 @@ class _SeatStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Open seats, read from disk once: a tick does not re-read every finished one.
+        self._active: dict[str, PanelSeat] | None = None
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as err:
@@ -148,6 +154,11 @@ class _SeatStore:
 
     def save(self, seat: PanelSeat, *, durable: bool = True) -> None:
         write_state_file(self.path / f"{seat.task_id}.json", seat.to_json(), durable=durable)
+        if self._active is not None:
+            if seat.stage.active:
+                self._active[seat.task_id] = seat
+            else:
+                self._active.pop(seat.task_id, None)
 
     def load(self, task_id: str) -> PanelSeat | None:
         file = self.path / f"{task_id}.json"
@@ -165,6 +176,11 @@ class _SeatStore:
         return sorted(
             (self._read(f) for f in self.path.glob("0x*.json")), key=lambda s: s.drawn_block
         )
+
+    def active(self) -> list[PanelSeat]:
+        if self._active is None:
+            self._active = {s.task_id: s for s in self.all() if s.stage.active}
+        return sorted(self._active.values(), key=lambda s: s.drawn_block)
 
     @property
     def cursor(self) -> int | None:
@@ -254,9 +270,7 @@ class Panelist:
             ChainUnavailable: The chain stayed unreachable through every retry.
         """
         steps = self._new_seats()
-        for seat in self.seats.all():
-            if not seat.stage.active:
-                continue
+        for seat in self.seats.active():
             try:
                 steps += self._advance(seat)
             except (ChainUnavailable, StoreUnavailable) as err:
@@ -402,7 +416,13 @@ class Panelist:
         task = self.retry.run("read task events", lambda: read_task(scoped, tid))
         upheld, judged, reason = PANEL_DEFAULT_VOTE, False, "the task's events are missing"
         if task is not None:
-            upheld, judged, reason = self._opinion(task)
+            try:
+                upheld, judged, reason = self._opinion(task)
+            except StoreUnavailable as err:
+                if self._now() < seat.vote_by - LAST_CALL_S:
+                    raise  # judged again next tick
+                # Still unreachable at the last call: a default vote beats a slashed silence.
+                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"the store is down: {err}"
         if not judged:
             log.warning(
                 "panel %s cannot judge task %s (%s); voting the default, %s",

@@ -42,6 +42,8 @@ def _clean_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+NODE_RUN = ["node", "run", "--keystore", "nope.json", "--deploy", "--store-path", "blocks"]
+
 CASES = [
     # (argv, exit status, what the one line must say)
     (["frobnicate"], 2, "No such command 'frobnicate'; see 'chefsplan --help'"),
@@ -63,6 +65,14 @@ CASES = [
     (["registry", "ls", "--rpc", "http://127.0.0.1:1", "--contracts", "{oops"], 1,
      "--contracts is not JSON"),
     (["id", "show", "-k", "nope.json"], 1, "no keystore at nope.json"),
+    # The testing cheats are checked before any keystore, chain or model is touched.
+    ([*NODE_RUN, "--testing-cheat", "nope"], 1, "unknown cheat 'nope'; choose one of: lazy"),
+    ([*NODE_RUN, "--testing-cheat", "wrong-model"], 1, "needs the other model it runs"),
+    ([*NODE_RUN, "--testing-cheat", "lazy", "--testing-cheat-model", "m.gguf"], 1,
+     "no other cheat takes one"),
+    ([*NODE_RUN, "--testing-cheat-fraction", "0.5"], 1, "need --testing-cheat"),
+    ([*NODE_RUN, "--testing-cheat", "lazy", "--testing-cheat-fraction", "0"], 1,
+     "must be in (0, 1]"),
 ]  # fmt: skip
 
 

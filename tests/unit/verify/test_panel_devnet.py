@@ -11,6 +11,7 @@ import pytest
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.chain import Event
 from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import NoQuorum, StoreUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts, VoteState
 from chefsplan_agents.node import ProviderNode
@@ -227,3 +228,99 @@ def test_d_garbage_evidence_does_not_stop_the_panel(cheating_net: Devnet) -> Non
     for node in panel:
         seat = _panelist(node).seat(handle.task_id)
         assert seat is not None and seat.judged and seat.upheld is True
+
+
+def test_a_silent_panelist_is_waited_for_then_slashed(cheating_net: Devnet) -> None:
+    """The devnet's clock moves to the vote deadlines, so stepping alone ends the challenge."""
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    silent, *voters = _panel(net, handle)
+    silent.duties.clear()
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+
+    _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 2
+    # Nobody resolved before the reveal deadline: one vote was still missing.
+    assert net.chain.block_timestamp() > challenge.reveal_by
+    taken = net.market.challenge_bond // 3
+    assert _stakes(net)[silent.address] == stakes[silent.address] - taken
+    assert int(_reputation_events(net, silent.address)[-1].args["slashed"]) == 1
+    for node in voters:
+        assert _stakes(net)[node.address] == stakes[node.address]
+
+
+def test_a_store_outage_is_retried_and_a_failing_duty_never_stops_a_node(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+
+    class Broken:
+        def tick(self) -> int:
+            raise RuntimeError("a bug in some duty")
+
+    panel[0].duties.insert(0, Broken())
+    real_get = net.store.get
+    outages = {"left": 6}
+
+    def flaky_get(cid: str, *, max_bytes: int | None = None) -> bytes:
+        if outages["left"] > 0:
+            outages["left"] -= 1
+            raise StoreUnavailable("the IPFS daemon is restarting")
+        return real_get(cid, max_bytes=max_bytes)
+
+    monkeypatch.setattr(net.store, "get", flaky_get)
+
+    _drive(net, handle)
+
+    assert outages["left"] == 0
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+
+
+def test_the_requester_waiting_on_an_overturned_task_is_told_why(cheating_net: Devnet) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    with pytest.raises(NoQuorum, match="overturned: a challenge panel found it forged"):
+        net.wait(handle, timeout=120)
+    assert _events(net, "TaskFinalized", handle)
+
+
+def test_a_panel_whose_store_stays_down_votes_the_default_at_the_last_call(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+
+    def down(cid: str, *, max_bytes: int | None = None) -> bytes:
+        raise StoreUnavailable("the IPFS daemon is down")
+
+    monkeypatch.setattr(net.store, "get", down)
+    net.step()  # nobody can re-score yet: every panelist waits and retries
+    assert all(_panelist(n).seat(handle.task_id).stage is PanelStage.DRAWN for n in panel)  # type: ignore[union-attr]
+
+    finalized = _drive(net, handle)
+
+    # The default (reject) at the last call, before voteBy: nobody silent, nobody slashed.
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.ACCEPTED
+    commits = _events(net, "VoteCommitted", handle)
+    assert all(net.chain.block_timestamp(e.block_number) <= challenge.vote_by for e in commits)
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and not seat.judged and "store is down" in seat.reason
+        assert _stakes(net)[node.address] == stakes[node.address]
