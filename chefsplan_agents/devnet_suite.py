@@ -454,6 +454,7 @@ class _Run:
         handle = self.network.delegate(
             bundle,
             model=bundle.model,
+            # What the tools pay: the offers' price (0 on a devnet) for max_tokens, 1 wei least.
             bounty_per_replica=1,
             replicas=replicas,
             quorum=_QUORUM if replicas > 1 else 1,
