@@ -62,7 +62,7 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LLMBackend, open_backend
-from chefsplan_agents.market import ChallengeState, TaskHandle, Timeouts
+from chefsplan_agents.market import ChallengeState, TaskHandle, TaskResult, Timeouts
 from chefsplan_agents.network import Network
 from chefsplan_agents.node import ProviderNode
 from chefsplan_agents.storage import compute_cid
@@ -203,6 +203,8 @@ class NodeReport:
         bond_slashes: Tasks whose settlement slashed its bond (outvoted, no-show, overturned).
         stake_slashed_wei: Registry stake taken from it (upheld challenges, missed votes).
         panel_slashes: Challenges it sat on and did not vote in (slashed as a panelist).
+        outvoted: Redundant tasks whose accepted majority it was not part of (outvoted, or a
+            no-show): its bond slashed by the quorum alone.
         first_slash: Cheating tasks it got through up to and including the first one that
             cost it a slash (``None``: never slashed).
         active: Whether it may still take tasks at the end.
@@ -220,6 +222,7 @@ class NodeReport:
     bond_slashes: int = 0
     stake_slashed_wei: int = 0
     panel_slashes: int = 0
+    outvoted: int = 0
     first_slash: int | None = None
     active: bool = True
     slashed_tasks: set[str] = field(default_factory=set)
@@ -270,6 +273,7 @@ class DevnetSuiteReport:
         challenges: Challenges sent.
         upheld: Challenges the panels upheld.
         rejected: Challenges the panels rejected or let lapse.
+        overturned_redundant: Redundant tasks whose majority a panel overturned (colluders).
         challenge_failures: Challenges that could not be sent, one line each.
         market_held_wei: Ether the market contract holds at the end.
         market_owed_wei: What the market owes (every account's balance there).
@@ -288,6 +292,7 @@ class DevnetSuiteReport:
     challenges: int = 0
     upheld: int = 0
     rejected: int = 0
+    overturned_redundant: int = 0
     challenge_failures: list[str] = field(default_factory=list)
     market_held_wei: int = 0
     market_owed_wei: int = 0
@@ -654,8 +659,10 @@ def _report(run: _Run, roles: Sequence[SuiteRole], model: str) -> DevnetSuiteRep
     ours = {t.task_id: t for t in run.posted}
     # Which transaction settled or decided which task.
     settled_by: dict[str, str] = {}
+    results: dict[str, TaskResult] = {}
     for event in market.events("TaskFinalized"):
         settled_by[event.tx_hash] = _hex_id(event.args["taskId"])
+        results[_hex_id(event.args["taskId"])] = TaskResult(int(event.args["result"]))
     resolved_by: dict[str, str] = {}
     for event in market.events("ChallengeResolved"):
         resolved_by[event.tx_hash] = _hex_id(event.args["taskId"])
@@ -711,6 +718,12 @@ def _report(run: _Run, roles: Sequence[SuiteRole], model: str) -> DevnetSuiteRep
                 node.cheating += 1
                 if who in task.failed or task.task_id in node.slashed_tasks:
                     node.detected += 1
+            if (
+                task.redundant
+                and task.task_id in node.slashed_tasks
+                and results.get(task.task_id) is TaskResult.ACCEPTED
+            ):
+                node.outvoted += 1
             if node.first_slash is None and task.task_id in node.slashed_tasks:
                 node.first_slash = node.cheating
     accounts = {run.network.address, *reports}
@@ -724,6 +737,9 @@ def _report(run: _Run, roles: Sequence[SuiteRole], model: str) -> DevnetSuiteRep
         challenges=run.challenges,
         upheld=upheld,
         rejected=rejected,
+        overturned_redundant=sum(
+            t.redundant and results.get(t.task_id) is TaskResult.OVERTURNED for t in run.posted
+        ),
         challenge_failures=run.challenge_failures,
         market_held_wei=devnet.chain.balance(market.address),
         market_owed_wei=sum(market.balance_of(a) for a in accounts),

@@ -65,6 +65,13 @@ def _check_suite(report: DevnetSuiteReport) -> None:
     for node in honest:
         assert node.mode == HONEST and node.tasks > 0 and node.active, node
         assert node.failed_checks == 0 and not node.slashed, node
+    # Redundancy met the cheaters: every cheater that cheats on every task was outvoted by two
+    # honest nodes (but the copycat: it re-signs a result it copied, and is kept out of
+    # redundant tasks), and the colluders' majority was overturned by a panel.
+    for node in report.cheaters:
+        if node.mode not in ("copycat", "colluding", "adaptive"):
+            assert node.outvoted > 0, node
+    assert report.overturned_redundant >= 1
     # Every challenge was upheld by the nodes' own panels: none was sent in vain.
     assert report.challenges > 0 and report.challenge_failures == []
     assert report.upheld == report.challenges and report.rejected == 0
