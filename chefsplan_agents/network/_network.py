@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Self
 
 from chefsplan_agents.bundles import (
+    DEFAULT_TASK_MAX_TOKENS,
     GenerationParams,
     ModelRequirement,
     ResultBundle,
@@ -347,6 +349,14 @@ class Network:
             InsufficientFunds: See :meth:`check_spend`.
             MarketError, StorageError, TxReverted: As ``Requester.delegate``.
         """
+        canary = None
+        if assignee is not None and self.canaries.enabled:
+            canary = self._canary_due(task, model, params, assignee, timeouts or Timeouts())
+        # A canary goes just before or just after the real task, by a coin flip: which of two
+        # tasks in a row is the canary must not be guessable from the order.
+        before = canary is not None and secrets.randbelow(2) == 0
+        if before and canary is not None and assignee is not None:
+            self._send_canary_along(assignee, canary, timeouts, bounty_per_replica)
         handle = self._post(
             task,
             model=model,
@@ -357,8 +367,8 @@ class Network:
             assignee=assignee,
             timeouts=timeouts,
         )
-        if assignee is not None and self.canaries.enabled:
-            self._canary_along(handle, assignee, timeouts or Timeouts())
+        if canary is not None and assignee is not None and not before:
+            self._send_canary_along(assignee, canary, timeouts, bounty_per_replica)
         return handle
 
     def _post(
@@ -508,33 +518,55 @@ class Network:
         log.info("sent canary task 0x%s to %s", handle.task_id.hex(), provider)
         return handle
 
-    def _canary_along(self, real: TaskHandle, provider: str, timeouts: Timeouts) -> None:
-        """Send a canary with a real task if the policy says so (never raises)."""
-        if timeouts.challenge_window <= 0 or real.bundle.model.sha256 is None:
-            return  # a canary must look like this task, and must be challengeable
+    def _canary_due(
+        self,
+        task: TaskBundle | str,
+        model: ModelRequirement | str,
+        params: GenerationParams | None,
+        provider: str,
+        timeouts: Timeouts,
+    ) -> tuple[KnownAnswer, bool] | None:
+        """The known answer to send along with a real task to ``provider`` if one is due, and
+        whether it is of the real task's length."""
+        if timeouts.challenge_window <= 0:
+            return None  # a canary must look like this task, and must be challengeable
+        if isinstance(task, TaskBundle):
+            sha, max_tokens = task.model.sha256, task.params.max_tokens
+        else:
+            sha = model.sha256 if isinstance(model, ModelRequirement) else model
+            max_tokens = (params or GenerationParams(max_tokens=DEFAULT_TASK_MAX_TOKENS)).max_tokens
+        if sha is None:
+            return None
         try:
             listed = self.index.provider(provider)
-            stats = ProviderStats.of(listed) if listed is not None else None
-            due = self.canaries.policy.due(
-                provider, stats, self.canaries.sent_to(provider), real.task_id
-            )
-            if not due:
-                return
-            max_tokens = real.bundle.params.max_tokens
-            known = self.canaries.pool.draw(
-                provider, real.bundle.model.sha256, max_tokens=max_tokens
-            )
-            if known is None:
-                log.info("no unseen canary for %s: add prompts to network.canaries.pool", provider)
-                return
-            same_length = known.params.max_tokens == max_tokens
+        except ChefsplanError as err:
+            log.warning("no canary for %s: %s", provider, err)
+            return None
+        stats = ProviderStats.of(listed) if listed is not None else None
+        sent = self.canaries.sent_to(provider)
+        if not self.canaries.policy.due(provider, stats, sent, secrets.token_bytes(32)):
+            return None
+        known = self.canaries.pool.draw(provider, sha, max_tokens=max_tokens)
+        if known is None:
+            log.info("no unseen canary for %s: add prompts to network.canaries.pool", provider)
+            return None
+        return known, known.params.max_tokens == max_tokens
+
+    def _send_canary_along(
+        self, provider: str, due: tuple[KnownAnswer, bool], timeouts: Timeouts | None, bounty: int
+    ) -> None:
+        """Send a canary with a real task (never raises: an audit's trouble never costs the
+        app its task)."""
+        known, same_length = due
+        try:
             self.send_canary(
                 provider,
                 answer=known,
-                timeouts=timeouts,
-                bounty_per_replica=real.params.bounty_per_replica if same_length else None,
+                timeouts=timeouts or Timeouts(),
+                # The real task's own bounty when the lengths match; else the price formula.
+                bounty_per_replica=bounty if same_length else None,
             )
-        except ChefsplanError as err:  # an audit's trouble never costs the app its task
+        except ChefsplanError as err:
             log.warning("canary to %s not sent: %s", provider, err)
 
     def pending_canaries(self) -> list[TaskHandle]:
@@ -563,16 +595,19 @@ class Network:
         Raises:
             VerificationError: ``handle`` is not a pending canary of this network.
         """
-        with self._canaries_lock:
-            pending = self._canaries_pending.get(handle.task_id)
+        with self._canaries_lock:  # taken out first: two callers never both challenge it
+            pending = self._canaries_pending.pop(handle.task_id, None)
         if pending is None:
             raise VerificationError(
                 f"task 0x{handle.task_id.hex()} is not a pending canary of this network"
             )
         known = pending[1]
-        outcome = self._judge_canary(handle, known, timeout_s)
-        with self._canaries_lock:
-            self._canaries_pending.pop(handle.task_id, None)
+        try:
+            outcome = self._judge_canary(handle, known, timeout_s)
+        except BaseException:
+            with self._canaries_lock:
+                self._canaries_pending[handle.task_id] = pending
+            raise
         self.canaries.record(outcome)
         log.info(
             "canary 0x%s to %s: %s %s",

@@ -25,8 +25,9 @@ What gives a canary away, and what is done about it (docs/verification.md, "Cana
   which providers have run its prompt and is never sent to one of them again;
 * a prompt unlike the requester's traffic: canary prompts come from the app (its own pool) or
   from its own recent real prompts;
-* parameters, window, bounty or timing unlike real tasks: the network posts canaries through
-  the real path with the real task's terms, right after a real task to the same provider.
+* parameters, window or bounty unlike real tasks: the network posts canaries through the real
+  path with a real task's terms, next to a real task to the same provider (before or after it,
+  by a coin flip).
 
 :class:`CanaryPolicy` decides when a provider gets one: each new provider's first tasks, then
 a secret draw at ``rate`` per real task.
@@ -338,18 +339,18 @@ class CanaryPolicy:
         """Whether a provider has enough clean history to be sampled, not always audited."""
         return stats is not None and stats.tasks_won >= self.established_wins and stats.slashed == 0
 
-    def due(self, provider: str, stats: ProviderStats | None, sent: int, task_id: bytes) -> bool:
-        """Whether the real task ``task_id`` to ``provider`` brings a canary along.
+    def due(self, provider: str, stats: ProviderStats | None, sent: int, key: bytes) -> bool:
+        """Whether a real task to ``provider`` brings a canary along.
 
         Args:
             provider: The provider's address.
             stats: Its registry stats (``None``: unknown, treated as new).
             sent: Canaries it got so far from this requester.
-            task_id: The real task's id (varies the draw).
+            key: Varies the draw per real task (the network passes fresh random bytes).
         """
         if not self.established(stats):
             return sent < self.new_provider_canaries
-        draw = hashlib.sha256(self.salt + provider.lower().encode() + task_id).digest()
+        draw = hashlib.sha256(self.salt + provider.lower().encode() + key).digest()
         return int.from_bytes(draw[:8], "big") < self.rate * 2**64
 
 

@@ -169,7 +169,11 @@ def test_a_new_provider_gets_a_canary_with_its_first_real_task_only(
 
     first = _real_task(network, provider, "What goes into a ratatouille?")
     [canary] = network.pending_canaries()
-    assert canary.params.assignee == provider and canary.posted_block >= first.posted_block
+    assert canary.params.assignee == provider and canary.task_id != first.task_id
+    # Posted next to the real task, on its terms (before or after it, by a coin flip).
+    assert abs(canary.posted_block - first.posted_block) == 1
+    assert canary.params.bounty_per_replica == first.params.bounty_per_replica
+    assert canary.params.challenge_window == first.params.challenge_window == WINDOW
     receipt = network.wait(first)
     assert receipt.output and network.pending_canaries() == []
     [outcome] = network.canaries.outcomes
