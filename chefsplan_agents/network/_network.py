@@ -411,14 +411,17 @@ class Network:
     def wait(self, handle: TaskHandle, timeout_s: float | None = None) -> DelegationReceipt:
         """Wait until the task settles; return the receipt verified as the requester verifies.
 
+        Pending canaries are checked first (:meth:`check_canaries`), while their challenge
+        windows are open.
+
         Raises:
             DelegationTimeout: Not settled in time.
             NoQuorum: Settled without an accepted output.
             VerificationError: The winning result failed the requester's checks.
         """
-        if self._canaries_pending and handle.task_id not in self._canaries_pending:
-            # A canary rides along with a real task: check it before the real one settles
-            # (on a devnet, waiting moves the clock past the canary's challenge window).
+        if self._canaries_pending:
+            # Canaries are checked before any task settles: on a devnet, waiting moves the
+            # clock past their challenge windows.
             self.check_canaries()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         listener = _listener.get()
@@ -453,7 +456,9 @@ class Network:
         the terms of a real one: the challenge window of ``timeouts`` (default
         ``policy.challenge_window_s``) and, unless given, the bounty a real task of that
         length pays at the provider's advertised price. Check it with
-        :meth:`check_canaries` (which :meth:`wait` calls) before that window closes.
+        :meth:`check_canary` or :meth:`check_canaries` (which :meth:`wait` calls) before that
+        window closes. A passed canary settles as any task does; a failed one is challenged,
+        and settles once the drawn panel has decided.
 
         Args:
             provider: The provider's address.

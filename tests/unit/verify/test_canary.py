@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.market import ChallengeState, TaskHandle, TaskResult, Timeouts
 from chefsplan_agents.network import Network
+from chefsplan_agents.node import NodePolicy
 from chefsplan_agents.testing import ChangeToken, Lazy, honest_result
 from chefsplan_agents.tools._core import _bounty
 from chefsplan_agents.verify import (
@@ -35,6 +37,7 @@ from chefsplan_agents.verify import (
 )
 
 WINDOW = 600
+PRICE = 10**12
 HONEST, LAZY, SWAP = 0, 3, 4
 PROMPTS = ("Plan a vegetarian dinner for four.", "Which wine goes with risotto?")
 
@@ -49,6 +52,8 @@ def devnet() -> Iterator[Devnet]:
         n_threads=2,
         n_ctx=512,
         cheaters={LAZY: Lazy(), SWAP: ChangeToken()},
+        # A price whose bounty for 16 tokens is a whole number of wei: rounding must agree.
+        policy=NodePolicy(price_per_1k_tokens_wei=PRICE),
     ) as net:
         yield net
 
@@ -139,7 +144,8 @@ def test_a_canary_is_posted_like_a_real_task(
     assert c.nonce != r.nonce and c.bundle_hash != r.bundle_hash
     listed = network.index.provider(provider)
     assert listed is not None and listed.offer is not None
-    assert c.bounty_per_replica == canary_bounty(listed.offer.price_per_1k_tokens_wei, 16)
+    assert listed.offer.price_per_1k_tokens_wei == PRICE
+    assert c.bounty_per_replica == canary_bounty(PRICE, 16) == PRICE * 16 // 1000
 
     real_json = json.loads(devnet.store.get(real.bundle_cid))
     canary_json = json.loads(devnet.store.get(canary.bundle_cid))
@@ -348,6 +354,12 @@ def test_the_pool_never_sends_a_provider_a_prompt_it_has_run(
     assert free.source == "rescored" and free.text == result.output
     assert pool.draw(a, sha) is None
     assert pool.draw("0x" + "c" * 40, sha, max_tokens=16) in (answer, free)
+
+
+def test_a_canary_is_priced_as_the_tools_price_a_real_task() -> None:
+    for price, max_tokens in [(0, 16), (1, 1), (999, 3), (10**12, 16), (10**12 + 7, 256)]:
+        offer = SimpleNamespace(offer=SimpleNamespace(price_per_1k_tokens_wei=price))
+        assert canary_bounty(price, max_tokens) == _bounty([offer], max_tokens)  # type: ignore[list-item]
 
 
 def test_the_policy_audits_new_providers_then_samples_at_its_rate() -> None:
