@@ -21,7 +21,7 @@ from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.market import ChallengeState, TaskHandle, TaskResult, Timeouts
 from chefsplan_agents.network import Network
 from chefsplan_agents.node import NodePolicy
-from chefsplan_agents.testing import ChangeToken, Lazy, honest_result
+from chefsplan_agents.testing import ChangeToken, Lazy, WrongModel, honest_result
 from chefsplan_agents.tools._core import _bounty
 from chefsplan_agents.verify import (
     CanaryPolicy,
@@ -38,12 +38,12 @@ from chefsplan_agents.verify import (
 
 WINDOW = 600
 PRICE = 10**12
-HONEST, LAZY, SWAP = 0, 3, 4
+HONEST, WRONG, LAZY, SWAP = 0, 2, 3, 4
 PROMPTS = ("Plan a vegetarian dinner for four.", "Which wine goes with risotto?")
 
 
 @pytest.fixture(scope="module")
-def devnet() -> Iterator[Devnet]:
+def devnet(random_llm: LlamaCppBackend) -> Iterator[Devnet]:
     # The nodes run two threads, the verifier one: honest answers must pass across them.
     with Devnet.create(
         nodes=5,
@@ -51,7 +51,8 @@ def devnet() -> Iterator[Devnet]:
         share_model=True,
         n_threads=2,
         n_ctx=512,
-        cheaters={LAZY: Lazy(), SWAP: ChangeToken()},
+        # WRONG runs another (random-weight) model and claims the pinned one.
+        cheaters={WRONG: WrongModel(random_llm), LAZY: Lazy(), SWAP: ChangeToken()},
         # A price whose bounty for 16 tokens is a whole number of wei: rounding must agree.
         policy=NodePolicy(price_per_1k_tokens_wei=PRICE),
     ) as net:
@@ -203,7 +204,7 @@ def test_an_honest_answer_that_drifts_from_the_known_one_is_not_challenged(
 ) -> None:
     """The verifier's own answer may break a near tie the other way than a node on other
     hardware: a different answer the full re-score accepts passes (``drift``)."""
-    provider = _address(devnet, 2)
+    provider = _address(devnet, HONEST)
     network.refresh_providers()
     honest = known_answer(scripted, PROMPTS[1], max_tokens=16)
     # The known answer as a verifier that broke the last near tie the other way would hold.
@@ -288,10 +289,11 @@ def test_a_lazy_node_fails_its_canary_and_the_panel_slashes_it(
     registry.add_stake(stake_before - registry.stake_of(cheater), sender=cheater)
 
 
-def test_a_token_swapping_node_fails_its_canary_and_is_challenged(
-    devnet: Devnet, network: Network, scripted: LlamaCppBackend
+@pytest.mark.parametrize("index", [SWAP, WRONG], ids=["change-token", "wrong-model"])
+def test_a_cheating_node_fails_its_canary_and_is_challenged(
+    devnet: Devnet, network: Network, scripted: LlamaCppBackend, index: int
 ) -> None:
-    cheater = _address(devnet, SWAP)
+    cheater = _address(devnet, index)
     network.refresh_providers()
     network.canaries.pool.add_prompt(scripted, PROMPTS[1], max_tokens=16)
     canary = network.send_canary(cheater)
