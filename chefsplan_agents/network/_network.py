@@ -337,8 +337,9 @@ class Network:
             timeouts: The task's windows.
 
         With ``canaries.enabled``, a task assigned to a provider may bring a canary along:
-        posted right after it, to the same provider, on the same terms (see
-        :meth:`send_canary`); a canary that cannot be sent is logged, never raised.
+        posted next to it (just before or just after, by a coin flip), to the same provider,
+        on the same terms (see :meth:`send_canary`); a canary that cannot be sent is logged,
+        never raised.
 
         Returns:
             The handle to pass to :meth:`wait`.
@@ -351,12 +352,22 @@ class Network:
         """
         canary = None
         if assignee is not None and self.canaries.enabled:
-            canary = self._canary_due(task, model, params, assignee, timeouts or Timeouts())
+            canary = self._canary_due(
+                task, model, params, assignee, timeouts or Timeouts(), bounty_per_replica
+            )
         # A canary goes just before or just after the real task, by a coin flip: which of two
         # tasks in a row is the canary must not be guessable from the order.
         before = canary is not None and secrets.randbelow(2) == 0
         if before and canary is not None and assignee is not None:
-            self._send_canary_along(assignee, canary, timeouts, bounty_per_replica)
+            escrow = bounty_per_replica * replicas
+            try:  # never spend on a canary first and then refuse the real task
+                self._check_task_cap(escrow)
+                self.check_spend(escrow + canary[1])
+            except ChefsplanError as err:
+                log.info("no canary with this task: %s", err)
+                canary = None
+            else:
+                self._send_canary_along(assignee, canary, timeouts)
         handle = self._post(
             task,
             model=model,
@@ -368,8 +379,16 @@ class Network:
             timeouts=timeouts,
         )
         if canary is not None and assignee is not None and not before:
-            self._send_canary_along(assignee, canary, timeouts, bounty_per_replica)
+            self._send_canary_along(assignee, canary, timeouts)
         return handle
+
+    def _check_task_cap(self, escrow: int) -> None:
+        per_task = self.policy.max_spend_per_task_wei
+        if per_task is not None and escrow > per_task:
+            raise PolicyViolation(
+                f"the task escrows {escrow} wei, over policy.max_spend_per_task_wei={per_task}: "
+                "ask for fewer tokens or replicas, or raise the cap"
+            )
 
     def _post(
         self,
@@ -384,12 +403,7 @@ class Network:
         timeouts: Timeouts | None,
     ) -> TaskHandle:
         escrow = bounty_per_replica * replicas
-        per_task = self.policy.max_spend_per_task_wei
-        if per_task is not None and escrow > per_task:
-            raise PolicyViolation(
-                f"the task escrows {escrow} wei, over policy.max_spend_per_task_wei={per_task}: "
-                "ask for fewer tokens or replicas, or raise the cap"
-            )
+        self._check_task_cap(escrow)
         with self._spent_lock:
             self.check_spend(escrow)
             handle = self.requester.delegate(
@@ -518,6 +532,7 @@ class Network:
             timeouts=t,
         )
         self.canaries.count_sent(provider)
+        self.canaries.pool.mark_seen(known, provider)
         with self._canaries_lock:
             self._canaries_pending[handle.task_id] = (handle, known)
         log.info("sent canary task 0x%s to %s", handle.task_id.hex(), provider)
@@ -530,9 +545,10 @@ class Network:
         params: GenerationParams | None,
         provider: str,
         timeouts: Timeouts,
-    ) -> tuple[KnownAnswer, bool] | None:
+        bounty: int,
+    ) -> tuple[KnownAnswer, int] | None:
         """The known answer to send along with a real task to ``provider`` if one is due, and
-        whether it is of the real task's length."""
+        its bounty: the real task's for the same length, else the provider's price for it."""
         if timeouts.challenge_window <= 0:
             return None  # a canary must look like this task, and must be challengeable
         if isinstance(task, TaskBundle):
@@ -547,7 +563,9 @@ class Network:
         except ChefsplanError as err:
             log.warning("no canary for %s: %s", provider, err)
             return None
-        stats = ProviderStats.of(listed) if listed is not None else None
+        if listed is None or listed.offer is None:
+            return None  # only listed providers get canaries (see send_canary)
+        stats = ProviderStats.of(listed)
         sent = self.canaries.sent_to(provider)
         if not self.canaries.policy.due(provider, stats, sent, secrets.token_bytes(32)):
             return None
@@ -555,21 +573,20 @@ class Network:
         if known is None:
             log.info("no unseen canary for %s: add prompts to network.canaries.pool", provider)
             return None
-        return known, known.params.max_tokens == max_tokens
+        if known.params.max_tokens != max_tokens:
+            price = listed.offer.price_per_1k_tokens_wei
+            bounty = canary_bounty(price, known.params.max_tokens)
+        return known, bounty
 
     def _send_canary_along(
-        self, provider: str, due: tuple[KnownAnswer, bool], timeouts: Timeouts | None, bounty: int
+        self, provider: str, due: tuple[KnownAnswer, int], timeouts: Timeouts | None
     ) -> None:
         """Send a canary with a real task (never raises: an audit's trouble never costs the
         app its task)."""
-        known, same_length = due
+        known, bounty = due
         try:
             self.send_canary(
-                provider,
-                answer=known,
-                timeouts=timeouts or Timeouts(),
-                # The real task's own bounty when the lengths match; else the price formula.
-                bounty_per_replica=bounty if same_length else None,
+                provider, answer=known, timeouts=timeouts or Timeouts(), bounty_per_replica=bounty
             )
         except ChefsplanError as err:
             log.warning("canary to %s not sent: %s", provider, err)

@@ -278,7 +278,7 @@ class CanaryPool:
         """A known answer for ``model_sha256`` whose prompt ``provider`` has not run.
 
         Prefers answers with ``max_tokens`` (the real task's); picks uniformly at random among
-        the candidates. Marks the prompt as seen by ``provider``.
+        the candidates. Call :meth:`mark_seen` once the canary is posted.
 
         Returns:
             The answer, or ``None`` when the pool holds none the provider has not seen.
@@ -294,9 +294,14 @@ class CanaryPool:
             pick = same or fresh
             if not pick:
                 return None
-            key, answer = pick[secrets.randbelow(len(pick))]
-            self._seen.setdefault(key, set()).add(who)
-            return answer
+            return pick[secrets.randbelow(len(pick))][1]
+
+    def mark_seen(self, answer: KnownAnswer, provider: str) -> None:
+        """Note that ``provider`` has run ``answer``'s prompt: it never gets it again."""
+        with self._lock:
+            key = answer.key
+            if key in self._answers:
+                self._seen.setdefault(key, set()).add(provider.lower())
 
     def seen_by(self, answer: KnownAnswer) -> frozenset[str]:
         """Providers (lower-case addresses) that have run ``answer``'s prompt."""

@@ -5,6 +5,7 @@ with ``check="canary"`` evidence and, once the drawn panel upholds it, slashed."
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -163,7 +164,7 @@ def test_a_canary_is_posted_like_a_real_task(
 
 
 def test_a_new_provider_gets_a_canary_with_its_first_real_task_only(
-    devnet: Devnet, network: Network, scripted: LlamaCppBackend
+    devnet: Devnet, network: Network, scripted: LlamaCppBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     provider = _address(devnet, 1)
     network.refresh_providers()
@@ -194,6 +195,27 @@ def test_a_new_provider_gets_a_canary_with_its_first_real_task_only(
     second = _real_task(network, provider, "Name a spice for lentils.")
     assert network.pending_canaries() == []  # no longer new to this requester's canaries
     network.wait(second)
+
+    # With room under the spending cap for one task only, the real task goes and the canary
+    # does not, whether it was due to go first or second (a coin flip each time).
+    network.canaries.policy = CanaryPolicy(new_provider_canaries=10**6)
+    room = first.params.bounty_per_replica
+    for i in range(6):
+        network.canaries.pool.add_prompt(scripted, f"Dinner idea number {i}?", max_tokens=16)
+    caplog.set_level(logging.INFO, logger="chefsplan_agents.network")
+    for _ in range(6):
+        network.policy = PolicySettings(
+            challenge_window_s=WINDOW, spending_cap_wei=network.spent_wei + room
+        )
+        real = _real_task(network, provider, "Name a herb for fish.")
+        assert network.pending_canaries() == []
+        network.wait(real)
+    dropped = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith(("no canary with this task", "canary to"))
+    ]
+    assert len(dropped) == 6  # a canary was due each time, and none was sent
 
 
 # ---------------------------------------------------------------------------- honest nodes
@@ -337,8 +359,11 @@ def test_the_pool_never_sends_a_provider_a_prompt_it_has_run(
     answer = pool.add_prompt(scripted, PROMPTS[0], max_tokens=16)
     assert answer.source == "verifier" and answer.output_hash == output_hash(answer.text)
     assert pool.draw(a, sha) == answer
-    assert pool.draw(a, sha) is None  # seen once: never again
+    assert pool.draw(a, sha) == answer  # drawn, not sent: still fresh to it
+    pool.mark_seen(answer, a)
+    assert pool.draw(a, sha) is None  # sent once: never again
     assert pool.draw(b, sha) == answer and pool.draw(b, "0" * 64) is None
+    pool.mark_seen(answer, b.upper().replace("0X", "0x"))
     assert pool.seen_by(answer) == {a, b}
 
     # A real result that passed a full re-score is a free known answer, but never for the
