@@ -161,6 +161,9 @@ def test_a_canary_is_posted_like_a_real_task(
     [outcome] = network.canaries.outcomes
     assert outcome.task_id == "0x" + canary.task_id.hex() and outcome.status == "match"
     network.wait(canary)
+    # The provider has run that prompt now: the pool never sends it to it again.
+    with pytest.raises(VerificationError, match="has not seen"):
+        network.send_canary(provider, max_tokens=16)
 
 
 def test_a_new_provider_gets_a_canary_with_its_first_real_task_only(
