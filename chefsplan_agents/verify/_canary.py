@@ -556,8 +556,8 @@ class Canaries:
     enabled: bool = False
     outcomes: list[CanaryOutcome] = field(default_factory=list)
     max_outcomes: int = 1000
-    _sent: dict[str, int] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _sent: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def sent_to(self, provider: str) -> int:
         """Canaries sent to ``provider`` so far."""
