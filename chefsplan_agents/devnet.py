@@ -11,7 +11,10 @@ content store computes the same CIDs an IPFS daemon would, every node has its ow
 account, stake, state folder and (by default) its own copy of the model, and the requester's
 bundle and the winning result travel by CID. Nodes are driven by :meth:`Devnet.step` (one
 ``tick`` each, in order) instead of threads, so a run is deterministic; when no node has
-anything to do the devnet moves the chain clock to the next deadline.
+anything to do the devnet moves the chain clock to the next deadline. Every node sits on the
+challenge panels it is drawn for (a :class:`~chefsplan_agents.verify.Panelist` duty), and
+watchers added with :meth:`Devnet.add_watcher` step with the nodes, so stepping alone drives a
+challenge from ``challenge`` to settlement.
 
 With ``share_model=True`` the nodes share one loaded model: faster to start, but then the
 replicas are not independent executions of independent copies of the weights.
@@ -34,7 +37,7 @@ from chefsplan_agents.config import ChainSettings, LLMSettings, StorageSettings
 from chefsplan_agents.errors import ChefsplanError, ConfigError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LLMBackend, is_stub_spec, open_backend
-from chefsplan_agents.market import MarketClient
+from chefsplan_agents.market import ChallengeState, MarketClient
 from chefsplan_agents.market._requester import (
     DelegationProgress,
     DelegationReceipt,
@@ -43,9 +46,10 @@ from chefsplan_agents.market._requester import (
     Timeouts,
 )
 from chefsplan_agents.network import InProcessDriver, Network
-from chefsplan_agents.node import NodePolicy, ProviderNode
+from chefsplan_agents.node import NodeDuty, NodePolicy, ProviderNode
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import ContentStore, open_store
+from chefsplan_agents.verify import LAST_CALL_S, Panelist
 
 if TYPE_CHECKING:
     from chefsplan_agents.testing import Cheat
@@ -124,6 +128,10 @@ class Devnet:
         self._own_workdir = own_workdir
         self.model_sha256 = llms[0].info.sha256
         self._open: dict[bytes, TaskHandle] = {}
+        # Pending challenges seen so far (task id -> voteBy, revealBy) and the block read to.
+        self._challenges: dict[bytes, tuple[int, int]] = {}
+        self._panel_cursor = deployment.deployed_at - 1
+        self.watchers: list[NodeDuty] = []
         self._closed = False
 
     @classmethod
@@ -231,6 +239,7 @@ class Devnet:
                     cheat=cheats.get(i),
                     tags=tags_of[i],
                 )
+                node.add_duty(Panelist.for_node(node))
                 stage("register", f"node {i + 1}/{nodes}: measuring and registering")
                 node.start()
                 providers.append(node)
@@ -260,7 +269,8 @@ class Devnet:
     # ------------------------------------------------------------------ driving
 
     def step(self) -> int:
-        """Tick every node once; if none had work, move the chain clock to the next deadline.
+        """Tick every node (then every watcher) once; if none had work, move the chain clock to
+        the next deadline (of an open task, or of a pending challenge's vote).
 
         Returns:
             Steps the nodes took.
@@ -271,6 +281,11 @@ class Devnet:
                 steps += node.tick()
             except ChefsplanError as err:  # one node's trouble must not stop the others
                 log.error("node %s: %s", node.address, err)
+        for watcher in self.watchers:
+            try:
+                steps += watcher.tick()
+            except ChefsplanError as err:
+                log.error("watcher %r: %s", watcher, err)
         if steps == 0:
             self._advance_clock()
         return steps
@@ -282,8 +297,37 @@ class Devnet:
             p = handle.params
             marks += [p.commit_phase_end + 1, p.reveal_deadline + 1]
             marks.append(p.reveal_deadline + 1 + p.challenge_window)
+        marks += self._challenge_marks()
         later = [m for m in marks if m > now]
         self.chain.advance_time(min(later) - now if later else 60)
+
+    def add_watcher(self, watcher: NodeDuty) -> None:
+        """Tick ``watcher`` (e.g. a :class:`~chefsplan_agents.verify.Watcher` on this devnet's
+        chain) in every :meth:`step`, after the nodes."""
+        self.watchers.append(watcher)
+
+    def _challenge_marks(self) -> list[int]:
+        """The next deadlines of pending challenges: the panel's last call, the end of vote
+        commits, then of vote reveals (a panel waits for them when a panelist is silent)."""
+        head = self.chain.block_number()
+        if head > self._panel_cursor:
+            drawn = self.market.contract.get_logs(
+                "PanelDrawn", from_block=self._panel_cursor + 1, to_block=head
+            )
+            for event in drawn:
+                self._challenges[bytes(event.args["taskId"])] = (
+                    int(event.args["voteBy"]),
+                    int(event.args["revealBy"]),
+                )
+            self._panel_cursor = head
+        marks = []
+        for task_id, (vote_by, reveal_by) in list(self._challenges.items()):
+            if self.market.task_state(task_id).challenge is not ChallengeState.PENDING:
+                del self._challenges[task_id]
+                continue
+            # The last call comes first: a panelist that cannot re-score then votes the default.
+            marks += [vote_by - LAST_CALL_S, vote_by + 1, reveal_by + 1]
+        return marks
 
     def delegate(
         self,
@@ -410,6 +454,7 @@ class Devnet:
             stake=old.stake,
             cheat=old.cheat,
         )
+        node.add_duty(Panelist.for_node(node))
         self.nodes[index] = node
         return node
 

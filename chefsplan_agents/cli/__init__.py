@@ -1,4 +1,5 @@
-"""The ``chefsplan`` command: demo, devnet, registry, task, verify, node, chain, id, cid."""
+"""The ``chefsplan`` command: demo, devnet, registry, task, verify, watch, node, chain, id,
+cid."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from chefsplan_agents.cli import (  # noqa: F401
     _registry,
     _task,
     _verify,
+    _watch,
 )
 from chefsplan_agents.cli._app import app, run
 

@@ -33,6 +33,7 @@ from chefsplan_agents.node import (
 from chefsplan_agents.registry import RegistryClient
 from chefsplan_agents.storage import open_store
 from chefsplan_agents.testing import CHEAT_NAMES, cheat_by_name, check_cheat
+from chefsplan_agents.verify import Panelist
 
 node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
@@ -284,6 +285,8 @@ def run_node(
                 tags=tags,
                 cheat=cheat,
             )
+            # A node sits on challenge panels it is drawn for (a silent panelist is slashed).
+            node.add_duty(Panelist.for_node(node))
             if http_port is not None:
                 node.serve_http(
                     host=http_host,

@@ -43,6 +43,7 @@ from chefsplan_agents.errors import (
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market._client import MarketClient, check_assignment
 from chefsplan_agents.market._records import (
+    ChallengeState,
     ReplicaState,
     Settlement,
     TaskParams,
@@ -465,8 +466,8 @@ class Requester:
     def _settle_if_due(self, handle: TaskHandle, state: TaskStateRecord) -> bool:
         """Settle the task if its time has come and nobody did; ``True`` if it settled."""
         p = handle.params
-        if state.challenge != 0:
-            return False
+        if state.challenge is ChallengeState.PENDING:
+            return False  # a decided challenge no longer holds the settlement
         now = self.chain.block_timestamp()
         if state.revealed == p.replicas:
             # Usually the last reveal settled it already (revealAndFinalize); if not, settle
@@ -521,6 +522,11 @@ class Requester:
     ) -> DelegationReceipt:
         settlement = Settlement.from_event(finalized)
         tid = _hex(handle.task_id)
+        if settlement.result is TaskResult.OVERTURNED:
+            raise NoQuorum(
+                f"task {tid}'s winning output was overturned: a challenge panel found it "
+                "forged; bounty refunded, the providers that gave it slashed"
+            )
         if settlement.result is not TaskResult.ACCEPTED:
             raise NoQuorum(
                 f"task {tid} settled as {settlement.result.name.lower().replace('_', ' ')}: no "

@@ -10,6 +10,7 @@ off-chain jobs; a node's :meth:`ProviderNode.run_bundle` is a :data:`JobRunner`.
 """
 
 from chefsplan_agents.node._daemon import (
+    NodeDuty,
     NodeStatus,
     ProviderNode,
     RetryPolicy,
@@ -40,7 +41,12 @@ from chefsplan_agents.node._policy import (
     GenerationSpeed,
     NodePolicy,
 )
-from chefsplan_agents.node._state import NodeStateStore, TaskRecordState, TaskStage
+from chefsplan_agents.node._state import (
+    NodeStateStore,
+    TaskRecordState,
+    TaskStage,
+    write_state_file,
+)
 
 __all__ = [
     "DEFAULT_BOND_FLOOR_WEI",
@@ -59,6 +65,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "NodeAvailability",
+    "NodeDuty",
     "NodeHttpClient",
     "NodeHttpServer",
     "NodePolicy",
@@ -69,4 +76,5 @@ __all__ = [
     "TaskRecordState",
     "TaskStage",
     "task_prompt",
+    "write_state_file",
 ]

@@ -39,6 +39,11 @@ the node :data:`_MAX_RUNS` times is given up rather than run again after every r
 
 The record is written *before* each on-chain step, and on start-up every unfinished record is
 reconciled with the replica's on-chain state, so a restarted node never loses a claimed task.
+
+After its own tasks, each tick runs the node's duties (:meth:`ProviderNode.add_duty`): work it
+owes the network, like voting on the challenges whose panel seats it
+(``chefsplan_agents.verify.Panelist``, added by ``chefsplan node run`` and the devnet). A duty's
+failure is logged and retried on the next tick; it never stops the node.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
 from chefsplan_agents._json import DEFAULT_MAX_JSON_DEPTH, nesting_depth
 from chefsplan_agents.bundles import (
@@ -83,6 +88,7 @@ from chefsplan_agents.errors import (
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import Generation, GenerationParams, LLMBackend
 from chefsplan_agents.market import (
+    ChallengeState,
     MarketClient,
     ReplicaState,
     RevealEntry,
@@ -100,7 +106,7 @@ from chefsplan_agents.storage import ContentStore
 if TYPE_CHECKING:  # the adversaries import this module; a node only holds one
     from chefsplan_agents.testing import Cheat
 
-__all__ = ["NodeStatus", "ProviderNode", "RetryPolicy", "task_prompt"]
+__all__ = ["NodeDuty", "NodeStatus", "ProviderNode", "RetryPolicy", "task_prompt"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +152,15 @@ class RetryPolicy:
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_s)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class NodeDuty(Protocol):
+    """Work a node does besides its own tasks, one step per :meth:`ProviderNode.tick` (e.g.
+    ``chefsplan_agents.verify.Panelist``: voting on the challenges it is drawn for)."""
+
+    def tick(self) -> int:
+        """Do what is due now; return the steps taken (0: nothing to do yet)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -273,6 +288,7 @@ class ProviderNode:
         # Earnings may wait in the market (credited by someone else's settlement).
         self._owed = True
         self._http: NodeHttpServer | None = None
+        self.duties: list[NodeDuty] = []
         self.speed: GenerationSpeed | None = None
         self._speed_lock = threading.Lock()
         if cheat is not None:
@@ -525,7 +541,25 @@ class ProviderNode:
                 log.warning("task %s: %s; will retry", record.task_id, err)
             except ChefsplanError as err:
                 log.error("task %s (%s): %s", record.task_id, record.stage, err)
+        for duty in self.duties:
+            steps += self._run_duty(duty)
         return steps
+
+    def add_duty(self, duty: NodeDuty) -> None:
+        """Run ``duty`` on every :meth:`tick` after the node's own tasks (e.g. a panelist)."""
+        self.duties.append(duty)
+
+    def _run_duty(self, duty: NodeDuty) -> int:
+        try:
+            done = duty.tick()
+        except (ChainUnavailable, StoreUnavailable):
+            raise  # the node backs off as for its own tasks
+        except Exception:  # a duty's failure must never stop the node's own tasks
+            log.exception("node %s: %r failed; will retry next tick", self.address, duty)
+            return 0
+        if done:
+            self._owed = True  # a duty may have earned something (a panel's fee)
+        return done
 
     def run_forever(self, poll_interval: float = 1.0) -> None:
         """Tick until :meth:`stop` or SIGTERM/SIGINT, sleeping ``poll_interval`` when idle.
@@ -1106,8 +1140,8 @@ class ProviderNode:
         state = self.retry.run("read task", lambda: self.market.task_state(record.task_id))
         steps = 0
         if state.open:
-            if state.challenge != 0:
-                return 0
+            if state.challenge is ChallengeState.PENDING:
+                return 0  # settled once the panel decided (resolveChallenge)
             try:
                 settle_at = self.market.settle_time(record.params)
             except TxReverted:  # another party settled it since the read above: next tick

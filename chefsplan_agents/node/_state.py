@@ -19,7 +19,7 @@ from typing import Any
 from chefsplan_agents.errors import NodeError
 from chefsplan_agents.market import TaskParams
 
-__all__ = ["NodeStateStore", "TaskRecordState", "TaskStage"]
+__all__ = ["NodeStateStore", "TaskRecordState", "TaskStage", "write_state_file"]
 
 
 class TaskStage(StrEnum):
@@ -140,6 +140,36 @@ class TaskRecordState:
         return cls(**values)
 
 
+def write_state_file(file: Path, value: dict[str, Any], *, durable: bool) -> None:
+    """Write ``value`` as JSON to ``file`` atomically: a crash leaves the old or the new file.
+
+    With ``durable`` the file and its folder entry are flushed to the disk before this returns
+    (power failures included): use it for anything a restart must find, like a secret salt
+    about to be committed to on chain.
+
+    Raises:
+        NodeError: The file cannot be written.
+    """
+    data = json.dumps(value, sort_keys=True, indent=1).encode("utf-8")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=file.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, file)
+        if durable:
+            # The rename itself reaches the disk only with its folder.
+            dir_fd = os.open(file.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    except OSError as err:
+        raise NodeError(f"cannot write node state {file}: {err}") from err
+
+
 class NodeStateStore:
     """Task records and the event cursor of one node, in a folder.
 
@@ -158,24 +188,7 @@ class NodeStateStore:
             raise NodeError(f"cannot create the node state folder {self.path}: {err}") from err
 
     def _write(self, file: Path, value: dict[str, Any], *, durable: bool) -> None:
-        data = json.dumps(value, sort_keys=True, indent=1).encode("utf-8")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=file.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, file)
-            if durable:
-                # The rename itself reaches the disk only with its folder.
-                dir_fd = os.open(file.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-        except OSError as err:
-            raise NodeError(f"cannot write node state {file}: {err}") from err
+        write_state_file(file, value, durable=durable)
 
     def save(self, record: TaskRecordState, *, sync: bool = False) -> None:
         """Write a task's record (atomically: a crash leaves the old or the new one).

@@ -8,7 +8,10 @@ explains each check, its cost and its limits. :class:`VerificationPolicy` plans 
 task gets (from trust, the provider's reputation and stake, and the bounty) and :func:`arbitrate`
 settles replicas whose outputs differ by re-scoring each. Canary tasks (:class:`CanaryPool`,
 :class:`CanaryPolicy`, :func:`check_canary`) audit providers with prompts whose answers the
-requester knows in advance, posted exactly like its real tasks.
+requester knows in advance, posted exactly like its real tasks. A :class:`Panelist` (run by
+every provider node) votes on the challenges it is drawn for from its own re-score
+(:func:`judge_outcome`); a :class:`Watcher` samples results inside their challenge window and
+challenges the forged ones (``chefsplan watch``).
 """
 
 from chefsplan_agents.verify._arbitrate import Arbitration, arbitrate
@@ -30,6 +33,20 @@ from chefsplan_agents.verify._evidence import (
     ChallengeEvidence,
     load_evidence,
     publish_evidence,
+)
+from chefsplan_agents.verify._judge import (
+    OutcomeJudgement,
+    RevealedResult,
+    TaskOnChain,
+    judge_outcome,
+    read_task,
+)
+from chefsplan_agents.verify._panel import (
+    LAST_CALL_S,
+    PANEL_DEFAULT_VOTE,
+    Panelist,
+    PanelSeat,
+    PanelStage,
 )
 from chefsplan_agents.verify._policy import Checks, ProviderStats, Trust, VerificationPolicy
 from chefsplan_agents.verify._rescore import (
@@ -54,6 +71,7 @@ from chefsplan_agents.verify._suite import (
     SuiteReport,
     run_adversarial_suite,
 )
+from chefsplan_agents.verify._watch import WatchedTask, Watcher, WatchEvent, WatchStage
 
 __all__ = [
     "Canaries",
@@ -66,6 +84,20 @@ __all__ = [
     "canary_evidence",
     "check_canary",
     "known_answer",
+    "LAST_CALL_S",
+    "PANEL_DEFAULT_VOTE",
+    "OutcomeJudgement",
+    "PanelSeat",
+    "PanelStage",
+    "Panelist",
+    "RevealedResult",
+    "TaskOnChain",
+    "judge_outcome",
+    "read_task",
+    "WatchEvent",
+    "WatchStage",
+    "WatchedTask",
+    "Watcher",
     "EVIDENCE_KIND",
     "MAX_EVIDENCE_BYTES",
     "ChallengeEvidence",

@@ -1,0 +1,562 @@
+"""A provider node's panel duty: vote on the challenges it is drawn for, on its own re-score.
+
+A ``challenge`` draws a panel of registered providers (``PanelDrawn``). Each panelist must
+commit a vote before ``voteBy`` and reveal it before ``revealBy``, or lose registry stake. The
+:class:`Panelist` does that unattended, one :meth:`~Panelist.tick` at a time (the node daemon
+calls it from its own tick)::
+
+    PanelDrawn names me ─ save DRAWN (durably, with the event cursor after it)
+      ─ read the task's bundle and revealed results (bounded), the evidence (logged only)
+      ─ judge: UPHOLD iff the winning output has no revealed result that passes my re-score
+      ─ save COMMITTING (vote + random salt, flushed) ─ commitVote ─ save COMMITTED
+      ─ (every panelist committed, or voteBy passed) ─ save REVEALING ─ revealVote
+      ─ save REVEALED ─ (every vote revealed, or revealBy passed) ─ resolveChallenge
+      ─ save RESOLVED ─ finalize once due (if nobody else did) ─ save DONE
+
+A panelist that cannot judge (another model than the task pins, an unreadable bundle, a store
+still unreachable :data:`LAST_CALL_S` before ``voteBy``) still votes, since a silent panelist is
+slashed: it votes to *reject*, so the status quo stands unless panelists that can judge find the
+winning output forged. The evidence a challenge names is read
+and logged but never decides a vote, so garbage evidence cannot stop or sway the panel.
+
+Every vote and salt is written before its transaction is sent, so a restarted panelist reveals
+what it committed; every failure is logged and retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
+from chefsplan_agents.chain import Chain, Event
+from chefsplan_agents.errors import (
+    ChainUnavailable,
+    ChefsplanError,
+    NodeError,
+    StorageError,
+    StoreUnavailable,
+    TxReverted,
+    VerificationError,
+)
+from chefsplan_agents.llm import LLMBackend
+from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
+from chefsplan_agents.node import RetryPolicy, write_state_file
+from chefsplan_agents.storage import ContentStore
+from chefsplan_agents.verify._evidence import load_evidence
+from chefsplan_agents.verify._judge import TaskOnChain, judge_outcome, read_task
+from chefsplan_agents.verify._rescore import RescoreMode
+
+if TYPE_CHECKING:
+    from chefsplan_agents.node import ProviderNode
+
+__all__ = ["LAST_CALL_S", "PANEL_DEFAULT_VOTE", "PanelSeat", "PanelStage", "Panelist"]
+
+log = logging.getLogger(__name__)
+
+#: The vote of a panelist that cannot judge a task (``upheld=False``): the outcome stands.
+PANEL_DEFAULT_VOTE: Final = False
+#: Seconds before ``voteBy`` after which a panelist whose store is still unreachable stops
+#: retrying its re-score and commits the default vote.
+LAST_CALL_S: Final = 3600
+
+
+class PanelStage(StrEnum):
+    """Where a panelist stands with one challenge."""
+
+    DRAWN = "drawn"  # seated; not judged yet
+    COMMITTING = "committing"  # vote and salt saved; commitVote about to be sent
+    COMMITTED = "committed"  # waiting for the reveal phase
+    REVEALING = "revealing"  # revealVote about to be sent
+    REVEALED = "revealed"  # waiting for the other reveals, then resolving
+    RESOLVED = "resolved"  # decided; the task may still need settling
+    DONE = "done"  # the task settled (or the seat was lost): nothing left to do
+    MISSED = "missed"  # a deadline passed before this panelist could act
+
+    @property
+    def active(self) -> bool:
+        """Whether the panelist still has work on the challenge."""
+        return self not in (PanelStage.DONE, PanelStage.MISSED)
+
+
+@dataclass(frozen=True)
+class PanelSeat:
+    """What a panelist remembers about one challenge it was drawn for.
+
+    Attributes:
+        task_id: ``0x`` task id.
+        posted_block: The block of the task's ``TaskPosted`` (event scans start there).
+        drawn_block: The block of the ``PanelDrawn`` event.
+        vote_by: Last second to commit.
+        reveal_by: Last second to reveal.
+        evidence_cid: The challenge's evidence CID.
+        stage: Where it stands.
+        upheld: Its vote (set once judged).
+        salt: ``0x`` salt of the vote commitment (secret until revealed).
+        reason: Why it votes as it does, or why it gave up.
+        judged: Whether the vote is its own judgement (``False``: the default vote).
+        txs: Transaction hashes by step (``commit``, ``reveal``, ``resolve``, ``finalize``).
+        gas: Gas used by step.
+    """
+
+    task_id: str
+    posted_block: int
+    drawn_block: int
+    vote_by: int
+    reveal_by: int
+    evidence_cid: str = ""
+    stage: PanelStage = PanelStage.DRAWN
+    upheld: bool | None = None
+    salt: str | None = None
+    reason: str = ""
+    judged: bool = False
+    txs: dict[str, str] = field(default_factory=dict)
+    gas: dict[str, int] = field(default_factory=dict)
+
+    def at(self, stage: PanelStage, **changes: Any) -> PanelSeat:
+        """A copy at ``stage`` with ``changes`` applied."""
+        return replace(self, stage=stage, **changes)
+
+    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> PanelSeat:
+        """A copy that remembers the transaction of ``step``."""
+        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        raw = asdict(self)
+        raw["stage"] = str(self.stage)
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> PanelSeat:
+        """Read what :meth:`to_json` wrote."""
+        values = dict(raw)
+        values["stage"] = PanelStage(values["stage"])
+        return cls(**values)
+
+
+class _SeatStore:
+    """Panel seats and the ``PanelDrawn`` cursor, one JSON file each, in a folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Open seats, read from disk once: a tick does not re-read every finished one.
+        self._active: dict[str, PanelSeat] | None = None
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as err:
+            raise NodeError(f"cannot create the panel state folder {path}: {err}") from err
+
+    def save(self, seat: PanelSeat, *, durable: bool = True) -> None:
+        write_state_file(self.path / f"{seat.task_id}.json", seat.to_json(), durable=durable)
+        if self._active is not None:
+            if seat.stage.active:
+                self._active[seat.task_id] = seat
+            else:
+                self._active.pop(seat.task_id, None)
+
+    def load(self, task_id: str) -> PanelSeat | None:
+        file = self.path / f"{task_id}.json"
+        return self._read(file) if file.exists() else None
+
+    def _read(self, file: Path) -> PanelSeat:
+        try:
+            return PanelSeat.from_json(json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise NodeError(
+                f"panel state {file} is unreadable ({err}); move it away to drop the seat"
+            ) from err
+
+    def all(self) -> list[PanelSeat]:
+        return sorted(
+            (self._read(f) for f in self.path.glob("0x*.json")), key=lambda s: s.drawn_block
+        )
+
+    def active(self) -> list[PanelSeat]:
+        if self._active is None:
+            self._active = {s.task_id: s for s in self.all() if s.stage.active}
+        return sorted(self._active.values(), key=lambda s: s.drawn_block)
+
+    @property
+    def cursor(self) -> int | None:
+        file = self.path / "cursor.json"
+        if not file.exists():
+            return None
+        try:
+            return int(json.loads(file.read_text(encoding="utf-8"))["block"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise NodeError(f"panel state {file} is unreadable ({err}); delete it") from err
+
+    @cursor.setter
+    def cursor(self, block: int) -> None:
+        # Seats are saved (flushed) before the cursor moves past their events: a lost cursor
+        # only means reading events again, and a seat already saved is not taken twice.
+        write_state_file(self.path / "cursor.json", {"block": int(block)}, durable=False)
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+class Panelist:
+    """Votes on every challenge whose panel seats this provider (see the module docs).
+
+    Args:
+        address: The provider's EVM account (a key the chain can sign with).
+        chain: The chain.
+        market: The ``TaskMarket`` client.
+        store: Where bundles, results and evidence are read from.
+        llm: The provider's own model backend, used to re-score.
+        state_dir: Folder for the panel's records (``<node state>/panel`` for a node).
+        mode: The re-score mode (``full`` by default: a panel decides with every token checked).
+        max_bundle_bytes: Largest task or result bundle read.
+        retry: Backoff for an unreachable chain node or store.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        chain: Chain,
+        market: MarketClient,
+        store: ContentStore,
+        llm: LLMBackend,
+        *,
+        state_dir: str | Path,
+        mode: RescoreMode = "full",
+        max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.address = address
+        self.chain = chain
+        self.market = market
+        self.store = store
+        self.llm = llm
+        self.mode: RescoreMode = mode
+        self.max_bundle_bytes = max_bundle_bytes
+        self.retry = retry or RetryPolicy()
+        self.seats = _SeatStore(Path(state_dir).expanduser())
+
+    @classmethod
+    def for_node(cls, node: ProviderNode) -> Panelist:
+        """The panel duty of ``node``: its account, model and store, state in its folder."""
+        return cls(
+            node.address,
+            node.chain,
+            node.market,
+            node.store,
+            node.llm,
+            state_dir=node.state.path / "panel",
+            max_bundle_bytes=node.policy.max_bundle_bytes,
+            retry=node.retry,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Panelist {self.address}>"
+
+    # ------------------------------------------------------------------ the loop
+
+    def tick(self) -> int:
+        """Take new seats, then move every open one on. Never raises for one challenge.
+
+        Returns:
+            Steps taken (0: waiting for a deadline or for other panelists).
+
+        Raises:
+            ChainUnavailable: The chain stayed unreachable through every retry.
+        """
+        steps = self._new_seats()
+        for seat in self.seats.active():
+            try:
+                steps += self._advance(seat)
+            except (ChainUnavailable, StoreUnavailable) as err:
+                log.warning("panel %s, task %s: %s; will retry", self.address, seat.task_id, err)
+            except ChefsplanError as err:
+                log.error(
+                    "panel %s, task %s (%s): %s; will retry",
+                    self.address,
+                    seat.task_id,
+                    seat.stage,
+                    err,
+                )
+        return steps
+
+    def seat(self, task_id: bytes | str) -> PanelSeat | None:
+        """This panelist's record of a challenge of ``task_id``, if it was drawn."""
+        key = task_id if isinstance(task_id, str) else _hex(task_id)
+        return self.seats.load(key.lower())
+
+    # ------------------------------------------------------------------ internals
+
+    def _now(self) -> int:
+        return self.retry.run("read chain time", self.chain.block_timestamp)
+
+    def _new_seats(self) -> int:
+        head = self.retry.run("read block number", self.chain.block_number)
+        cursor = self.seats.cursor
+        start = self.market.from_block if cursor is None else cursor + 1
+        if start > head:
+            return 0
+        events: list[Event] = self.retry.run(
+            "read panel events",
+            lambda: self.market.contract.get_logs("PanelDrawn", from_block=start, to_block=head),
+        )
+        steps = 0
+        me = self.address.lower()
+        for event in events:
+            if me not in (str(a).lower() for a in event.args["panel"]):
+                continue
+            task_id = _hex(bytes(event.args["taskId"]))
+            old = self.seats.load(task_id)
+            if old is not None and old.drawn_block >= event.block_number:
+                continue  # seen before a restart
+            seat = self._seat_from(event, task_id)
+            self.seats.save(seat)
+            log.info(
+                "panel %s: drawn for the challenge of task %s (vote by %d)",
+                self.address,
+                task_id,
+                seat.vote_by,
+            )
+            steps += 1
+        self.seats.cursor = head
+        return steps
+
+    def _seat_from(self, drawn: Event, task_id: str) -> PanelSeat:
+        tid = bytes(drawn.args["taskId"])
+        challenged = self.retry.run(
+            "read challenge event",
+            lambda: self.market.contract.get_logs(
+                ("TaskChallenged", "TaskPosted"),
+                from_block=self.market.from_block,
+                to_block=drawn.block_number,
+                filters={"taskId": tid},
+            ),
+        )
+        evidence = [str(e.args["evidenceCid"]) for e in challenged if e.name == "TaskChallenged"]
+        posted = [e.block_number for e in challenged if e.name == "TaskPosted"]
+        return PanelSeat(
+            task_id=task_id,
+            posted_block=max(posted, default=self.market.from_block),
+            drawn_block=drawn.block_number,
+            vote_by=int(drawn.args["voteBy"]),
+            reveal_by=int(drawn.args["revealBy"]),
+            evidence_cid=evidence[-1] if evidence else "",
+        )
+
+    def _advance(self, seat: PanelSeat) -> int:
+        tid = bytes.fromhex(seat.task_id[2:])
+        state = self.retry.run("read task", lambda: self.market.task_state(tid))
+        if not state.open:
+            self.seats.save(seat.at(PanelStage.DONE), durable=False)
+            self._log_done(seat)
+            return 0
+        if state.challenge is not ChallengeState.PENDING:
+            return self._settle(seat.at(PanelStage.RESOLVED))
+        challenge = self.retry.run("read challenge", lambda: self.market.challenge_of(tid))
+        if challenge is None:
+            return 0
+        seats = [a.lower() for a in challenge.panel]
+        if self.address.lower() not in seats:
+            self.seats.save(seat.at(PanelStage.DONE, reason="not on this panel"), durable=False)
+            return 0
+        mine = challenge.votes[seats.index(self.address.lower())]
+        now = self._now()
+        steps = 0
+        if seat.stage is PanelStage.DRAWN:
+            if now > seat.vote_by:
+                self._missed(seat, "the vote deadline passed before the task could be judged")
+                return 1
+            seat = self._judge(seat, tid)
+            steps += 1
+        if seat.stage is PanelStage.COMMITTING:
+            if mine is VoteState.NONE:
+                if now > seat.vote_by:
+                    self._missed(seat, "the vote deadline passed before the commit landed")
+                    return steps + 1
+                seat = self._commit(seat, tid)
+                steps += 1
+                mine = VoteState.COMMITTED
+            else:
+                seat = seat.at(PanelStage.COMMITTED)
+                self.seats.save(seat)
+        if seat.stage in (PanelStage.COMMITTED, PanelStage.REVEALING):
+            if mine in (VoteState.UPHOLD, VoteState.REJECT):
+                seat = seat.at(PanelStage.REVEALED)
+                self.seats.save(seat)
+            else:
+                me = self.address.lower()
+                others = [v for i, v in enumerate(challenge.votes) if seats[i] != me]
+                all_in = all(v is not VoteState.NONE for v in others)
+                if not all_in and now <= seat.vote_by:
+                    return steps  # a panelist may still commit: revealing now lets it copy
+                if now > seat.reveal_by:
+                    self._missed(seat, "the reveal deadline passed")
+                    return steps + 1
+                seat = self._reveal(seat, tid)
+                steps += 1
+        if seat.stage is PanelStage.REVEALED:
+            challenge = self.retry.run("read challenge", lambda: self.market.challenge_of(tid))
+            if challenge is None:
+                return steps
+            revealed = all(v in (VoteState.UPHOLD, VoteState.REJECT) for v in challenge.votes)
+            if not revealed and self._now() <= seat.reveal_by:
+                return steps
+            steps += self._resolve(seat, tid)
+        return steps
+
+    def _judge(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
+        """Decide the vote (own re-score, or the default) and save it with a fresh salt."""
+        self._read_evidence(seat)
+        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
+        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        upheld, judged, reason = PANEL_DEFAULT_VOTE, False, "the task's events are missing"
+        if task is not None:
+            try:
+                upheld, judged, reason = self._opinion(task)
+            except StoreUnavailable as err:
+                if self._now() < seat.vote_by - LAST_CALL_S:
+                    raise  # judged again next tick
+                # Still unreachable at the last call: a default vote beats a slashed silence.
+                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"the store is down: {err}"
+        if not judged:
+            log.warning(
+                "panel %s cannot judge task %s (%s); voting the default, %s",
+                self.address,
+                seat.task_id,
+                reason,
+                "uphold" if PANEL_DEFAULT_VOTE else "reject",
+            )
+        else:
+            log.info(
+                "panel %s votes %s on task %s: %s",
+                self.address,
+                "uphold" if upheld else "reject",
+                seat.task_id,
+                reason,
+            )
+        seat = seat.at(
+            PanelStage.COMMITTING,
+            upheld=upheld,
+            judged=judged,
+            reason=reason[:500],
+            salt=_hex(secrets.token_bytes(32)),
+        )
+        # Flushed before commitVote is sent: a restart must reveal exactly this vote.
+        self.seats.save(seat)
+        return seat
+
+    def _opinion(self, task: TaskOnChain) -> tuple[bool, bool, str]:
+        try:
+            judgement = judge_outcome(
+                self.llm, self.store, task, mode=self.mode, max_bundle_bytes=self.max_bundle_bytes
+            )
+        except (StoreUnavailable, ChainUnavailable):
+            raise  # transient: judge again next tick
+        except (VerificationError, NodeError, StorageError) as err:
+            return PANEL_DEFAULT_VOTE, False, f"cannot re-score: {err}"
+        if not judgement.judged:
+            return PANEL_DEFAULT_VOTE, False, judgement.reason
+        return judgement.overturn, True, judgement.reason
+
+    def _read_evidence(self, seat: PanelSeat) -> None:
+        """Log what the challenger claims. It never decides the vote, and a missing or
+        malformed document must not stop the panelist from voting."""
+        if not seat.evidence_cid:
+            log.warning("panel %s: challenge of %s names no evidence", self.address, seat.task_id)
+            return
+        try:
+            evidence = load_evidence(self.store, seat.evidence_cid)
+        except StoreUnavailable as err:
+            log.warning("panel %s: evidence %s: %s", self.address, seat.evidence_cid, err)
+        except (VerificationError, StorageError) as err:
+            log.warning(
+                "panel %s: ignoring the evidence of task %s: %s", self.address, seat.task_id, err
+            )
+        else:
+            log.info(
+                "panel %s: the challenger says %s failed %s: %s",
+                self.address,
+                evidence.provider or "the outcome",
+                evidence.check,
+                evidence.reason,
+            )
+
+    def _commit(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
+        assert seat.upheld is not None and seat.salt is not None
+        upheld, salt = seat.upheld, seat.salt
+        receipt = self.retry.run(
+            "commit vote",
+            lambda: self.market.commit_vote(tid, upheld, salt, sender=self.address),
+        )
+        seat = seat.at(PanelStage.COMMITTED).with_tx("commit", receipt.tx_hash, receipt.gas_used)
+        self.seats.save(seat)
+        return seat
+
+    def _reveal(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
+        assert seat.upheld is not None and seat.salt is not None
+        upheld, salt = seat.upheld, seat.salt
+        seat = seat.at(PanelStage.REVEALING)
+        self.seats.save(seat)
+        receipt = self.retry.run(
+            "reveal vote",
+            lambda: self.market.reveal_vote(tid, upheld, salt, sender=self.address),
+        )
+        seat = seat.at(PanelStage.REVEALED).with_tx("reveal", receipt.tx_hash, receipt.gas_used)
+        self.seats.save(seat)
+        return seat
+
+    def _resolve(self, seat: PanelSeat, tid: bytes) -> int:
+        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
+        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        if task is None:
+            return 0
+        try:
+            receipt = self.retry.run(
+                "resolve challenge",
+                lambda: self.market.resolve(task.params, sender=self.address),
+            )
+        except TxReverted as err:  # another party resolved it first
+            log.info("panel %s: resolveChallenge of %s: %s", self.address, seat.task_id, err)
+            return self._settle(seat.at(PanelStage.RESOLVED))
+        seat = seat.with_tx("resolve", receipt.tx_hash, receipt.gas_used)
+        return 1 + self._settle(seat.at(PanelStage.RESOLVED))
+
+    def _settle(self, seat: PanelSeat) -> int:
+        """Finalize the decided task once due, unless its providers or requester did."""
+        self.seats.save(seat, durable=False)
+        tid = bytes.fromhex(seat.task_id[2:])
+        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
+        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        if task is None:
+            return 0
+        try:
+            settle_at = self.market.settle_time(task.params)
+        except TxReverted:  # settled since
+            self.seats.save(seat.at(PanelStage.DONE), durable=False)
+            self._log_done(seat)
+            return 0
+        if self._now() < settle_at:
+            return 0
+        try:
+            receipt = self.retry.run(
+                "finalize", lambda: scoped.finalize(task.params, sender=self.address)
+            )
+        except TxReverted as err:
+            log.info("panel %s: finalize of %s: %s", self.address, seat.task_id, err)
+            return 0
+        seat = seat.at(PanelStage.DONE).with_tx("finalize", receipt.tx_hash, receipt.gas_used)
+        self.seats.save(seat, durable=False)
+        self._log_done(seat)
+        return 1
+
+    def _missed(self, seat: PanelSeat, reason: str) -> None:
+        log.error("panel %s missed task %s: %s", self.address, seat.task_id, reason)
+        self.seats.save(seat.at(PanelStage.MISSED, reason=reason), durable=False)
+
+    def _log_done(self, seat: PanelSeat) -> None:
+        log.info("panel %s: the challenge of %s is settled", self.address, seat.task_id)

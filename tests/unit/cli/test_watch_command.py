@@ -1,0 +1,61 @@
+"""``chefsplan watch``: a bounded run on an embedded devnet, and bad flags as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chefsplan_agents.cli import run
+
+
+@pytest.fixture(autouse=True)
+def _clean_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CHEFSPLAN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_watch_on_a_devnet_challenges_the_cheater_and_passes_the_honest_node(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["watch", "--devnet", "5", "--model", "tiny", "--rate", "1", "--max-tasks", "2"]
+    code = run([*argv, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines: list[dict[str, Any]] = [json.loads(line) for line in captured.out.splitlines()]
+    kinds = [line["event"] for line in lines]
+    assert kinds.count("challenged") == 1 and kinds.count("passed") == 1
+    challenged = next(line for line in lines if line["event"] == "challenged")
+    assert challenged["evidence_cid"].startswith("b") and challenged["bond_wei"] > 0
+    resolved = next(line for line in lines if line["event"] == "resolved")
+    assert resolved["upheld"] is True and resolved["task_id"] == challenged["task_id"]
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["challenges_upheld"] == 1
+    assert summary["withdrawn_wei"] >= summary["posted_wei"] > 0 and summary["spent_wei"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "says"),
+    [
+        (["watch", "--rate", "2"], 2, "Invalid value for '--rate'"),
+        (["watch", "--frobnicate"], 2, "No such option: --frobnicate"),
+        (["watch", "--devnet", "3"], 1, "--devnet must be 0"),
+        (["watch", "--devnet", "5", "--model", "gpt-9"], 1, "unknown --model 'gpt-9'"),
+        (["watch", "--once"], 1, "no chain configured"),
+    ],
+)
+def test_bad_flags_are_one_line(
+    argv: list[str], status: int, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(argv) == status
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], captured.err
+    assert captured.out == ""

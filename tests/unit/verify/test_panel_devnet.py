@@ -1,0 +1,326 @@
+"""Challenge panels on a devnet: provider nodes vote on their own re-score, and stepping the
+devnet drives a challenge to its decision and the task to its settlement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from chefsplan_agents.bundles import GenerationParams
+from chefsplan_agents.chain import Event
+from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import NoQuorum, StoreUnavailable
+from chefsplan_agents.identity import Identity
+from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts, VoteState
+from chefsplan_agents.node import ProviderNode
+from chefsplan_agents.testing import Lazy
+from chefsplan_agents.verify import ChallengeEvidence, Panelist, PanelStage, publish_evidence
+
+_WINDOW = Timeouts(challenge_window=3600)
+
+
+def _devnet(*, cheat: bool) -> Devnet:
+    return Devnet.create(
+        nodes=5,
+        model="tiny",
+        share_model=True,
+        n_threads=1,
+        n_ctx=512,
+        cheaters={0: Lazy()} if cheat else None,
+    )
+
+
+@pytest.fixture
+def cheating_net() -> Iterator[Devnet]:
+    with _devnet(cheat=True) as net:
+        yield net
+
+
+@pytest.fixture
+def honest_net() -> Iterator[Devnet]:
+    with _devnet(cheat=False) as net:
+        yield net
+
+
+def _funded(net: Devnet) -> str:
+    identity = Identity.generate()
+    address = net.chain.add_account(identity.export_secrets()[1])
+    net.chain.transfer(address, 10**18)
+    return address
+
+
+def _revealed_task(net: Devnet) -> TaskHandle:
+    """A one-replica task with a challenge window, run and revealed by node 0."""
+    handle = net.delegate(
+        "Say hi",
+        assignee=net.nodes[0].address,
+        timeouts=_WINDOW,
+        params=GenerationParams(max_tokens=12),
+    )
+    for _ in range(20):
+        if net.market.events("ResultRevealed", task_id=handle.task_id):
+            return handle
+        net.step()
+    raise AssertionError("node 0 never revealed")
+
+
+def _evidence(net: Devnet, handle: TaskHandle) -> str:
+    reveal = net.market.events("ResultRevealed", task_id=handle.task_id)[0]
+    evidence = ChallengeEvidence(
+        chain_id=net.chain.chain_id,
+        market=net.market.address,
+        task_id="0x" + handle.task_id.hex(),
+        bundle_cid=handle.bundle_cid,
+        provider=str(reveal.args["provider"]),
+        result_cid=str(reveal.args["resultCid"]),
+        output_hash="0x" + bytes(reveal.args["outputHash"]).hex(),
+        check="token",
+        reason="claimed tokens are not the model's choices",
+    )
+    return publish_evidence(net.store, evidence)
+
+
+def _events(net: Devnet, name: str, handle: TaskHandle) -> list[Event]:
+    return net.market.events(name, task_id=handle.task_id)
+
+
+def _drive(net: Devnet, handle: TaskHandle, max_steps: int = 60) -> Event:
+    """Step the devnet (nothing else) until the task settles; its TaskFinalized event."""
+    for _ in range(max_steps):
+        finalized = _events(net, "TaskFinalized", handle)
+        if finalized:
+            net.drain()  # let the nodes withdraw what settlement credited them
+            return finalized[0]
+        net.step()
+    raise AssertionError("the challenged task never settled")
+
+
+def _panel(net: Devnet, handle: TaskHandle) -> list[ProviderNode]:
+    drawn = _events(net, "PanelDrawn", handle)
+    assert len(drawn) == 1
+    seats = {str(a).lower() for a in drawn[0].args["panel"]}
+    return [n for n in net.nodes if n.address.lower() in seats]
+
+
+def _panelist(node: ProviderNode) -> Panelist:
+    duty = node.duties[0]
+    assert isinstance(duty, Panelist)
+    return duty
+
+
+@dataclass
+class _Before:
+    stakes: dict[str, int]
+
+
+def _stakes(net: Devnet) -> dict[str, int]:
+    out = {}
+    for node in net.nodes:
+        record = net.registry.get_provider(node.address)
+        assert record is not None
+        out[node.address] = record.stake
+    return out
+
+
+def _reputation_events(net: Devnet, address: str) -> list[Event]:
+    return net.registry.events("ReputationUpdated", provider=address)
+
+
+def test_a_cheaters_result_is_overturned_by_the_panel_on_its_own(cheating_net: Devnet) -> None:
+    net = cheating_net
+    cheater = net.nodes[0]
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    challenger = _funded(net)
+    bond = net.market.challenge_bond
+    net.market.challenge(handle.params, _evidence(net, handle), sender=challenger)
+    panel = _panel(net, handle)
+    assert cheater not in panel and len(panel) == 3
+
+    finalized = _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)
+    assert len(resolved) == 1 and resolved[0].args["upheld"] is True
+    assert int(resolved[0].args["upholdVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.OVERTURNED
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and seat.judged and seat.upheld is True
+        assert seat.stage is PanelStage.DONE
+    # The cheater: bond lost, registry stake slashed, an audit failed on its record.
+    after = _stakes(net)
+    assert after[cheater.address] == stakes[cheater.address] - handle.params.bond
+    rep = _reputation_events(net, cheater.address)[-1].args
+    assert int(rep["auditsFailed"]) == 1
+    # Panelists that voted are paid and keep their stake; the challenger gets its bond back.
+    for node in panel:
+        assert after[node.address] == stakes[node.address]
+        assert node.withdrawn_wei + net.market.balance_of(node.address) > 0
+    assert net.market.balance_of(challenger) >= bond
+
+
+def test_b_an_honest_result_challenged_is_kept(honest_net: Devnet) -> None:
+    net = honest_net
+    honest = net.nodes[0]
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    challenger = _funded(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=challenger)
+    panel = _panel(net, handle)
+
+    finalized = _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)
+    assert resolved[0].args["upheld"] is False and int(resolved[0].args["rejectVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.ACCEPTED
+    rep = _reputation_events(net, honest.address)[-1].args
+    assert int(rep["auditsPassed"]) == 1 and int(rep["auditsFailed"]) == 0
+    after = _stakes(net)
+    assert after[honest.address] == stakes[honest.address]
+    # Bond back, bounty earned, plus the winners' share of the lost challenge bond.
+    p = handle.params
+    assert honest.withdrawn_wei > p.bond + p.bounty_per_replica
+    assert net.market.balance_of(challenger) == 0
+    for node in panel:
+        assert node.withdrawn_wei + net.market.balance_of(node.address) > 0
+
+
+def test_c_a_panelist_restarted_between_commit_and_reveal_still_reveals(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+    net.step()  # every panelist commits; the last one may reveal at once
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+    waiting = [
+        a for a, v in zip(challenge.panel, challenge.votes, strict=True) if v is VoteState.COMMITTED
+    ]
+    assert waiting, "no panelist is between commit and reveal"
+    index = next(i for i, n in enumerate(net.nodes) if n.address.lower() == waiting[0].lower())
+    restarted = net.restart_node(index)
+
+    _drive(net, handle)
+
+    revealed = {str(e.args["panelist"]).lower() for e in _events(net, "VoteRevealed", handle)}
+    assert restarted.address.lower() in revealed
+    assert {n.address.lower() for n in panel} == revealed
+    assert _stakes(net)[restarted.address] == stakes[restarted.address]
+    assert all(int(e.args["slashed"]) == 0 for e in _reputation_events(net, restarted.address))
+
+
+def test_d_garbage_evidence_does_not_stop_the_panel(cheating_net: Devnet) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    garbage = net.store.put(b'{"kind": "not evidence", [[[[')
+    net.market.challenge(handle.params, garbage, sender=_funded(net))
+    panel = _panel(net, handle)
+
+    finalized = _drive(net, handle)
+
+    assert _events(net, "ChallengeResolved", handle)[0].args["upheld"] is True
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.OVERTURNED
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and seat.judged and seat.upheld is True
+
+
+def test_a_silent_panelist_is_waited_for_then_slashed(cheating_net: Devnet) -> None:
+    """The devnet's clock moves to the vote deadlines, so stepping alone ends the challenge."""
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    silent, *voters = _panel(net, handle)
+    silent.duties.clear()
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+
+    _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 2
+    # Nobody resolved before the reveal deadline: one vote was still missing.
+    assert net.chain.block_timestamp() > challenge.reveal_by
+    taken = net.market.challenge_bond // 3
+    assert _stakes(net)[silent.address] == stakes[silent.address] - taken
+    assert int(_reputation_events(net, silent.address)[-1].args["slashed"]) == 1
+    for node in voters:
+        assert _stakes(net)[node.address] == stakes[node.address]
+
+
+def test_a_store_outage_is_retried_and_a_failing_duty_never_stops_a_node(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+
+    class Broken:
+        def tick(self) -> int:
+            raise RuntimeError("a bug in some duty")
+
+    panel[0].duties.insert(0, Broken())
+    real_get = net.store.get
+    outages = {"left": 6}
+
+    def flaky_get(cid: str, *, max_bytes: int | None = None) -> bytes:
+        if outages["left"] > 0:
+            outages["left"] -= 1
+            raise StoreUnavailable("the IPFS daemon is restarting")
+        return real_get(cid, max_bytes=max_bytes)
+
+    monkeypatch.setattr(net.store, "get", flaky_get)
+
+    _drive(net, handle)
+
+    assert outages["left"] == 0
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+
+
+def test_the_requester_waiting_on_an_overturned_task_is_told_why(cheating_net: Devnet) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    with pytest.raises(NoQuorum, match="overturned: a challenge panel found it forged"):
+        net.wait(handle, timeout=120)
+    assert _events(net, "TaskFinalized", handle)
+
+
+def test_a_panel_whose_store_stays_down_votes_the_default_at_the_last_call(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+    challenge = net.market.challenge_of(handle.task_id)
+    assert challenge is not None
+
+    def down(cid: str, *, max_bytes: int | None = None) -> bytes:
+        raise StoreUnavailable("the IPFS daemon is down")
+
+    monkeypatch.setattr(net.store, "get", down)
+    net.step()  # nobody can re-score yet: every panelist waits and retries
+    assert all(_panelist(n).seat(handle.task_id).stage is PanelStage.DRAWN for n in panel)  # type: ignore[union-attr]
+
+    finalized = _drive(net, handle)
+
+    # The default (reject) at the last call, before voteBy: nobody silent, nobody slashed.
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.ACCEPTED
+    commits = _events(net, "VoteCommitted", handle)
+    assert all(net.chain.block_timestamp(e.block_number) <= challenge.vote_by for e in commits)
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and not seat.judged and "store is down" in seat.reason
+        assert _stakes(net)[node.address] == stakes[node.address]

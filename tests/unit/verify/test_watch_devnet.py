@@ -1,0 +1,123 @@
+"""A watcher on a devnet: it samples results inside their challenge window, challenges the
+forged ones with evidence, follows each challenge to its end and is paid; honest results pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chefsplan_agents.bundles import GenerationParams
+from chefsplan_agents.devnet import Devnet
+from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.identity import Identity
+from chefsplan_agents.llm import LlamaCppBackend
+from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts
+from chefsplan_agents.testing import Lazy
+from chefsplan_agents.verify import Watcher, WatchEvent, WatchStage, load_evidence
+
+
+@pytest.fixture
+def net() -> Iterator[Devnet]:
+    with Devnet.create(
+        nodes=5, model="tiny", share_model=True, n_threads=1, n_ctx=512, cheaters={0: Lazy()}
+    ) as devnet:
+        yield devnet
+
+
+def _watcher(net: Devnet, llm: LlamaCppBackend, state: Path, events: list[WatchEvent]) -> Watcher:
+    identity = Identity.generate()
+    address = net.chain.add_account(identity.export_secrets()[1])
+    net.chain.transfer(address, 10**18)
+    return Watcher(
+        address, net.chain, net.market, net.store, llm, state_dir=state, on_event=events.append
+    )
+
+
+def _post(net: Devnet, node: int) -> TaskHandle:
+    return net.delegate(
+        "Say hi",
+        assignee=net.nodes[node].address,
+        timeouts=Timeouts(challenge_window=3600),
+        params=GenerationParams(max_tokens=12),
+    )
+
+
+def _settled(net: Devnet, handle: TaskHandle) -> TaskResult | None:
+    finalized = net.market.events("TaskFinalized", task_id=handle.task_id)
+    return TaskResult(int(finalized[0].args["result"])) if finalized else None
+
+
+def test_e_the_watcher_catches_a_cheater_and_passes_an_honest_node(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    events: list[WatchEvent] = []
+    watcher = _watcher(net, scripted, tmp_path / "watch", events)
+    net.add_watcher(watcher)
+    cheater = net.nodes[0]
+    stake_before = net.registry.get_provider(cheater.address).stake  # type: ignore[union-attr]
+    forged, honest = _post(net, 0), _post(net, 1)
+
+    for _ in range(80):
+        if _settled(net, forged) and _settled(net, honest) and not watcher.busy:
+            break
+        net.step()
+    else:
+        raise AssertionError("the tasks never settled")
+
+    assert _settled(net, forged) is TaskResult.OVERTURNED
+    assert _settled(net, honest) is TaskResult.ACCEPTED
+    challenged = net.market.events("TaskChallenged")
+    assert [bytes(e.args["taskId"]) for e in challenged] == [forged.task_id]
+    assert str(challenged[0].args["challenger"]) == watcher.address
+    evidence = load_evidence(net.store, str(challenged[0].args["evidenceCid"]))
+    assert evidence.provider == cheater.address and evidence.check
+    record = watcher.record(forged.task_id)
+    assert record is not None and record.stage is WatchStage.DONE and record.upheld is True
+    passed = watcher.record(honest.task_id)
+    assert passed is not None and passed.stage is WatchStage.PASSED
+    # The cheater is slashed; the watcher got its bond back and withdrew it.
+    assert net.registry.get_provider(cheater.address).stake == stake_before - forged.params.bond  # type: ignore[union-attr]
+    assert watcher.withdrawn_wei >= net.market.challenge_bond
+    assert net.market.balance_of(watcher.address) == 0
+    assert {"watching", "challenged", "resolved", "settled", "passed"} <= {e.kind for e in events}
+
+    # A restarted watcher remembers: it neither challenges again nor re-checks.
+    again = Watcher(
+        watcher.address, net.chain, net.market, net.store, scripted, state_dir=tmp_path / "watch"
+    )
+    assert again.tick() == 0
+    # Its upheld challenge's bond came back: nothing at stake counts against the cap.
+    assert again.posted_wei == net.market.challenge_bond and again.spent_wei == 0
+    assert len(net.market.events("TaskChallenged")) == 1
+
+
+def test_the_spending_cap_stops_challenges(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    events: list[WatchEvent] = []
+    watcher = _watcher(net, scripted, tmp_path / "watch", events)
+    watcher.max_spend_wei = net.market.challenge_bond - 1
+    net.add_watcher(watcher)
+    forged = _post(net, 0)
+    for _ in range(40):
+        record = watcher.record(forged.task_id)
+        if record is not None and record.stage.decided:
+            break
+        net.step()
+    record = watcher.record(forged.task_id)
+    assert record is not None and record.stage is WatchStage.SKIPPED
+    assert "spending cap" in record.reason
+    assert net.market.events("TaskChallenged") == []
+
+
+def test_a_state_folder_of_another_market_is_refused(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    state = tmp_path / "watch"
+    state.mkdir()
+    other = '{"cursor": 7, "market": "1:0x0000000000000000000000000000000000000001", '
+    (state / "watch.json").write_text(other + '"seed": "00", "spent_wei": 0}')
+    with pytest.raises(ConfigError, match="another --state-dir"):
+        Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
