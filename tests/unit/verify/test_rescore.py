@@ -329,6 +329,17 @@ def test_a_prompt_sharing_a_prefix_with_the_last_rescore_evaluates_only_what_dif
     assert reused.next_top[0][0] == expected.next_top[0][0]
 
 
+def test_a_rescore_without_the_next_position_scores_the_same_tokens(
+    random_llm: LlamaCppBackend,
+) -> None:
+    # A spot window that ends early never reads the row after it; the others stay the same.
+    ids = tuple(random_llm.tokenize("Soup and a salad")[-6:])
+    both = random_llm.rescore("Dinner for two, please.", ids, k=10)
+    short = random_llm.rescore("Dinner for two, please.", ids, k=10, score_next=False)
+    assert short.positions == both.positions
+    assert both.next_top and short.next_top == () and short.next_eog_logprob is None
+
+
 # --- exact re-scores -----------------------------------------------------------------------
 
 
