@@ -7,7 +7,13 @@ spot-check every result, the verification policy (new providers always, establis
 a probability), and redundancy (a second replica; differing outputs arbitrated by re-score).
 Reports per adversary and strategy the detection rate, false positives, cheating tasks until
 the first catch, and the verification compute ratio (verifier compute plus extra generations,
-over generation compute), and plots cost against detection per strategy.
+over generation compute), the gas one task costs per strategy, and plots cost against
+detection per strategy.
+
+Every verifier starts each re-score with an empty cache: the suite re-scores one result under
+several strategies in turn, and a cache left by the first would make the later ones look cheap
+(a verifier checking one strategy's results never holds the same prompt). The mix's prompts
+share no prefix, so nothing a real verifier could reuse is lost.
 
     python benchmarks/verify.py [--json] [--write-docs] [--model tiny|smollm2]
 """
@@ -22,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _report  # noqa: E402
+import gas  # noqa: E402
 
 from chefsplan_agents.llm import LlamaCppBackend, LLMBackend, resolve_model  # noqa: E402
 from chefsplan_agents.testing import requantize  # noqa: E402
@@ -36,13 +43,18 @@ from chefsplan_agents.verify import (  # noqa: E402
 IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
+_TITLES = {"smollm2": "SmolLM2-135M Q4_1"}
+
+
 def _plot_path(model: str) -> Path:
     return IMG / ("verify_cost_detection.png" if model == "tiny" else f"verify_cost_{model}.png")
 
 
 def _models(name: str, tmp: Path) -> tuple[Models, list[LLMBackend]]:
     def llm(model: str | Path, threads: int) -> LlamaCppBackend:
-        return LlamaCppBackend(resolve_model(str(model)), n_threads=threads)
+        return LlamaCppBackend(
+            resolve_model(str(model)), n_threads=threads, reuse_rescore_prompt=False
+        )
 
     if name == "tiny":
         opened = [llm("tiny", 1), llm("tiny", 2), llm("tiny-random", 1), llm("tiny-random", 2)]
@@ -87,6 +99,18 @@ def _plot(report: SuiteReport, path: Path) -> bool:
     return True
 
 
+def _gas_per_task() -> dict[str, int]:
+    """Gas of one task's lifecycle under each strategy (TaskMarket on the in-process EVM).
+
+    A re-score runs off chain, so ``full``, ``spot`` and ``policy`` settle a task as one
+    replica; ``redundancy`` pays for a second replica's claim and reveal and a quorum of two.
+    """
+    bench = gas.Bench()
+    one = bench.run("1 replica", 1, 1, window=0, commit="last_reveals").total
+    two = bench.run("2 replicas", 2, 2, window=0, commit="last_reveals").total
+    return {"full": one, "spot": one, "policy": one, "redundancy": two}
+
+
 def main() -> None:
     p = _report.parser(__doc__.splitlines()[0])
     p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
@@ -102,6 +126,7 @@ def main() -> None:
         finally:
             for backend in opened:
                 backend.close()
+    gas_per_task = _gas_per_task()
     rows: list[list[Any]] = []
     per_mode: dict[str, Any] = {}
     for name, per in report.stats.items():
@@ -137,6 +162,7 @@ def main() -> None:
             "false_positive_rate": t.false_positives / t.honest_tasks if t.honest_tasks else 0.0,
             "max_tasks_to_catch": report.max_tasks_to_catch(strategy),
             "verification_compute_ratio": round(t.compute_ratio, 4),
+            "gas_per_task": gas_per_task[strategy],
         }
         rows.append(
             [
@@ -160,6 +186,8 @@ def main() -> None:
         "strategies": totals,
         "modes": per_mode,
         "verification_compute_ratio": totals["policy"]["verification_compute_ratio"],
+        "max_tasks_to_catch": totals["policy"]["max_tasks_to_catch"],
+        "gas_per_task": gas_per_task,
         "plot": str(plot.relative_to(IMG.parent)) if plotted else None,
     }
     notes = (
@@ -167,14 +195,18 @@ def main() -> None:
         f"provider with p = {report.policy_probability:.2f}. `max tasks to catch` counts "
         f"cheating tasks and leaves out {', '.join(BLIND_SPOTS)} (a near-tie swap: only "
         "`mode='exact'` sees it). Compute ratio: verifier model time, plus one generation per "
-        "redundant replica, over the generation time of the same tasks."
+        "redundant replica, over the generation time of the same tasks; every re-score "
+        "starts from an empty cache. Gas per task (TaskMarket, open task, window 0): "
+        + ", ".join(f"{k} {v:,}" for k, v in gas_per_task.items())
+        + " (a re-score runs off chain; redundancy adds a replica's claim and reveal)."
     )
     if plotted:
         notes += f"\n\n![cost against detection](img/{plot.name})"
+    title = "Verification: policy, spot checks, redundancy against adversaries"
     _report.report(
         args,
-        name="verify",
-        title="Verification: policy, spot checks, redundancy against adversaries",
+        name="verify" if args.model == "tiny" else f"verify_{args.model}",
+        title=title if args.model == "tiny" else f"{title} ({_TITLES[args.model]})",
         columns=[
             "provider",
             "strategy",

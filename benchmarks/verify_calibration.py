@@ -10,7 +10,8 @@ under several thread and batch settings, re-scores each under other settings, an
   verifier's logprob of the same token (the drift tolerance must cover these);
 * for sampled runs, whether each claimed token lies in the verifier's top-k/top-p support,
   and how often the verifier's seeded replay of the sampler picks the claimed token;
-* the cost of a full and a spot-check re-score against the generation it checks.
+* the cost of a full and a spot-check re-score against the generation it checks, fresh and
+  with the chat template's prefix left in the verifier's cache by the previous task.
 
 Run it by hand (it takes minutes on two cores; it is not part of ``make bench``)::
 
@@ -217,9 +218,17 @@ def _old_rescore_ms(backend: LlamaCppBackend, prompt: str, ids: tuple[int, ...])
     return (time.perf_counter() - t) * 1000
 
 
-def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> dict[str, Any]:
+def cost_pass(
+    backend: LlamaCppBackend, verifier: LlamaCppBackend, prompts: list[str], n_tokens: int
+) -> dict[str, Any]:
+    """Re-score cost over generation cost; ``verifier`` only re-scores, so its cache holds
+    the previous task's prompt (the chat template's shared prefix) when the next one comes."""
     from chefsplan_agents.verify import spot_window
 
+    shared: list[float] = []
+    shared_tokens: list[int] = []
+    previous: list[int] = []
+    prompt_lens: list[int] = []
     old: list[float] = []
     full: list[float] = []
     spot: list[float] = []
@@ -241,6 +250,15 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
             for eps in near_ties:
                 near_ties[eps] += entry[0][1] - entry[1][1] <= eps
         old.append(_old_rescore_ms(backend, prompt, gen.token_ids) / gen_ms)
+        ptoks = backend.tokenize(prompt)
+        same = next((i for i, (a, b) in enumerate(zip(previous, ptoks, strict=False)) if a != b), 0)
+        shared_tokens.append(same if previous else 0)
+        previous = ptoks
+        prompt_lens.append(len(ptoks))
+        t = time.perf_counter()
+        verifier.rescore(prompt, gen.token_ids, k=2 * 5)
+        if n:  # the first task finds an empty cache
+            shared.append((time.perf_counter() - t) * 1000 / gen_ms)
         t = time.perf_counter()
         backend.rescore(prompt, gen.token_ids, k=2 * 5)
         full.append((time.perf_counter() - t) * 1000 / gen_ms)
@@ -263,6 +281,10 @@ def cost_pass(backend: LlamaCppBackend, prompts: list[str], n_tokens: int) -> di
         "full_ratio_max": max(full),
         "spot_ratio_median": statistics.median(spot),
         "spot_ratio_max": max(spot),
+        "shared_prefix_ratio_median": statistics.median(shared),
+        "shared_prefix_ratio_max": max(shared),
+        "shared_prefix_tokens_median": statistics.median(shared_tokens[1:]),
+        "prompt_tokens_median": statistics.median(prompt_lens),
         "replica_ratio_median": statistics.median(replica),
         "replica_ratio_max": max(replica),
         "exact_ratio_median": statistics.median(exact),
@@ -292,7 +314,7 @@ def main() -> None:
         report["sampled"] = sampled_pass(gens, vers, prompts[: max(4, len(prompts) // 3)], 64)
     if "cost" not in skip:
         one = gens[(1, 512)]
-        report["cost"] = [cost_pass(one, prompts[:8], n) for n in (64, 128)]
+        report["cost"] = [cost_pass(one, vers[(1, 512)], prompts[:8], n) for n in (64, 128)]
     out = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(out + "\n")

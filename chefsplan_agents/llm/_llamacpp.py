@@ -40,6 +40,7 @@ from chefsplan_agents.llm._types import (
     ModelInfo,
     RescoreResult,
     Timings,
+    TopK,
 )
 
 __all__ = ["LlamaCppBackend", "llama_cpp_build"]
@@ -127,6 +128,9 @@ class LlamaCppBackend(BackendBase):
         n_batch: Prompt tokens evaluated per batch.
         sha256: Pin the model file's hash.
         cache_dir: Where built models and the hash cache live.
+        reuse_rescore_prompt: Let :meth:`rescore` keep the evaluated prompt between calls and
+            evaluate only what differs from the last re-score's prompt (its longest common
+            prefix is reused). Off: every re-score prefills its prompt from scratch.
 
     Raises:
         ModelNotFound: No such file or name.
@@ -143,6 +147,7 @@ class LlamaCppBackend(BackendBase):
         n_batch: int = 512,
         sha256: str | None = None,
         cache_dir: Path | None = None,
+        reuse_rescore_prompt: bool = True,
     ) -> None:
         import llama_cpp
 
@@ -160,8 +165,9 @@ class LlamaCppBackend(BackendBase):
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
                 n_batch=n_batch,
-                # Sized for every position (re-scoring reads them all); generation then runs
-                # with only the last position's logits, see _set_all_logits.
+                # Sized for every position (benchmarks read them all through ``llama``);
+                # generation runs with only the last position's logits, see _set_all_logits,
+                # and re-scoring asks llama.cpp for the rows it reads, see _eval_rows.
                 logits_all=True,
                 seed=0,
                 verbose=False,
@@ -182,6 +188,7 @@ class LlamaCppBackend(BackendBase):
         self._rows: npt.NDArray[np.float32] | None = None
         self._eog: npt.NDArray[np.intp] | None = None
         self._rescore_head: tuple[int, ...] | None = None
+        self._reuse = reuse_rescore_prompt
         self._info = ModelInfo(
             name=meta.get("general.name") or self._file.name,
             path=str(self._file.path),
@@ -446,6 +453,7 @@ class LlamaCppBackend(BackendBase):
         *,
         sampling: GenerationParams | None = None,
         stepwise: bool = False,
+        score_next: bool = True,
     ) -> RescoreResult:
         """Score a claimed continuation in one prefill pass; see :meth:`LLMBackend.rescore`.
 
@@ -466,6 +474,9 @@ class LlamaCppBackend(BackendBase):
                 time, exactly as generation does: the logits are then bit-identical to a node's
                 on the same llama.cpp build (any thread count), where a batched prefill drifts
                 by up to ~0.4 nats. Costs about as much as generating.
+            score_next: Score the position after the continuation too
+                (:attr:`RescoreResult.next_top`, ``next_eog_logprob``); without it they are
+                empty and one logits row is saved.
 
         Raises:
             InvalidGenerationParams: ``k < 1``, an empty prompt or an id outside the vocabulary.
@@ -485,35 +496,77 @@ class LlamaCppBackend(BackendBase):
         start = time.perf_counter()
         with self._lock:
             try:
+                evaluated = len(ptoks) + len(cont)
                 if stepwise:
                     raw = self._stepwise_logits(ptoks, cont)
                 else:
-                    self._seek_prompt(ptoks[:-1])
-                    self._set_all_logits(True)
-                    self._llm.eval(ptoks[-1:] + cont)
+                    evaluated = self._seek_prompt(ptoks[:-1]) + 1 + len(cont)
+                    # Batch index i predicts cont[i] (index 0 is the prompt's last token).
+                    n_rows = len(cont) + 1 if score_next else len(cont)
+                    raw = self._eval_rows(ptoks[-1:] + cont, range(n_rows))
             except RuntimeError as err:
                 raise GenerationError(f"llama.cpp failed while re-scoring: {err}") from err
-            finally:
-                self._set_all_logits(False)
-            if not stepwise:
-                first = len(ptoks) - 1
-                raw = np.array(self._llm.scores[first : first + len(cont) + 1], copy=True)
             replayed: tuple[int, ...] = ()
             if sampling is not None and (not sampling.greedy or sampling.repeat_penalty != 1.0):
                 replayed = self._replay_sampler(raw[: len(cont)], cont, sampling)
-        rows = log_softmax(raw)
+        rows = log_softmax(raw) if len(raw) else raw.astype(np.float64)
         positions = rescored_positions(rows[: len(cont)], cont, k) if cont else ()
-        after = rows[len(cont)]
-        eog = self._eog_ids()
+        next_top: TopK = ()
+        next_eog: float | None = None
+        if score_next:
+            after = rows[len(cont)]
+            eog = self._eog_ids()
+            next_top = top_k_of(after, k)
+            next_eog = float(np.max(after[eog])) if eog.size else None
         return RescoreResult(
             positions=positions,
             prompt_tokens=len(ptoks),
             elapsed_ms=(time.perf_counter() - start) * 1000,
             model_sha256=self._info.sha256,
-            next_top=top_k_of(after, k),
-            next_eog_logprob=float(np.max(after[eog])) if eog.size else None,
+            next_top=next_top,
+            next_eog_logprob=next_eog,
             replayed=replayed,
+            evaluated_tokens=evaluated,
         )
+
+    def _eval_rows(self, tokens: list[int], scored: range) -> npt.NDArray[np.float32]:
+        """Evaluate ``tokens`` after the cached ones; the logits of the batch indices ``scored``.
+
+        Built on llama.cpp's batch directly, so that logits are computed (the vocabulary
+        projection) and copied only for the positions asked for, not for all or the last.
+        Keeps ``Llama``'s token bookkeeping, so its own calls and :meth:`_seek_prompt` see the
+        cache as it is.
+        """
+        import llama_cpp
+
+        llm = self._llm
+        out = np.empty((len(scored), self._n_vocab), dtype=np.float32)
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        batch = llm._batch
+        row = 0
+        for lo in range(0, len(tokens), llm.n_batch):
+            chunk = tokens[lo : lo + llm.n_batch]
+            n_past = int(llm.n_tokens)
+            b = batch.batch
+            b.n_tokens = len(chunk)
+            wanted = []
+            for j, tok in enumerate(chunk):
+                b.token[j] = tok
+                b.pos[j] = n_past + j
+                b.seq_id[j][0] = 0
+                b.n_seq_id[j] = 1
+                flag = (lo + j) in scored
+                b.logits[j] = flag
+                if flag:
+                    wanted.append(j)
+            llm._ctx.decode(batch)
+            llm.input_ids[n_past : n_past + len(chunk)] = chunk
+            llm.n_tokens = n_past + len(chunk)
+            for j in wanted:
+                ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, j)
+                out[row] = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+                row += 1
+        return out
 
     def _stepwise_logits(self, ptoks: list[int], cont: list[int]) -> npt.NDArray[np.float32]:
         """Logits after the prompt and after each claimed token, evaluated as generation does."""
@@ -528,30 +581,36 @@ class LlamaCppBackend(BackendBase):
             rows[j + 1] = self._last_logits()
         return rows
 
-    def _seek_prompt(self, head: list[int]) -> None:
-        """Leave the context holding exactly ``head``, evaluated as one prefill.
+    def _seek_prompt(self, head: list[int]) -> int:
+        """Leave the context holding exactly ``head``, evaluated without logits; returns how
+        many of its tokens had to be evaluated.
 
-        Re-scoring several results of one task (replicas, or a full check after a spot check)
-        shares the prompt: when the context already starts with ``head`` (what the last
-        re-score left there; generation always starts from scratch), only the tokens after it
-        are dropped and evaluated again. The reused cache is the one the same prefill wrote,
-        so the numbers are those of a fresh evaluation.
+        Re-scores often share a prompt or its beginning: replicas of one task, a full check
+        after a spot check, tasks in one chat template with one system prompt. The cache the
+        last re-score left (generation always starts from scratch) is kept up to the longest
+        common prefix with ``head``, and only the tokens after it are evaluated. When all of
+        ``head`` is reused, the numbers are those of a fresh evaluation (the same prefill wrote
+        the cache); a shorter reuse splits the prefill in two batches, which moves logprobs by
+        float rounding only (far below the drift a verifier tolerates).
         """
         llm = self._llm
-        m = len(head)
-        held = int(llm.n_tokens)
-        if (
-            m
-            and held >= m
-            and self._rescore_head == tuple(head)
-            and ([int(t) for t in llm.input_ids[:m]] == head)
-        ):
-            llm.n_tokens = m  # eval() drops the cache after n_tokens before appending
-            return
-        llm.reset()
+        common = 0
+        if self._reuse and self._rescore_head is not None:
+            held = self._rescore_head[: int(llm.n_tokens)]
+            for a, b in zip(held, head, strict=False):
+                if a != b:
+                    break
+                common += 1
+            if common and [int(t) for t in llm.input_ids[:common]] != head[:common]:
+                common = 0
+        if common:
+            llm.n_tokens = common  # the next evaluation drops the cache after n_tokens
+        else:
+            llm.reset()
         self._rescore_head = tuple(head)
-        if head:
-            llm.eval(head)
+        if len(head) > common:
+            self._eval_rows(head[common:], range(0))
+        return len(head) - common
 
     def _eog_ids(self) -> npt.NDArray[np.intp]:
         """Ids of the end-of-generation tokens (computed once per backend)."""

@@ -91,6 +91,11 @@ class RescoreResult(_Frozen):
         description="For a sampled claim: the token the task's seeded sampler picks from the "
         "verifier's logits at each position (empty when not replayed).",
     )
+    evaluated_tokens: int | None = Field(
+        default=None,
+        description="Tokens the model evaluated: prompt plus continuation, less the prompt "
+        "prefix reused from the verifier's cache (None when the backend cannot tell).",
+    )
 
     @property
     def fingerprint(self) -> Fingerprint:

@@ -6,13 +6,27 @@ package adds the checks a requester or watcher runs off chain, starting with the
 one prefill pass of the verifier's own model, in full or as a spot check. docs/verification.md
 explains each check, its cost and its limits. :class:`VerificationPolicy` plans which checks a
 task gets (from trust, the provider's reputation and stake, and the bounty) and :func:`arbitrate`
-settles replicas whose outputs differ by re-scoring each. A :class:`Panelist` (run by every
-provider node) votes on the challenges it is drawn for from its own re-score
+settles replicas whose outputs differ by re-scoring each. Canary tasks (:class:`CanaryPool`,
+:class:`CanaryPolicy`, :func:`check_canary`) audit providers with prompts whose answers the
+requester knows in advance, posted exactly like its real tasks. A :class:`Panelist` (run by
+every provider node) votes on the challenges it is drawn for from its own re-score
 (:func:`judge_outcome`); a :class:`Watcher` samples results inside their challenge window and
 challenges the forged ones (``chefsplan watch``).
 """
 
 from chefsplan_agents.verify._arbitrate import Arbitration, arbitrate
+from chefsplan_agents.verify._canary import (
+    Canaries,
+    CanaryOutcome,
+    CanaryPolicy,
+    CanaryPool,
+    CanaryVerdict,
+    KnownAnswer,
+    canary_bounty,
+    canary_evidence,
+    check_canary,
+    known_answer,
+)
 from chefsplan_agents.verify._evidence import (
     EVIDENCE_KIND,
     MAX_EVIDENCE_BYTES,
@@ -60,6 +74,16 @@ from chefsplan_agents.verify._suite import (
 from chefsplan_agents.verify._watch import WatchedTask, Watcher, WatchEvent, WatchStage
 
 __all__ = [
+    "Canaries",
+    "CanaryOutcome",
+    "CanaryPolicy",
+    "CanaryPool",
+    "CanaryVerdict",
+    "KnownAnswer",
+    "canary_bounty",
+    "canary_evidence",
+    "check_canary",
+    "known_answer",
     "LAST_CALL_S",
     "PANEL_DEFAULT_VOTE",
     "OutcomeJudgement",

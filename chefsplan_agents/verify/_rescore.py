@@ -470,8 +470,14 @@ def rescore_result(
             query_k = min(_MAX_QUERY_K, info.n_vocab)
     prompt = task_prompt(task, llm)
     if isinstance(llm, LlamaCppBackend):
+        # A window that ends before the last token never reads where the model would go on.
         rescored = llm.rescore(
-            prompt, checked, k=query_k, sampling=params, stepwise=mode == "exact"
+            prompt,
+            checked,
+            k=query_k,
+            sampling=params,
+            stepwise=mode == "exact",
+            score_next=end == len(ids) or mode == "exact",
         )
     else:
         rescored = llm.rescore(prompt, checked, k=query_k, sampling=params)

@@ -18,8 +18,9 @@ from chefsplan_agents.verify import (
 )
 
 # The policy's draws depend on each result's bytes (timings, keys), so they differ between runs.
-# At the default floor (p = 0.21 here) a cheater escapes 20 cheating tasks with 0.79^20 = 0.9 %,
-# and one of the 13 cheaters would in ~11 % of runs; at a floor of 0.4 it is 0.6^20 = 4e-5 each.
+# At the default floor (p = 0.3) a cheater escapes 20 cheating tasks with 0.7^20 = 0.08 %, and
+# one of the 11 established cheaters would in ~1 % of runs; at a floor of 0.4 it is 0.6^20 = 4e-5
+# each, which a test that must never flake needs.
 POLICY = VerificationPolicy(min_probability=0.4, salt=b"adversarial-suite")
 
 

@@ -29,10 +29,17 @@ def test_a_slashed_provider_counts_as_new() -> None:
 
 def test_probability_falls_with_reputation_and_stake_and_rises_with_bounty() -> None:
     policy = VerificationPolicy(salt=b"s")
-    old, trusted = policy.plan(OLD, "normal", 10**15), policy.plan(TRUSTED, "normal", 10**15)
+    shaky = ProviderStats(reputation=0.3, stake_wei=10**18, tasks_won=10)
+    old, trusted = policy.plan(shaky, "normal", 10**15), policy.plan(TRUSTED, "normal", 10**15)
     assert 1.0 > old.probability > trusted.probability >= policy.min_probability
     rich = policy.plan(TRUSTED, "normal", 10**21)  # a bounty worth more than the stake
     assert rich.probability > 0.9
+
+
+def test_the_default_floor_catches_a_cheater_within_20_cheating_tasks() -> None:
+    # An established cheater escapes n checks with (1 - p)^n: at most 0.1 % over 20 tasks.
+    p = VerificationPolicy(salt=b"s").plan(OLD, "normal", 10**15).probability
+    assert (1 - p) ** 20 < 1e-3
 
 
 def test_trust_levels() -> None:

@@ -302,6 +302,44 @@ def test_rescoring_replicas_of_one_task_reuses_the_prompt_and_gives_the_same_num
     assert other.next_top == expected.positions[7].top
 
 
+def test_a_prompt_sharing_a_prefix_with_the_last_rescore_evaluates_only_what_differs() -> None:
+    # Tasks in one chat template with one system prompt share their beginning.
+    first = "Kitchen rules: answer briefly, list allergens. Dinner for two, please."
+    second = "Kitchen rules: answer briefly, list allergens. Soup for six, please."
+    model = resolve_model("tiny-random")
+    with (
+        LlamaCppBackend(model, n_threads=1) as verifier,
+        LlamaCppBackend(model, n_threads=1, reuse_rescore_prompt=False) as fresh,
+    ):
+        ids = tuple(verifier.tokenize("Soup and a salad")[-8:])
+        p1, p2 = verifier.tokenize(first), verifier.tokenize(second)
+        shared = next(i for i, (a, b) in enumerate(zip(p1, p2, strict=False)) if a != b)
+        verifier.rescore(first, ids, k=10)
+        reused = verifier.rescore(second, ids, k=10)
+        fresh.rescore(first, ids, k=10)
+        expected = fresh.rescore(second, ids, k=10)
+    assert shared > 30
+    assert reused.evaluated_tokens == len(p2) - shared + len(ids)
+    assert expected.evaluated_tokens == len(p2) + len(ids)
+    assert [p.token_id for p in reused.positions] == [p.token_id for p in expected.positions]
+    for ours, theirs in zip(reused.positions, expected.positions, strict=True):
+        assert ours.rank == theirs.rank
+        assert [t for t, _ in ours.top] == [t for t, _ in theirs.top]
+        assert abs(ours.logprob - theirs.logprob) < 1e-4
+    assert reused.next_top[0][0] == expected.next_top[0][0]
+
+
+def test_a_rescore_without_the_next_position_scores_the_same_tokens(
+    random_llm: LlamaCppBackend,
+) -> None:
+    # A spot window that ends early never reads the row after it; the others stay the same.
+    ids = tuple(random_llm.tokenize("Soup and a salad")[-6:])
+    both = random_llm.rescore("Dinner for two, please.", ids, k=10)
+    short = random_llm.rescore("Dinner for two, please.", ids, k=10, score_next=False)
+    assert short.positions == both.positions
+    assert both.next_top and short.next_top == () and short.next_eog_logprob is None
+
+
 # --- exact re-scores -----------------------------------------------------------------------
 
 
