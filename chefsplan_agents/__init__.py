@@ -2,7 +2,7 @@
 
 Layers (imports point down only): ``errors``/``config`` → ``identity`` → ``bundles`` →
 ``storage`` → ``chain`` → ``registry``/``market`` → ``llm`` → ``node`` → ``verify`` →
-``network`` → ``tools`` → ``agents`` → ``devnet`` → ``cli``.
+``network`` → ``tools`` → ``agents`` → ``devnet`` → ``devnet_suite`` → ``cli``.
 
 ``connect()`` opens the app's handle on the network (:class:`~chefsplan_agents.network.Network`);
 the tools in :mod:`chefsplan_agents.tools` take it first.

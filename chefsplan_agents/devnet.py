@@ -88,6 +88,18 @@ def _model_spec(model: str) -> str:
     )
 
 
+def _node_threads(n_threads: int | Sequence[int], nodes: int) -> list[int]:
+    counts = [n_threads] * nodes if isinstance(n_threads, int) else list(n_threads)
+    if len(counts) != nodes:
+        raise ConfigError(
+            f"n_threads lists {len(counts)} thread counts for {nodes} nodes; give one per node, "
+            "or one count for all"
+        )
+    if any(c < 1 for c in counts):
+        raise ConfigError(f"thread counts must be at least 1 (got {counts})")
+    return counts
+
+
 class Devnet:
     """A running in-process network; build one with :meth:`create`.
 
@@ -142,7 +154,7 @@ class Devnet:
         *,
         store: Literal["memory", "local"] = "memory",
         share_model: bool = False,
-        n_threads: int = 2,
+        n_threads: int | Sequence[int] = 2,
         n_ctx: int = 2048,
         policy: NodePolicy | None = None,
         workdir: str | Path | None = None,
@@ -158,7 +170,8 @@ class Devnet:
                 ``.gguf`` path, or ``stub:SECONDS`` (a fake model that sleeps per task).
             store: ``memory`` or ``local`` (a blockstore folder in ``workdir``).
             share_model: Load the model once for every node (see the module docs).
-            n_threads: llama.cpp threads per node (the same for all: one determinism profile).
+            n_threads: llama.cpp threads per node: one count for all, or one per node (honest
+                nodes at other thread counts drift a little; verification must tolerate it).
             n_ctx: Context length.
             policy: Every node's policy (default :class:`NodePolicy`).
             workdir: Where node state (and a local store) live; default a temporary folder
@@ -174,7 +187,7 @@ class Devnet:
 
         Raises:
             ConfigError: Bad node count, unknown model, a cheater index out of range, or not
-                one tag mapping per node.
+                one tag mapping (or thread count) per node.
             InvalidOfferTags: A tag breaks the rules.
             ModelNotFound: The model is not installed.
         """
@@ -193,6 +206,7 @@ class Devnet:
                     f"node_tags lists {len(tags_of)} tag sets for {nodes} nodes; give one per "
                     "node, or one mapping for all"
                 )
+        threads = _node_threads(n_threads, nodes)
         stage = on_stage or (lambda _stage, _detail: None)
         own = workdir is None
         root = Path(tempfile.mkdtemp(prefix="chefsplan-devnet-")) if own else Path(str(workdir))
@@ -202,14 +216,23 @@ class Devnet:
         content: ContentStore | None = None
         try:
             stage("model", f"loading {spec}")
-            settings = LLMSettings(model=spec, n_threads=n_threads, n_ctx=n_ctx)
+            settings = LLMSettings(model=spec, n_threads=threads[0], n_ctx=n_ctx)
             llms.append(open_backend(settings))
             # Every node runs the same file: pin its path and hash so the rest skip resolving.
             if llms[0].info.path is not None:
                 settings = settings.model_copy(
                     update={"model": llms[0].info.path, "sha256": llms[0].info.sha256}
                 )
-            llms += [open_backend(settings) for _ in range(0 if share_model else nodes - 1)]
+            # Shared: one backend per thread count; else one per node.
+            by_threads: dict[int, LLMBackend] = {threads[0]: llms[0]}
+            node_llms = [llms[0]]
+            for count in threads[1:]:
+                llm = by_threads.get(count) if share_model else None
+                if llm is None:
+                    llm = open_backend(settings.model_copy(update={"n_threads": count}))
+                    llms.append(llm)
+                    by_threads[count] = llm
+                node_llms.append(llm)
             stage("chain", "deploying contracts on the in-process EVM")
             opened = open_chain(ChainSettings(backend="embedded"))
             if not isinstance(opened, EmbeddedChain):  # the devnet moves the chain's clock
@@ -233,7 +256,7 @@ class Devnet:
                     registry,
                     market,
                     content,
-                    llms[0 if share_model else i],
+                    node_llms[i],
                     state_dir=str(root / f"node{i}"),
                     policy=policy,
                     cheat=cheats.get(i),

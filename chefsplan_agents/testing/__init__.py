@@ -13,6 +13,7 @@ can run one where it would run the model honestly:
 * :class:`SampledWhenGreedy` — samples when greedy was asked;
 * :class:`ChosenSeed` — samples with a seed of its own, not the task's;
 * :class:`ChangeToken` — one token swapped for the runner-up (a flipped "not");
+* :class:`Silent` — claims and never answers (a no-show);
 * :class:`Adaptive` — any of these on a fraction of its tasks, honest on the rest.
 
 :func:`cheat_by_name` builds one by name (what ``chefsplan node run --testing-cheat`` uses).
@@ -28,6 +29,7 @@ from chefsplan_agents.testing._cheats import (
     Lazy,
     Pad,
     SampledWhenGreedy,
+    Silent,
     Tamper,
     TextSwap,
     Truncate,
@@ -49,6 +51,7 @@ __all__ = [
     "Pad",
     "QuantType",
     "SampledWhenGreedy",
+    "Silent",
     "Tamper",
     "TextSwap",
     "Truncate",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from chefsplan_agents.bundles import ResultBundle, TaskBundle, Timings, output_hash, sign_bundle
+from chefsplan_agents.errors import NodeError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import Generation, LLMBackend, TopK
 from chefsplan_agents.node import task_prompt
@@ -32,6 +33,7 @@ __all__ = [
     "Lazy",
     "Pad",
     "SampledWhenGreedy",
+    "Silent",
     "Tamper",
     "TextSwap",
     "Truncate",
@@ -382,6 +384,20 @@ class ChangeToken:
             token_ids=ids,
             fingerprint=fingerprint,
         )
+
+
+@dataclass(frozen=True)
+class Silent:
+    """Claims tasks and never answers: it holds a replica's slot (and the requester's time)
+    without running anything. ``forge`` raises, so a node holding it claims, then fails the
+    run and never commits; the market slashes its bond as a no-show."""
+
+    name: str = "silent"
+
+    def forge(
+        self, task: TaskBundle, task_cid: str, llm: LLMBackend, identity: Identity
+    ) -> ResultBundle:
+        raise NodeError(f"{identity.did} withholds its result for task {task_cid}")
 
 
 @dataclass(frozen=True)

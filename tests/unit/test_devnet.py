@@ -124,6 +124,21 @@ def test_node_tags_are_one_mapping_or_one_per_node() -> None:
         assert {p.address for p in found} == {n.address for n in net.nodes}
 
 
+def test_devnet_nodes_run_at_their_own_thread_counts() -> None:
+    with pytest.raises(ConfigError, match="lists 2 thread counts for 3 nodes"):
+        Devnet.create(nodes=3, model="tiny", n_threads=[1, 2])
+    with Devnet.create(
+        nodes=3, model="tiny", share_model=True, n_threads=[1, 2, 1], n_ctx=256
+    ) as net:
+        assert [n.llm.info.n_threads for n in net.nodes] == [1, 2, 1]
+        # A shared model is loaded once per thread count.
+        assert net.nodes[0].llm is net.nodes[2].llm and net.nodes[1].llm is not net.nodes[0].llm
+        receipt = net.run_task(
+            "Threads", replicas=3, quorum=3, params=GenerationParams(max_tokens=16)
+        )
+        assert receipt.settlement.winners == 3  # the scripted model agrees across thread counts
+
+
 def test_devnet_with_local_store_and_shared_model() -> None:
     with Devnet.create(nodes=2, model="tiny", store="local", share_model=True, n_ctx=256) as net:
         workdir = net.workdir
