@@ -45,6 +45,9 @@ from chefsplan_agents.node._state import (
     NodeStateStore,
     TaskRecordState,
     TaskStage,
+    read_cursor_file,
+    read_state_file,
+    write_cursor_file,
     write_state_file,
 )
 
@@ -75,6 +78,9 @@ __all__ = [
     "RetryPolicy",
     "TaskRecordState",
     "TaskStage",
+    "read_cursor_file",
+    "read_state_file",
     "task_prompt",
+    "write_cursor_file",
     "write_state_file",
 ]

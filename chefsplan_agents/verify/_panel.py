@@ -25,7 +25,6 @@ what it committed; every failure is logged and retried on the next tick.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from dataclasses import asdict, dataclass, field, replace
@@ -46,7 +45,13 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
-from chefsplan_agents.node import RetryPolicy, write_state_file
+from chefsplan_agents.node import (
+    RetryPolicy,
+    read_cursor_file,
+    read_state_file,
+    write_cursor_file,
+    write_state_file,
+)
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import load_evidence
 from chefsplan_agents.verify._judge import TaskOnChain, judge_outcome, read_task
@@ -165,12 +170,9 @@ class _SeatStore:
         return self._read(file) if file.exists() else None
 
     def _read(self, file: Path) -> PanelSeat:
-        try:
-            return PanelSeat.from_json(json.loads(file.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(
-                f"panel state {file} is unreadable ({err}); move it away to drop the seat"
-            ) from err
+        return read_state_file(
+            file, PanelSeat.from_json, owner="panel", remedy="move it away to drop the seat"
+        )
 
     def all(self) -> list[PanelSeat]:
         return sorted(
@@ -184,19 +186,13 @@ class _SeatStore:
 
     @property
     def cursor(self) -> int | None:
-        file = self.path / "cursor.json"
-        if not file.exists():
-            return None
-        try:
-            return int(json.loads(file.read_text(encoding="utf-8"))["block"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"panel state {file} is unreadable ({err}); delete it") from err
+        return read_cursor_file(self.path, owner="panel")
 
     @cursor.setter
     def cursor(self, block: int) -> None:
         # Seats are saved (flushed) before the cursor moves past their events: a lost cursor
         # only means reading events again, and a seat already saved is not taken twice.
-        write_state_file(self.path / "cursor.json", {"block": int(block)}, durable=False)
+        write_cursor_file(self.path, block)
 
 
 def _hex(value: bytes) -> str:

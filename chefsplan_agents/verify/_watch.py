@@ -21,7 +21,6 @@ watcher neither challenges a task twice nor forgets the challenges it must follo
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
-from chefsplan_agents.node import RetryPolicy, write_state_file
+from chefsplan_agents.node import RetryPolicy, read_state_file, write_state_file
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import ChallengeEvidence, publish_evidence
 from chefsplan_agents.verify._judge import OutcomeJudgement, TaskOnChain, judge_outcome, read_task
@@ -142,6 +141,21 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
+def _parse_meta(value: Any) -> dict[str, Any]:
+    return {
+        "market": str(value["market"]),
+        "cursor": None if value["cursor"] is None else int(value["cursor"]),
+        "spent_wei": int(value["spent_wei"]),
+        "posted_wei": int(value.get("posted_wei", 0)),
+        "seed": str(value["seed"]),
+    }
+
+
+def _parse_record(raw: Any) -> WatchedTask:
+    raw["stage"] = WatchStage(raw["stage"])
+    return WatchedTask(**raw)
+
+
 class Watcher:
     """Follows a market and challenges forged winning outputs (see the module docs).
 
@@ -228,17 +242,7 @@ class Watcher:
             }
             write_state_file(file, meta, durable=True)
             return meta
-        try:
-            value = json.loads(file.read_text(encoding="utf-8"))
-            meta = {
-                "market": str(value["market"]),
-                "cursor": None if value["cursor"] is None else int(value["cursor"]),
-                "spent_wei": int(value["spent_wei"]),
-                "posted_wei": int(value.get("posted_wei", 0)),
-                "seed": str(value["seed"]),
-            }
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"watcher state {file} is unreadable ({err}); move it away") from err
+        meta = read_state_file(file, _parse_meta, owner="watcher", remedy="move it away")
         if meta["market"] != market:
             raise ConfigError(
                 f"the watcher state in {self.path} follows market {meta['market']}, not "
@@ -250,12 +254,7 @@ class Watcher:
         write_state_file(self.path / "watch.json", self._meta, durable=True)
 
     def _read(self, file: Path) -> WatchedTask:
-        try:
-            raw = json.loads(file.read_text(encoding="utf-8"))
-            raw["stage"] = WatchStage(raw["stage"])
-            return WatchedTask(**raw)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"watcher state {file} is unreadable ({err}); move it away") from err
+        return read_state_file(file, _parse_record, owner="watcher", remedy="move it away")
 
     def _save(self, record: WatchedTask) -> None:
         raw = asdict(record)
