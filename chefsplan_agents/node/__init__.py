@@ -10,10 +10,12 @@ off-chain jobs; a node's :meth:`ProviderNode.run_bundle` is a :data:`JobRunner`.
 """
 
 from chefsplan_agents.node._daemon import (
+    NewEvents,
     NodeDuty,
     NodeStatus,
     ProviderNode,
     RetryPolicy,
+    read_new_events,
     task_prompt,
 )
 from chefsplan_agents.node._http import (
@@ -67,6 +69,7 @@ __all__ = [
     "JobRunner",
     "JobState",
     "JobStatus",
+    "NewEvents",
     "NodeAvailability",
     "NodeDuty",
     "NodeHttpClient",
@@ -79,6 +82,7 @@ __all__ = [
     "TaskRecordState",
     "TaskStage",
     "read_cursor_file",
+    "read_new_events",
     "read_state_file",
     "task_prompt",
     "write_cursor_file",

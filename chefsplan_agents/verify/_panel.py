@@ -48,6 +48,7 @@ from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
 from chefsplan_agents.node import (
     RetryPolicy,
     read_cursor_file,
+    read_new_events,
     read_state_file,
     write_cursor_file,
     write_state_file,
@@ -292,18 +293,19 @@ class Panelist:
         return self.retry.run("read chain time", self.chain.block_timestamp)
 
     def _new_seats(self) -> int:
-        head = self.retry.run("read block number", self.chain.block_number)
-        cursor = self.seats.cursor
-        start = self.market.from_block if cursor is None else cursor + 1
-        if start > head:
-            return 0
-        events: list[Event] = self.retry.run(
-            "read panel events",
-            lambda: self.market.contract.get_logs("PanelDrawn", from_block=start, to_block=head),
+        new = read_new_events(
+            self.retry,
+            self.chain,
+            self.market,
+            "PanelDrawn",
+            after=self.seats.cursor,
+            what="read panel events",
         )
+        if new is None:
+            return 0
         steps = 0
         me = self.address.lower()
-        for event in events:
+        for event in new.events:
             if me not in (str(a).lower() for a in event.args["panel"]):
                 continue
             task_id = _hex(bytes(event.args["taskId"]))
@@ -319,7 +321,7 @@ class Panelist:
                 seat.vote_by,
             )
             steps += 1
-        self.seats.cursor = head
+        self.seats.cursor = new.head
         return steps
 
     def _seat_from(self, drawn: Event, task_id: str) -> PanelSeat:

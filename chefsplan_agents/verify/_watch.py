@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
-from chefsplan_agents.chain import Chain, Event
+from chefsplan_agents.chain import Chain
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
@@ -42,7 +42,12 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
-from chefsplan_agents.node import RetryPolicy, read_state_file, write_state_file
+from chefsplan_agents.node import (
+    RetryPolicy,
+    read_new_events,
+    read_state_file,
+    write_state_file,
+)
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import ChallengeEvidence, publish_evidence
 from chefsplan_agents.verify._judge import OutcomeJudgement, TaskOnChain, judge_outcome, read_task
@@ -323,17 +328,19 @@ class Watcher:
         return self.retry.run("read chain time", self.chain.block_timestamp)
 
     def _new_tasks(self) -> int:
-        head = self.retry.run("read block number", self.chain.block_number)
         cursor = self._meta["cursor"]
-        start = self.market.from_block if cursor is None else int(cursor) + 1
-        if start > head:
-            return 0
-        events: list[Event] = self.retry.run(
-            "read market events",
-            lambda: self.market.contract.get_logs("TaskPosted", from_block=start, to_block=head),
+        new = read_new_events(
+            self.retry,
+            self.chain,
+            self.market,
+            "TaskPosted",
+            after=None if cursor is None else int(cursor),
+            what="read market events",
         )
+        if new is None:
+            return 0
         steps = 0
-        for event in events:
+        for event in new.events:
             task_id = _hex(bytes(event.args["taskId"]))
             if int(event.args["params"]["challengeWindow"]) == 0:
                 continue  # settles on its last reveal: nothing a watcher can challenge
@@ -343,7 +350,7 @@ class Watcher:
             self._save(WatchedTask(task_id, event.block_number))
             self._emit("watching", task_id, "posted with a challenge window")
             steps += 1
-        self._meta["cursor"] = head
+        self._meta["cursor"] = new.head
         self._save_meta()
         return steps
 
