@@ -45,6 +45,7 @@ from chefsplan_agents.node._policy import (
 )
 from chefsplan_agents.node._state import (
     NodeStateStore,
+    StepTransactions,
     TaskRecordState,
     TaskStage,
     read_cursor_file,
@@ -79,6 +80,7 @@ __all__ = [
     "NodeStatus",
     "ProviderNode",
     "RetryPolicy",
+    "StepTransactions",
     "TaskRecordState",
     "TaskStage",
     "read_cursor_file",

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from chefsplan_agents.errors import NodeError
 from chefsplan_agents.market import TaskParams
 
 __all__ = [
     "NodeStateStore",
+    "StepTransactions",
     "TaskRecordState",
     "TaskStage",
     "read_cursor_file",
@@ -92,8 +93,21 @@ def _params_from_json(raw: dict[str, Any]) -> TaskParams:
     return TaskParams(**values)
 
 
+class StepTransactions:
+    """For a frozen dataclass record that keeps the transaction hash and gas of each step it
+    took on chain, in fields ``txs`` and ``gas``."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    txs: dict[str, str]
+    gas: dict[str, int]
+
+    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> Self:
+        """A copy that remembers the transaction of ``step``."""
+        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
+
+
 @dataclass(frozen=True)
-class TaskRecordState:
+class TaskRecordState(StepTransactions):
     """What a node remembers about one task.
 
     Attributes:
@@ -130,10 +144,6 @@ class TaskRecordState:
     def advance(self, stage: TaskStage, **changes: Any) -> TaskRecordState:
         """A copy at ``stage`` with ``changes`` applied."""
         return replace(self, stage=stage, updated_at=time.time(), **changes)
-
-    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> TaskRecordState:
-        """A copy that remembers the transaction of ``step``."""
-        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready values."""

@@ -47,6 +47,7 @@ from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
 from chefsplan_agents.node import (
     RetryPolicy,
+    StepTransactions,
     read_cursor_file,
     read_new_events,
     read_state_file,
@@ -91,7 +92,7 @@ class PanelStage(StrEnum):
 
 
 @dataclass(frozen=True)
-class PanelSeat:
+class PanelSeat(StepTransactions):
     """What a panelist remembers about one challenge it was drawn for.
 
     Attributes:
@@ -127,10 +128,6 @@ class PanelSeat:
     def at(self, stage: PanelStage, **changes: Any) -> PanelSeat:
         """A copy at ``stage`` with ``changes`` applied."""
         return replace(self, stage=stage, **changes)
-
-    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> PanelSeat:
-        """A copy that remembers the transaction of ``step``."""
-        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready values."""

@@ -44,6 +44,7 @@ from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
 from chefsplan_agents.node import (
     RetryPolicy,
+    StepTransactions,
     read_new_events,
     read_state_file,
     write_state_file,
@@ -88,7 +89,7 @@ class WatchStage(StrEnum):
 
 
 @dataclass(frozen=True)
-class WatchedTask:
+class WatchedTask(StepTransactions):
     """What a watcher remembers about one task.
 
     Attributes:
@@ -114,10 +115,6 @@ class WatchedTask:
     def at(self, stage: WatchStage, **changes: Any) -> WatchedTask:
         """A copy at ``stage`` with ``changes`` applied."""
         return replace(self, stage=stage, **changes)
-
-    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> WatchedTask:
-        """A copy that remembers the transaction of ``step``."""
-        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
 
 
 @dataclass(frozen=True)
