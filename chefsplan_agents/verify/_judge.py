@@ -179,20 +179,12 @@ def judge_outcome(
     except StoreUnavailable:
         raise
     except (StorageError, BundleError) as err:
-        return OutcomeJudgement(
-            judged=False,
-            overturn=False,
-            reason=f"the task bundle {task.bundle_cid} is unreadable: {err}",
-            winning_hash=winning,
-        )
+        return _unjudged(f"the task bundle {task.bundle_cid} is unreadable: {err}", winning)
     pinned = bundle.model.sha256
     own = llm.info.sha256
     if pinned is not None and pinned != own:
-        return OutcomeJudgement(
-            judged=False,
-            overturn=False,
-            reason=f"the task pins model {pinned[:12]}…, this verifier runs {own[:12]}…",
-            winning_hash=winning,
+        return _unjudged(
+            f"the task pins model {pinned[:12]}…, this verifier runs {own[:12]}…", winning
         )
     verdicts: dict[str, RescoreVerdict] = {}
     first_failure: tuple[RevealedResult, RescoreVerdict | None] | None = None
@@ -208,13 +200,7 @@ def judge_outcome(
             first_failure = first_failure or (reveal, None)
             continue
         except (VerificationError, NodeError) as err:
-            return OutcomeJudgement(
-                judged=False,
-                overturn=False,
-                reason=f"cannot re-score the task: {err}",
-                winning_hash=winning,
-                verdicts=verdicts,
-            )
+            return _unjudged(f"cannot re-score the task: {err}", winning, verdicts)
         verdicts[reveal.provider] = verdict
         if verdict.passed:
             return OutcomeJudgement(
@@ -233,6 +219,19 @@ def judge_outcome(
         winning_hash=winning,
         failed=first_failure,
         verdicts=verdicts,
+    )
+
+
+def _unjudged(
+    reason: str, winning: bytes, verdicts: dict[str, RescoreVerdict] | None = None
+) -> OutcomeJudgement:
+    """The judgement of a verifier that cannot judge (it never overturns): ``reason`` says why."""
+    return OutcomeJudgement(
+        judged=False,
+        overturn=False,
+        reason=reason,
+        winning_hash=winning,
+        verdicts={} if verdicts is None else verdicts,
     )
 
 
