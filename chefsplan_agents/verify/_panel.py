@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
-from chefsplan_agents.chain import Chain, Event
+from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
@@ -482,26 +483,39 @@ class Panelist:
             )
 
     def _commit(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
-        assert seat.upheld is not None and seat.salt is not None
-        upheld, salt = seat.upheld, seat.salt
-        receipt = self.retry.run(
-            "commit vote",
-            lambda: self.market.commit_vote(tid, upheld, salt, sender=self.address),
-        )
-        seat = seat.at(PanelStage.COMMITTED).with_tx("commit", receipt.tx_hash, receipt.gas_used)
-        self.seats.save(seat)
-        return seat
+        return self._send_vote(seat, tid, "commit", self.market.commit_vote, PanelStage.COMMITTED)
 
     def _reveal(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
+        return self._send_vote(
+            seat,
+            tid,
+            "reveal",
+            self.market.reveal_vote,
+            PanelStage.REVEALED,
+            sending=PanelStage.REVEALING,
+        )
+
+    def _send_vote(
+        self,
+        seat: PanelSeat,
+        tid: bytes,
+        step: str,
+        send: Callable[..., Receipt],
+        sent: PanelStage,
+        *,
+        sending: PanelStage | None = None,
+    ) -> PanelSeat:
+        """Send the saved vote and salt with ``send`` (``commit_vote`` or ``reveal_vote``), saving
+        the seat at ``sending`` first (if given) and at ``sent`` with the transaction after."""
         assert seat.upheld is not None and seat.salt is not None
         upheld, salt = seat.upheld, seat.salt
-        seat = seat.at(PanelStage.REVEALING)
-        self.seats.save(seat)
+        if sending is not None:
+            seat = seat.at(sending)
+            self.seats.save(seat)
         receipt = self.retry.run(
-            "reveal vote",
-            lambda: self.market.reveal_vote(tid, upheld, salt, sender=self.address),
+            f"{step} vote", lambda: send(tid, upheld, salt, sender=self.address)
         )
-        seat = seat.at(PanelStage.REVEALED).with_tx("reveal", receipt.tx_hash, receipt.gas_used)
+        seat = seat.at(sent).with_tx(step, receipt.tx_hash, receipt.gas_used)
         self.seats.save(seat)
         return seat
 
