@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from devnet_helpers import tiny_devnet
 
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.chain import Event
@@ -22,14 +23,7 @@ _WINDOW = Timeouts(challenge_window=3600)
 
 
 def _devnet(*, cheat: bool) -> Devnet:
-    return Devnet.create(
-        nodes=5,
-        model="tiny",
-        share_model=True,
-        n_threads=1,
-        n_ctx=512,
-        cheaters={0: Lazy()} if cheat else None,
-    )
+    return tiny_devnet(5, cheaters={0: Lazy()} if cheat else None)
 
 
 @pytest.fixture
