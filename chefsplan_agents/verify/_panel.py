@@ -57,7 +57,7 @@ from chefsplan_agents.node import (
 )
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import load_evidence
-from chefsplan_agents.verify._judge import TaskOnChain, judge_outcome, read_task
+from chefsplan_agents.verify._judge import ChainJudge, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-class Panelist:
+class Panelist(ChainJudge):
     """Votes on every challenge whose panel seats this provider (see the module docs).
 
     Args:
@@ -226,14 +226,16 @@ class Panelist:
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.address = address
-        self.chain = chain
-        self.market = market
-        self.store = store
-        self.llm = llm
-        self.mode: RescoreMode = mode
-        self.max_bundle_bytes = max_bundle_bytes
-        self.retry = retry or RetryPolicy()
+        super().__init__(
+            address,
+            chain,
+            market,
+            store,
+            llm,
+            mode=mode,
+            max_bundle_bytes=max_bundle_bytes,
+            retry=retry,
+        )
         self.seats = _SeatStore(Path(state_dir).expanduser())
 
     @classmethod
@@ -286,9 +288,6 @@ class Panelist:
         return self.seats.load(key.lower())
 
     # ------------------------------------------------------------------ internals
-
-    def _now(self) -> int:
-        return self.retry.run("read chain time", self.chain.block_timestamp)
 
     def _new_seats(self) -> int:
         new = read_new_events(
@@ -408,8 +407,7 @@ class Panelist:
     def _judge(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
         """Decide the vote (own re-score, or the default) and save it with a fresh salt."""
         self._read_evidence(seat)
-        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
-        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        task = self._read_task(tid, seat.posted_block)
         upheld, judged, reason = PANEL_DEFAULT_VOTE, False, "the task's events are missing"
         if task is not None:
             try:
@@ -448,9 +446,7 @@ class Panelist:
 
     def _opinion(self, task: TaskOnChain) -> tuple[bool, bool, str]:
         try:
-            judgement = judge_outcome(
-                self.llm, self.store, task, mode=self.mode, max_bundle_bytes=self.max_bundle_bytes
-            )
+            judgement = self._judge_outcome(task)
         except (StoreUnavailable, ChainUnavailable):
             raise  # transient: judge again next tick
         except (VerificationError, NodeError, StorageError) as err:
@@ -520,15 +516,11 @@ class Panelist:
         return seat
 
     def _resolve(self, seat: PanelSeat, tid: bytes) -> int:
-        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
-        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        task = self._read_task(tid, seat.posted_block)
         if task is None:
             return 0
         try:
-            receipt = self.retry.run(
-                "resolve challenge",
-                lambda: self.market.resolve(task.params, sender=self.address),
-            )
+            receipt = self._send_resolve(task)
         except TxReverted as err:  # another party resolved it first
             log.info("panel %s: resolveChallenge of %s: %s", self.address, seat.task_id, err)
             return self._settle(seat.at(PanelStage.RESOLVED))
@@ -539,8 +531,7 @@ class Panelist:
         """Finalize the decided task once due, unless its providers or requester did."""
         self.seats.save(seat, durable=False)
         tid = bytes.fromhex(seat.task_id[2:])
-        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
-        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        task = self._read_task(tid, seat.posted_block)
         if task is None:
             return 0
         try:
@@ -552,9 +543,7 @@ class Panelist:
         if self._now() < settle_at:
             return 0
         try:
-            receipt = self.retry.run(
-                "finalize", lambda: scoped.finalize(task.params, sender=self.address)
-            )
+            receipt = self._send_finalize(task, seat.posted_block)
         except TxReverted as err:
             log.info("panel %s: finalize of %s: %s", self.address, seat.task_id, err)
             return 0

@@ -51,7 +51,7 @@ from chefsplan_agents.node import (
 )
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import ChallengeEvidence, publish_evidence
-from chefsplan_agents.verify._judge import OutcomeJudgement, TaskOnChain, judge_outcome, read_task
+from chefsplan_agents.verify._judge import ChainJudge, OutcomeJudgement, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
 __all__ = ["WatchEvent", "WatchStage", "WatchedTask", "Watcher"]
@@ -158,7 +158,7 @@ def _parse_record(raw: Any) -> WatchedTask:
     return WatchedTask(**raw)
 
 
-class Watcher:
+class Watcher(ChainJudge):
     """Follows a market and challenges forged winning outputs (see the module docs).
 
     Args:
@@ -203,16 +203,18 @@ class Watcher:
             raise ConfigError(f"the sampling rate must be 0 to 1 (got {rate})")
         if max_spend_wei is not None and max_spend_wei < 0:
             raise ConfigError(f"the spending cap must not be negative (got {max_spend_wei})")
-        self.address = address
-        self.chain = chain
-        self.market = market
-        self.store = store
-        self.llm = llm
+        super().__init__(
+            address,
+            chain,
+            market,
+            store,
+            llm,
+            mode=mode,
+            max_bundle_bytes=max_bundle_bytes,
+            retry=retry,
+        )
         self.rate = rate
         self.max_spend_wei = max_spend_wei
-        self.mode: RescoreMode = mode
-        self.max_bundle_bytes = max_bundle_bytes
-        self.retry = retry or RetryPolicy()
         self.on_event = on_event or (lambda _event: None)
         self.withdrawn_wei = 0
         self.path = Path(state_dir).expanduser()
@@ -321,9 +323,6 @@ class Watcher:
     def _emit(self, kind: str, task_id: str, detail: str, **data: Any) -> None:
         self.on_event(WatchEvent(kind, task_id, detail, data))
 
-    def _now(self) -> int:
-        return self.retry.run("read chain time", self.chain.block_timestamp)
-
     def _new_tasks(self) -> int:
         cursor = self._meta["cursor"]
         new = read_new_events(
@@ -358,9 +357,7 @@ class Watcher:
         return int.from_bytes(digest[:8], "big") / 2**64 < self.rate
 
     def _task(self, record: WatchedTask) -> TaskOnChain | None:
-        scoped = MarketClient(self.market.contract, from_block=record.posted_block)
-        tid = bytes.fromhex(record.task_id[2:])
-        return self.retry.run("read task events", lambda: read_task(scoped, tid))
+        return self._read_task(bytes.fromhex(record.task_id[2:]), record.posted_block)
 
     def _advance(self, record: WatchedTask) -> int:
         if record.stage is WatchStage.WATCHING:
@@ -399,9 +396,7 @@ class Watcher:
         if not self._sampled(record.task_id):
             return self._finish(record, WatchStage.SAMPLED_OUT, f"not sampled (rate {self.rate})")
         try:
-            judgement = judge_outcome(
-                self.llm, self.store, task, mode=self.mode, max_bundle_bytes=self.max_bundle_bytes
-            )
+            judgement = self._judge_outcome(task)
         except (VerificationError, NodeError) as err:
             return self._finish(record, WatchStage.SKIPPED, f"cannot re-score: {err}")
         if not judgement.judged:
@@ -503,10 +498,7 @@ class Watcher:
             if task is None:
                 return 0
             try:
-                receipt = self.retry.run(
-                    "resolve challenge",
-                    lambda: self.market.resolve(task.params, sender=self.address),
-                )
+                receipt = self._send_resolve(task)
                 record = record.with_tx("resolve", receipt.tx_hash, receipt.gas_used)
             except TxReverted as err:  # a panelist resolved it first
                 log.info("watcher: resolveChallenge of %s: %s", record.task_id, err)
@@ -552,11 +544,8 @@ class Watcher:
                 return 0
             if self._now() < settle_at:
                 return 0
-            scoped = MarketClient(self.market.contract, from_block=record.posted_block)
             try:
-                receipt = self.retry.run(
-                    "finalize", lambda: scoped.finalize(task.params, sender=self.address)
-                )
+                receipt = self._send_finalize(task, record.posted_block)
             except TxReverted as err:  # someone else settled it first
                 log.info("watcher: finalize of %s: %s", record.task_id, err)
                 return 0
