@@ -10,10 +10,12 @@ off-chain jobs; a node's :meth:`ProviderNode.run_bundle` is a :data:`JobRunner`.
 """
 
 from chefsplan_agents.node._daemon import (
+    NewEvents,
     NodeDuty,
     NodeStatus,
     ProviderNode,
     RetryPolicy,
+    read_new_events,
     task_prompt,
 )
 from chefsplan_agents.node._http import (
@@ -43,8 +45,12 @@ from chefsplan_agents.node._policy import (
 )
 from chefsplan_agents.node._state import (
     NodeStateStore,
+    StepTransactions,
     TaskRecordState,
     TaskStage,
+    read_cursor_file,
+    read_state_file,
+    write_cursor_file,
     write_state_file,
 )
 
@@ -64,6 +70,7 @@ __all__ = [
     "JobRunner",
     "JobState",
     "JobStatus",
+    "NewEvents",
     "NodeAvailability",
     "NodeDuty",
     "NodeHttpClient",
@@ -73,8 +80,13 @@ __all__ = [
     "NodeStatus",
     "ProviderNode",
     "RetryPolicy",
+    "StepTransactions",
     "TaskRecordState",
     "TaskStage",
+    "read_cursor_file",
+    "read_new_events",
+    "read_state_file",
     "task_prompt",
+    "write_cursor_file",
     "write_state_file",
 ]

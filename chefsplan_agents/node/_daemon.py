@@ -54,7 +54,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
@@ -106,7 +106,15 @@ from chefsplan_agents.storage import ContentStore
 if TYPE_CHECKING:  # the adversaries import this module; a node only holds one
     from chefsplan_agents.testing import Cheat
 
-__all__ = ["NodeDuty", "NodeStatus", "ProviderNode", "RetryPolicy", "task_prompt"]
+__all__ = [
+    "NewEvents",
+    "NodeDuty",
+    "NodeStatus",
+    "ProviderNode",
+    "RetryPolicy",
+    "read_new_events",
+    "task_prompt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +160,51 @@ class RetryPolicy:
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_s)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class NewEvents:
+    """The market events of blocks ``first`` to ``head``, read past an event cursor."""
+
+    first: int
+    head: int
+    events: list[Event]
+
+
+def read_new_events(
+    retry: RetryPolicy,
+    chain: Chain,
+    market: MarketClient,
+    event: str | Sequence[str],
+    *,
+    after: int | None,
+    what: str,
+) -> NewEvents | None:
+    """The market's ``event`` logs from the block after ``after`` up to the chain's head.
+
+    Args:
+        retry: Backoff for an unreachable chain node.
+        chain: The chain (for its head).
+        market: The market whose events are read.
+        event: The event name or names.
+        after: The cursor: the last block already processed (``None``: start at the market's
+            first block).
+        what: What is read, for the retry log (``read market events``).
+
+    Returns:
+        The events and the blocks they span, or ``None`` when no block came after ``after``.
+
+    Raises:
+        ChainUnavailable: The chain stayed unreachable through every retry.
+    """
+    head = retry.run("read block number", chain.block_number)
+    first = market.from_block if after is None else after + 1
+    if first > head:
+        return None
+    events: list[Event] = retry.run(
+        what, lambda: market.contract.get_logs(event, from_block=first, to_block=head)
+    )
+    return NewEvents(first, head, events)
 
 
 class NodeDuty(Protocol):
@@ -616,15 +669,17 @@ class ProviderNode:
         return self.retry.run("read chain time", self.chain.block_timestamp)
 
     def _new_tasks(self) -> list[Event]:
-        head = self.retry.run("read block number", self.chain.block_number)
-        cursor = self.state.cursor
-        start = self.market.from_block if cursor is None else cursor + 1
-        if start > head:
-            return []
-        events = self.retry.run(
-            "read market events",
-            lambda: self.market.contract.get_logs(_WATCHED, from_block=start, to_block=head),
+        new = read_new_events(
+            self.retry,
+            self.chain,
+            self.market,
+            _WATCHED,
+            after=self.state.cursor,
+            what="read market events",
         )
+        if new is None:
+            return []
+        start, head, events = new.first, new.head, new.events
         posted = [e for e in events if e.name == "TaskPosted"]
         fresh = [e for e in posted if self.state.load(_hex(bytes(e.args["taskId"]))) is None]
         self._claim_book = {_hex(bytes(e.args["taskId"])): 0 for e in fresh}

@@ -11,15 +11,27 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self, TypeVar
 
 from chefsplan_agents.errors import NodeError
 from chefsplan_agents.market import TaskParams
 
-__all__ = ["NodeStateStore", "TaskRecordState", "TaskStage", "write_state_file"]
+__all__ = [
+    "NodeStateStore",
+    "StepTransactions",
+    "TaskRecordState",
+    "TaskStage",
+    "read_cursor_file",
+    "read_state_file",
+    "write_cursor_file",
+    "write_state_file",
+]
+
+_T = TypeVar("_T")
 
 
 class TaskStage(StrEnum):
@@ -81,8 +93,21 @@ def _params_from_json(raw: dict[str, Any]) -> TaskParams:
     return TaskParams(**values)
 
 
+class StepTransactions:
+    """For a frozen dataclass record that keeps the transaction hash and gas of each step it
+    took on chain, in fields ``txs`` and ``gas``."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    txs: dict[str, str]
+    gas: dict[str, int]
+
+    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> Self:
+        """A copy that remembers the transaction of ``step``."""
+        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
+
+
 @dataclass(frozen=True)
-class TaskRecordState:
+class TaskRecordState(StepTransactions):
     """What a node remembers about one task.
 
     Attributes:
@@ -119,10 +144,6 @@ class TaskRecordState:
     def advance(self, stage: TaskStage, **changes: Any) -> TaskRecordState:
         """A copy at ``stage`` with ``changes`` applied."""
         return replace(self, stage=stage, updated_at=time.time(), **changes)
-
-    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> TaskRecordState:
-        """A copy that remembers the transaction of ``step``."""
-        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready values."""
@@ -168,6 +189,47 @@ def write_state_file(file: Path, value: dict[str, Any], *, durable: bool) -> Non
                 os.close(dir_fd)
     except OSError as err:
         raise NodeError(f"cannot write node state {file}: {err}") from err
+
+
+def read_state_file(file: Path, parse: Callable[[Any], _T], *, owner: str, remedy: str) -> _T:
+    """Read what :func:`write_state_file` wrote, turned into a value by ``parse``.
+
+    Args:
+        file: The file.
+        parse: Builds the value from the decoded JSON (may raise ``KeyError``, ``TypeError`` or
+            ``ValueError`` on a file it does not recognise).
+        owner: Whose state it is, for the message (``node``, ``panel``, ``watcher``).
+        remedy: What the user should do with an unreadable file.
+
+    Raises:
+        NodeError: The file cannot be read, is not JSON or ``parse`` rejects it.
+    """
+    try:
+        return parse(json.loads(file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise NodeError(f"{owner} state {file} is unreadable ({err}); {remedy}") from err
+
+
+def read_cursor_file(folder: Path, *, owner: str) -> int | None:
+    """The last block whose events were processed, from ``folder/cursor.json`` (``None``: none).
+
+    Raises:
+        NodeError: The file is unreadable (the message says to delete it).
+    """
+    file = folder / "cursor.json"
+    if not file.exists():
+        return None
+    return read_state_file(file, lambda raw: int(raw["block"]), owner=owner, remedy="delete it")
+
+
+def write_cursor_file(folder: Path, block: int) -> None:
+    """Record ``block`` in ``folder/cursor.json``, not flushed: a cursor lost to a power failure
+    only means reading events again, so a cursor must move only past events already recorded.
+
+    Raises:
+        NodeError: The file cannot be written.
+    """
+    write_state_file(folder / "cursor.json", {"block": int(block)}, durable=False)
 
 
 class NodeStateStore:
@@ -233,12 +295,9 @@ class NodeStateStore:
         return self._read(file)
 
     def _read(self, file: Path) -> TaskRecordState:
-        try:
-            return TaskRecordState.from_json(json.loads(file.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(
-                f"node state {file} is unreadable ({err}); move it away to drop the task"
-            ) from err
+        return read_state_file(
+            file, TaskRecordState.from_json, owner="node", remedy="move it away to drop the task"
+        )
 
     def all(self) -> list[TaskRecordState]:
         """Every task record, oldest write first."""
@@ -254,16 +313,10 @@ class NodeStateStore:
     @property
     def cursor(self) -> int | None:
         """The last chain block whose events the node processed, if any."""
-        file = self.path / "cursor.json"
-        if not file.exists():
-            return None
-        try:
-            return int(json.loads(file.read_text(encoding="utf-8"))["block"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"node state {file} is unreadable ({err}); delete it") from err
+        return read_cursor_file(self.path, owner="node")
 
     @cursor.setter
     def cursor(self, block: int) -> None:
         # Not flushed: a cursor lost to a power failure only makes the node read events again,
         # and every task it acted on has a record of its own.
-        self._write(self.path / "cursor.json", {"block": int(block)}, durable=False)
+        write_cursor_file(self.path, block)

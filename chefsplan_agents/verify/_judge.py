@@ -19,7 +19,7 @@ from chefsplan_agents.bundles import (
     decode_result_bundle,
     decode_task_bundle,
 )
-from chefsplan_agents.chain import Event
+from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     BundleError,
     NodeError,
@@ -29,6 +29,7 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import MarketClient, TaskParams
+from chefsplan_agents.node import RetryPolicy
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._rescore import RescoreMode, RescoreVerdict, rescore_result
 
@@ -179,20 +180,12 @@ def judge_outcome(
     except StoreUnavailable:
         raise
     except (StorageError, BundleError) as err:
-        return OutcomeJudgement(
-            judged=False,
-            overturn=False,
-            reason=f"the task bundle {task.bundle_cid} is unreadable: {err}",
-            winning_hash=winning,
-        )
+        return _unjudged(f"the task bundle {task.bundle_cid} is unreadable: {err}", winning)
     pinned = bundle.model.sha256
     own = llm.info.sha256
     if pinned is not None and pinned != own:
-        return OutcomeJudgement(
-            judged=False,
-            overturn=False,
-            reason=f"the task pins model {pinned[:12]}…, this verifier runs {own[:12]}…",
-            winning_hash=winning,
+        return _unjudged(
+            f"the task pins model {pinned[:12]}…, this verifier runs {own[:12]}…", winning
         )
     verdicts: dict[str, RescoreVerdict] = {}
     first_failure: tuple[RevealedResult, RescoreVerdict | None] | None = None
@@ -208,13 +201,7 @@ def judge_outcome(
             first_failure = first_failure or (reveal, None)
             continue
         except (VerificationError, NodeError) as err:
-            return OutcomeJudgement(
-                judged=False,
-                overturn=False,
-                reason=f"cannot re-score the task: {err}",
-                winning_hash=winning,
-                verdicts=verdicts,
-            )
+            return _unjudged(f"cannot re-score the task: {err}", winning, verdicts)
         verdicts[reveal.provider] = verdict
         if verdict.passed:
             return OutcomeJudgement(
@@ -233,6 +220,68 @@ def judge_outcome(
         winning_hash=winning,
         failed=first_failure,
         verdicts=verdicts,
+    )
+
+
+class ChainJudge:
+    """What a panelist and a watcher share: an account on the market, the store, the
+    verifier's own model with its re-score settings, and the reads and transactions both make
+    about a task (every chain call retried by ``retry``)."""
+
+    def __init__(
+        self,
+        address: str,
+        chain: Chain,
+        market: MarketClient,
+        store: ContentStore,
+        llm: LLMBackend,
+        *,
+        mode: RescoreMode,
+        max_bundle_bytes: int,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self.address = address
+        self.chain = chain
+        self.market = market
+        self.store = store
+        self.llm = llm
+        self.mode: RescoreMode = mode
+        self.max_bundle_bytes = max_bundle_bytes
+        self.retry = retry or RetryPolicy()
+
+    def _now(self) -> int:
+        return self.retry.run("read chain time", self.chain.block_timestamp)
+
+    def _read_task(self, task_id: bytes, posted_block: int) -> TaskOnChain | None:
+        # Scanning from the task's posting keeps the read cheap however long the chain is.
+        scoped = MarketClient(self.market.contract, from_block=posted_block)
+        return self.retry.run("read task events", lambda: read_task(scoped, task_id))
+
+    def _judge_outcome(self, task: TaskOnChain) -> OutcomeJudgement:
+        return judge_outcome(
+            self.llm, self.store, task, mode=self.mode, max_bundle_bytes=self.max_bundle_bytes
+        )
+
+    def _send_resolve(self, task: TaskOnChain) -> Receipt:
+        return self.retry.run(
+            "resolve challenge", lambda: self.market.resolve(task.params, sender=self.address)
+        )
+
+    def _send_finalize(self, task: TaskOnChain, posted_block: int) -> Receipt:
+        scoped = MarketClient(self.market.contract, from_block=posted_block)
+        return self.retry.run("finalize", lambda: scoped.finalize(task.params, sender=self.address))
+
+
+def _unjudged(
+    reason: str, winning: bytes, verdicts: dict[str, RescoreVerdict] | None = None
+) -> OutcomeJudgement:
+    """The judgement of a verifier that cannot judge (it never overturns): ``reason`` says why."""
+    return OutcomeJudgement(
+        judged=False,
+        overturn=False,
+        reason=reason,
+        winning_hash=winning,
+        verdicts={} if verdicts is None else verdicts,
     )
 
 

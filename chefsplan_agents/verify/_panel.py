@@ -25,16 +25,16 @@ what it committed; every failure is logged and retried on the next tick.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
-from chefsplan_agents.chain import Chain, Event
+from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
@@ -46,10 +46,18 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
-from chefsplan_agents.node import RetryPolicy, write_state_file
+from chefsplan_agents.node import (
+    RetryPolicy,
+    StepTransactions,
+    read_cursor_file,
+    read_new_events,
+    read_state_file,
+    write_cursor_file,
+    write_state_file,
+)
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import load_evidence
-from chefsplan_agents.verify._judge import TaskOnChain, judge_outcome, read_task
+from chefsplan_agents.verify._judge import ChainJudge, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
 if TYPE_CHECKING:
@@ -85,7 +93,7 @@ class PanelStage(StrEnum):
 
 
 @dataclass(frozen=True)
-class PanelSeat:
+class PanelSeat(StepTransactions):
     """What a panelist remembers about one challenge it was drawn for.
 
     Attributes:
@@ -121,10 +129,6 @@ class PanelSeat:
     def at(self, stage: PanelStage, **changes: Any) -> PanelSeat:
         """A copy at ``stage`` with ``changes`` applied."""
         return replace(self, stage=stage, **changes)
-
-    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> PanelSeat:
-        """A copy that remembers the transaction of ``step``."""
-        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready values."""
@@ -165,12 +169,9 @@ class _SeatStore:
         return self._read(file) if file.exists() else None
 
     def _read(self, file: Path) -> PanelSeat:
-        try:
-            return PanelSeat.from_json(json.loads(file.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(
-                f"panel state {file} is unreadable ({err}); move it away to drop the seat"
-            ) from err
+        return read_state_file(
+            file, PanelSeat.from_json, owner="panel", remedy="move it away to drop the seat"
+        )
 
     def all(self) -> list[PanelSeat]:
         return sorted(
@@ -184,26 +185,20 @@ class _SeatStore:
 
     @property
     def cursor(self) -> int | None:
-        file = self.path / "cursor.json"
-        if not file.exists():
-            return None
-        try:
-            return int(json.loads(file.read_text(encoding="utf-8"))["block"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"panel state {file} is unreadable ({err}); delete it") from err
+        return read_cursor_file(self.path, owner="panel")
 
     @cursor.setter
     def cursor(self, block: int) -> None:
         # Seats are saved (flushed) before the cursor moves past their events: a lost cursor
         # only means reading events again, and a seat already saved is not taken twice.
-        write_state_file(self.path / "cursor.json", {"block": int(block)}, durable=False)
+        write_cursor_file(self.path, block)
 
 
 def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-class Panelist:
+class Panelist(ChainJudge):
     """Votes on every challenge whose panel seats this provider (see the module docs).
 
     Args:
@@ -231,14 +226,16 @@ class Panelist:
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.address = address
-        self.chain = chain
-        self.market = market
-        self.store = store
-        self.llm = llm
-        self.mode: RescoreMode = mode
-        self.max_bundle_bytes = max_bundle_bytes
-        self.retry = retry or RetryPolicy()
+        super().__init__(
+            address,
+            chain,
+            market,
+            store,
+            llm,
+            mode=mode,
+            max_bundle_bytes=max_bundle_bytes,
+            retry=retry,
+        )
         self.seats = _SeatStore(Path(state_dir).expanduser())
 
     @classmethod
@@ -292,22 +289,20 @@ class Panelist:
 
     # ------------------------------------------------------------------ internals
 
-    def _now(self) -> int:
-        return self.retry.run("read chain time", self.chain.block_timestamp)
-
     def _new_seats(self) -> int:
-        head = self.retry.run("read block number", self.chain.block_number)
-        cursor = self.seats.cursor
-        start = self.market.from_block if cursor is None else cursor + 1
-        if start > head:
-            return 0
-        events: list[Event] = self.retry.run(
-            "read panel events",
-            lambda: self.market.contract.get_logs("PanelDrawn", from_block=start, to_block=head),
+        new = read_new_events(
+            self.retry,
+            self.chain,
+            self.market,
+            "PanelDrawn",
+            after=self.seats.cursor,
+            what="read panel events",
         )
+        if new is None:
+            return 0
         steps = 0
         me = self.address.lower()
-        for event in events:
+        for event in new.events:
             if me not in (str(a).lower() for a in event.args["panel"]):
                 continue
             task_id = _hex(bytes(event.args["taskId"]))
@@ -323,7 +318,7 @@ class Panelist:
                 seat.vote_by,
             )
             steps += 1
-        self.seats.cursor = head
+        self.seats.cursor = new.head
         return steps
 
     def _seat_from(self, drawn: Event, task_id: str) -> PanelSeat:
@@ -412,8 +407,7 @@ class Panelist:
     def _judge(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
         """Decide the vote (own re-score, or the default) and save it with a fresh salt."""
         self._read_evidence(seat)
-        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
-        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        task = self._read_task(tid, seat.posted_block)
         upheld, judged, reason = PANEL_DEFAULT_VOTE, False, "the task's events are missing"
         if task is not None:
             try:
@@ -452,9 +446,7 @@ class Panelist:
 
     def _opinion(self, task: TaskOnChain) -> tuple[bool, bool, str]:
         try:
-            judgement = judge_outcome(
-                self.llm, self.store, task, mode=self.mode, max_bundle_bytes=self.max_bundle_bytes
-            )
+            judgement = self._judge_outcome(task)
         except (StoreUnavailable, ChainUnavailable):
             raise  # transient: judge again next tick
         except (VerificationError, NodeError, StorageError) as err:
@@ -487,39 +479,48 @@ class Panelist:
             )
 
     def _commit(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
-        assert seat.upheld is not None and seat.salt is not None
-        upheld, salt = seat.upheld, seat.salt
-        receipt = self.retry.run(
-            "commit vote",
-            lambda: self.market.commit_vote(tid, upheld, salt, sender=self.address),
-        )
-        seat = seat.at(PanelStage.COMMITTED).with_tx("commit", receipt.tx_hash, receipt.gas_used)
-        self.seats.save(seat)
-        return seat
+        return self._send_vote(seat, tid, "commit", self.market.commit_vote, PanelStage.COMMITTED)
 
     def _reveal(self, seat: PanelSeat, tid: bytes) -> PanelSeat:
+        return self._send_vote(
+            seat,
+            tid,
+            "reveal",
+            self.market.reveal_vote,
+            PanelStage.REVEALED,
+            sending=PanelStage.REVEALING,
+        )
+
+    def _send_vote(
+        self,
+        seat: PanelSeat,
+        tid: bytes,
+        step: str,
+        send: Callable[..., Receipt],
+        sent: PanelStage,
+        *,
+        sending: PanelStage | None = None,
+    ) -> PanelSeat:
+        """Send the saved vote and salt with ``send`` (``commit_vote`` or ``reveal_vote``), saving
+        the seat at ``sending`` first (if given) and at ``sent`` with the transaction after."""
         assert seat.upheld is not None and seat.salt is not None
         upheld, salt = seat.upheld, seat.salt
-        seat = seat.at(PanelStage.REVEALING)
-        self.seats.save(seat)
+        if sending is not None:
+            seat = seat.at(sending)
+            self.seats.save(seat)
         receipt = self.retry.run(
-            "reveal vote",
-            lambda: self.market.reveal_vote(tid, upheld, salt, sender=self.address),
+            f"{step} vote", lambda: send(tid, upheld, salt, sender=self.address)
         )
-        seat = seat.at(PanelStage.REVEALED).with_tx("reveal", receipt.tx_hash, receipt.gas_used)
+        seat = seat.at(sent).with_tx(step, receipt.tx_hash, receipt.gas_used)
         self.seats.save(seat)
         return seat
 
     def _resolve(self, seat: PanelSeat, tid: bytes) -> int:
-        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
-        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        task = self._read_task(tid, seat.posted_block)
         if task is None:
             return 0
         try:
-            receipt = self.retry.run(
-                "resolve challenge",
-                lambda: self.market.resolve(task.params, sender=self.address),
-            )
+            receipt = self._send_resolve(task)
         except TxReverted as err:  # another party resolved it first
             log.info("panel %s: resolveChallenge of %s: %s", self.address, seat.task_id, err)
             return self._settle(seat.at(PanelStage.RESOLVED))
@@ -530,8 +531,7 @@ class Panelist:
         """Finalize the decided task once due, unless its providers or requester did."""
         self.seats.save(seat, durable=False)
         tid = bytes.fromhex(seat.task_id[2:])
-        scoped = MarketClient(self.market.contract, from_block=seat.posted_block)
-        task = self.retry.run("read task events", lambda: read_task(scoped, tid))
+        task = self._read_task(tid, seat.posted_block)
         if task is None:
             return 0
         try:
@@ -543,9 +543,7 @@ class Panelist:
         if self._now() < settle_at:
             return 0
         try:
-            receipt = self.retry.run(
-                "finalize", lambda: scoped.finalize(task.params, sender=self.address)
-            )
+            receipt = self._send_finalize(task, seat.posted_block)
         except TxReverted as err:
             log.info("panel %s: finalize of %s: %s", self.address, seat.task_id, err)
             return 0

@@ -21,7 +21,6 @@ watcher neither challenges a task twice nor forgets the challenges it must follo
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
-from chefsplan_agents.chain import Chain, Event
+from chefsplan_agents.chain import Chain
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
@@ -43,10 +42,16 @@ from chefsplan_agents.errors import (
 )
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.market import ChallengeState, MarketClient, VoteState
-from chefsplan_agents.node import RetryPolicy, write_state_file
+from chefsplan_agents.node import (
+    RetryPolicy,
+    StepTransactions,
+    read_new_events,
+    read_state_file,
+    write_state_file,
+)
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import ChallengeEvidence, publish_evidence
-from chefsplan_agents.verify._judge import OutcomeJudgement, TaskOnChain, judge_outcome, read_task
+from chefsplan_agents.verify._judge import ChainJudge, OutcomeJudgement, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
 __all__ = ["WatchEvent", "WatchStage", "WatchedTask", "Watcher"]
@@ -84,7 +89,7 @@ class WatchStage(StrEnum):
 
 
 @dataclass(frozen=True)
-class WatchedTask:
+class WatchedTask(StepTransactions):
     """What a watcher remembers about one task.
 
     Attributes:
@@ -110,10 +115,6 @@ class WatchedTask:
     def at(self, stage: WatchStage, **changes: Any) -> WatchedTask:
         """A copy at ``stage`` with ``changes`` applied."""
         return replace(self, stage=stage, **changes)
-
-    def with_tx(self, step: str, tx_hash: str, gas_used: int) -> WatchedTask:
-        """A copy that remembers the transaction of ``step``."""
-        return replace(self, txs={**self.txs, step: tx_hash}, gas={**self.gas, step: gas_used})
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,22 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-class Watcher:
+def _parse_meta(value: Any) -> dict[str, Any]:
+    return {
+        "market": str(value["market"]),
+        "cursor": None if value["cursor"] is None else int(value["cursor"]),
+        "spent_wei": int(value["spent_wei"]),
+        "posted_wei": int(value.get("posted_wei", 0)),
+        "seed": str(value["seed"]),
+    }
+
+
+def _parse_record(raw: Any) -> WatchedTask:
+    raw["stage"] = WatchStage(raw["stage"])
+    return WatchedTask(**raw)
+
+
+class Watcher(ChainJudge):
     """Follows a market and challenges forged winning outputs (see the module docs).
 
     Args:
@@ -187,16 +203,18 @@ class Watcher:
             raise ConfigError(f"the sampling rate must be 0 to 1 (got {rate})")
         if max_spend_wei is not None and max_spend_wei < 0:
             raise ConfigError(f"the spending cap must not be negative (got {max_spend_wei})")
-        self.address = address
-        self.chain = chain
-        self.market = market
-        self.store = store
-        self.llm = llm
+        super().__init__(
+            address,
+            chain,
+            market,
+            store,
+            llm,
+            mode=mode,
+            max_bundle_bytes=max_bundle_bytes,
+            retry=retry,
+        )
         self.rate = rate
         self.max_spend_wei = max_spend_wei
-        self.mode: RescoreMode = mode
-        self.max_bundle_bytes = max_bundle_bytes
-        self.retry = retry or RetryPolicy()
         self.on_event = on_event or (lambda _event: None)
         self.withdrawn_wei = 0
         self.path = Path(state_dir).expanduser()
@@ -228,17 +246,7 @@ class Watcher:
             }
             write_state_file(file, meta, durable=True)
             return meta
-        try:
-            value = json.loads(file.read_text(encoding="utf-8"))
-            meta = {
-                "market": str(value["market"]),
-                "cursor": None if value["cursor"] is None else int(value["cursor"]),
-                "spent_wei": int(value["spent_wei"]),
-                "posted_wei": int(value.get("posted_wei", 0)),
-                "seed": str(value["seed"]),
-            }
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"watcher state {file} is unreadable ({err}); move it away") from err
+        meta = read_state_file(file, _parse_meta, owner="watcher", remedy="move it away")
         if meta["market"] != market:
             raise ConfigError(
                 f"the watcher state in {self.path} follows market {meta['market']}, not "
@@ -250,12 +258,7 @@ class Watcher:
         write_state_file(self.path / "watch.json", self._meta, durable=True)
 
     def _read(self, file: Path) -> WatchedTask:
-        try:
-            raw = json.loads(file.read_text(encoding="utf-8"))
-            raw["stage"] = WatchStage(raw["stage"])
-            return WatchedTask(**raw)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise NodeError(f"watcher state {file} is unreadable ({err}); move it away") from err
+        return read_state_file(file, _parse_record, owner="watcher", remedy="move it away")
 
     def _save(self, record: WatchedTask) -> None:
         raw = asdict(record)
@@ -320,21 +323,20 @@ class Watcher:
     def _emit(self, kind: str, task_id: str, detail: str, **data: Any) -> None:
         self.on_event(WatchEvent(kind, task_id, detail, data))
 
-    def _now(self) -> int:
-        return self.retry.run("read chain time", self.chain.block_timestamp)
-
     def _new_tasks(self) -> int:
-        head = self.retry.run("read block number", self.chain.block_number)
         cursor = self._meta["cursor"]
-        start = self.market.from_block if cursor is None else int(cursor) + 1
-        if start > head:
-            return 0
-        events: list[Event] = self.retry.run(
-            "read market events",
-            lambda: self.market.contract.get_logs("TaskPosted", from_block=start, to_block=head),
+        new = read_new_events(
+            self.retry,
+            self.chain,
+            self.market,
+            "TaskPosted",
+            after=None if cursor is None else int(cursor),
+            what="read market events",
         )
+        if new is None:
+            return 0
         steps = 0
-        for event in events:
+        for event in new.events:
             task_id = _hex(bytes(event.args["taskId"]))
             if int(event.args["params"]["challengeWindow"]) == 0:
                 continue  # settles on its last reveal: nothing a watcher can challenge
@@ -344,7 +346,7 @@ class Watcher:
             self._save(WatchedTask(task_id, event.block_number))
             self._emit("watching", task_id, "posted with a challenge window")
             steps += 1
-        self._meta["cursor"] = head
+        self._meta["cursor"] = new.head
         self._save_meta()
         return steps
 
@@ -355,9 +357,7 @@ class Watcher:
         return int.from_bytes(digest[:8], "big") / 2**64 < self.rate
 
     def _task(self, record: WatchedTask) -> TaskOnChain | None:
-        scoped = MarketClient(self.market.contract, from_block=record.posted_block)
-        tid = bytes.fromhex(record.task_id[2:])
-        return self.retry.run("read task events", lambda: read_task(scoped, tid))
+        return self._read_task(bytes.fromhex(record.task_id[2:]), record.posted_block)
 
     def _advance(self, record: WatchedTask) -> int:
         if record.stage is WatchStage.WATCHING:
@@ -396,9 +396,7 @@ class Watcher:
         if not self._sampled(record.task_id):
             return self._finish(record, WatchStage.SAMPLED_OUT, f"not sampled (rate {self.rate})")
         try:
-            judgement = judge_outcome(
-                self.llm, self.store, task, mode=self.mode, max_bundle_bytes=self.max_bundle_bytes
-            )
+            judgement = self._judge_outcome(task)
         except (VerificationError, NodeError) as err:
             return self._finish(record, WatchStage.SKIPPED, f"cannot re-score: {err}")
         if not judgement.judged:
@@ -500,10 +498,7 @@ class Watcher:
             if task is None:
                 return 0
             try:
-                receipt = self.retry.run(
-                    "resolve challenge",
-                    lambda: self.market.resolve(task.params, sender=self.address),
-                )
+                receipt = self._send_resolve(task)
                 record = record.with_tx("resolve", receipt.tx_hash, receipt.gas_used)
             except TxReverted as err:  # a panelist resolved it first
                 log.info("watcher: resolveChallenge of %s: %s", record.task_id, err)
@@ -549,11 +544,8 @@ class Watcher:
                 return 0
             if self._now() < settle_at:
                 return 0
-            scoped = MarketClient(self.market.contract, from_block=record.posted_block)
             try:
-                receipt = self.retry.run(
-                    "finalize", lambda: scoped.finalize(task.params, sender=self.address)
-                )
+                receipt = self._send_finalize(task, record.posted_block)
             except TxReverted as err:  # someone else settled it first
                 log.info("watcher: finalize of %s: %s", record.task_id, err)
                 return 0

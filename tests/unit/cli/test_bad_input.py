@@ -28,13 +28,8 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(autouse=True)
-def _clean_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("CHEFSPLAN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
+def _clean_settings(clean_settings: Path) -> Path:
+    tmp_path = clean_settings
     (tmp_path / "bad.toml").write_text("data_dir = [\n")
     (tmp_path / "types.toml").write_text('[storage]\nbackend = 5\n[llm]\nn_threads = "many"\n')
     (tmp_path / "profiles.toml").write_text('[profiles.testnet.chain]\nbackend = "jsonrpc"\n')

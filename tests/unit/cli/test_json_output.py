@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,8 @@ def _commands(group: Any, prefix: str = "") -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("CHEFSPLAN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+def _clean_settings(clean_settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PASSPHRASE_ENV, "json passphrase")
-    monkeypatch.chdir(tmp_path)
 
 
 def test_every_command_takes_json() -> None:

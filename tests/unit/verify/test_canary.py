@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from devnet_helpers import tiny_devnet
 
 from chefsplan_agents.bundles import ChatMessage, GenerationParams, TaskBundle, output_hash
 from chefsplan_agents.chain import Event
@@ -46,12 +47,9 @@ PROMPTS = ("Plan a vegetarian dinner for four.", "Which wine goes with risotto?"
 @pytest.fixture(scope="module")
 def devnet(random_llm: LlamaCppBackend) -> Iterator[Devnet]:
     # The nodes run two threads, the verifier one: honest answers must pass across them.
-    with Devnet.create(
-        nodes=5,
-        model="tiny",
-        share_model=True,
+    with tiny_devnet(
+        5,
         n_threads=2,
-        n_ctx=512,
         # WRONG runs another (random-weight) model and claims the pinned one.
         cheaters={WRONG: WrongModel(random_llm), LAZY: Lazy(), SWAP: ChangeToken()},
         # A price whose bounty for 16 tokens is a whole number of wei: rounding must agree.

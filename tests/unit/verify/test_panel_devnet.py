@@ -3,10 +3,11 @@ devnet drives a challenge to its decision and the task to its settlement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from devnet_helpers import tiny_devnet
 
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.chain import Event
@@ -22,14 +23,7 @@ _WINDOW = Timeouts(challenge_window=3600)
 
 
 def _devnet(*, cheat: bool) -> Devnet:
-    return Devnet.create(
-        nodes=5,
-        model="tiny",
-        share_model=True,
-        n_threads=1,
-        n_ctx=512,
-        cheaters={0: Lazy()} if cheat else None,
-    )
+    return tiny_devnet(5, cheaters={0: Lazy()} if cheat else None)
 
 
 @pytest.fixture
@@ -110,11 +104,6 @@ def _panelist(node: ProviderNode) -> Panelist:
     return duty
 
 
-@dataclass
-class _Before:
-    stakes: dict[str, int]
-
-
 def _stakes(net: Devnet) -> dict[str, int]:
     out = {}
     for node in net.nodes:
@@ -124,6 +113,25 @@ def _stakes(net: Devnet) -> dict[str, int]:
     return out
 
 
+@dataclass
+class _Challenged:
+    handle: TaskHandle
+    challenger: str
+    stakes: dict[str, int]  # registry stakes before the challenge
+    panel: list[ProviderNode]
+
+
+def _challenged(
+    net: Devnet, evidence: Callable[[Devnet, TaskHandle], str] = _evidence
+) -> _Challenged:
+    """Node 0's revealed task, challenged by a new funded account naming ``evidence``."""
+    handle = _revealed_task(net)
+    stakes = _stakes(net)
+    challenger = _funded(net)
+    net.market.challenge(handle.params, evidence(net, handle), sender=challenger)
+    return _Challenged(handle, challenger, stakes, _panel(net, handle))
+
+
 def _reputation_events(net: Devnet, address: str) -> list[Event]:
     return net.registry.events("ReputationUpdated", provider=address)
 
@@ -131,12 +139,9 @@ def _reputation_events(net: Devnet, address: str) -> list[Event]:
 def test_a_cheaters_result_is_overturned_by_the_panel_on_its_own(cheating_net: Devnet) -> None:
     net = cheating_net
     cheater = net.nodes[0]
-    handle = _revealed_task(net)
-    stakes = _stakes(net)
-    challenger = _funded(net)
     bond = net.market.challenge_bond
-    net.market.challenge(handle.params, _evidence(net, handle), sender=challenger)
-    panel = _panel(net, handle)
+    c = _challenged(net)
+    handle, challenger, stakes, panel = c.handle, c.challenger, c.stakes, c.panel
     assert cheater not in panel and len(panel) == 3
 
     finalized = _drive(net, handle)
@@ -164,11 +169,8 @@ def test_a_cheaters_result_is_overturned_by_the_panel_on_its_own(cheating_net: D
 def test_b_an_honest_result_challenged_is_kept(honest_net: Devnet) -> None:
     net = honest_net
     honest = net.nodes[0]
-    handle = _revealed_task(net)
-    stakes = _stakes(net)
-    challenger = _funded(net)
-    net.market.challenge(handle.params, _evidence(net, handle), sender=challenger)
-    panel = _panel(net, handle)
+    c = _challenged(net)
+    handle, challenger, stakes, panel = c.handle, c.challenger, c.stakes, c.panel
 
     finalized = _drive(net, handle)
 
@@ -191,10 +193,8 @@ def test_c_a_panelist_restarted_between_commit_and_reveal_still_reveals(
     cheating_net: Devnet,
 ) -> None:
     net = cheating_net
-    handle = _revealed_task(net)
-    stakes = _stakes(net)
-    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
-    panel = _panel(net, handle)
+    c = _challenged(net)
+    handle, stakes, panel = c.handle, c.stakes, c.panel
     net.step()  # every panelist commits; the last one may reveal at once
     challenge = net.market.challenge_of(handle.task_id)
     assert challenge is not None
@@ -216,10 +216,8 @@ def test_c_a_panelist_restarted_between_commit_and_reveal_still_reveals(
 
 def test_d_garbage_evidence_does_not_stop_the_panel(cheating_net: Devnet) -> None:
     net = cheating_net
-    handle = _revealed_task(net)
-    garbage = net.store.put(b'{"kind": "not evidence", [[[[')
-    net.market.challenge(handle.params, garbage, sender=_funded(net))
-    panel = _panel(net, handle)
+    c = _challenged(net, lambda net, _: net.store.put(b'{"kind": "not evidence", [[[['))
+    handle, panel = c.handle, c.panel
 
     finalized = _drive(net, handle)
 
@@ -233,10 +231,9 @@ def test_d_garbage_evidence_does_not_stop_the_panel(cheating_net: Devnet) -> Non
 def test_a_silent_panelist_is_waited_for_then_slashed(cheating_net: Devnet) -> None:
     """The devnet's clock moves to the vote deadlines, so stepping alone ends the challenge."""
     net = cheating_net
-    handle = _revealed_task(net)
-    stakes = _stakes(net)
-    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
-    silent, *voters = _panel(net, handle)
+    c = _challenged(net)
+    handle, stakes = c.handle, c.stakes
+    silent, *voters = c.panel
     silent.duties.clear()
     challenge = net.market.challenge_of(handle.task_id)
     assert challenge is not None
@@ -258,9 +255,8 @@ def test_a_store_outage_is_retried_and_a_failing_duty_never_stops_a_node(
     cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     net = cheating_net
-    handle = _revealed_task(net)
-    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
-    panel = _panel(net, handle)
+    c = _challenged(net)
+    handle, panel = c.handle, c.panel
 
     class Broken:
         def tick(self) -> int:
@@ -298,10 +294,8 @@ def test_a_panel_whose_store_stays_down_votes_the_default_at_the_last_call(
     cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     net = cheating_net
-    handle = _revealed_task(net)
-    stakes = _stakes(net)
-    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
-    panel = _panel(net, handle)
+    c = _challenged(net)
+    handle, stakes, panel = c.handle, c.stakes, c.panel
     challenge = net.market.challenge_of(handle.task_id)
     assert challenge is not None
 

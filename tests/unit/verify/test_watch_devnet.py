@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from devnet_helpers import tiny_devnet
 
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.devnet import Devnet
@@ -20,9 +21,7 @@ from chefsplan_agents.verify import Watcher, WatchEvent, WatchStage, load_eviden
 
 @pytest.fixture
 def net() -> Iterator[Devnet]:
-    with Devnet.create(
-        nodes=5, model="tiny", share_model=True, n_threads=1, n_ctx=512, cheaters={0: Lazy()}
-    ) as devnet:
+    with tiny_devnet(5, cheaters={0: Lazy()}) as devnet:
         yield devnet
 
 
