@@ -107,11 +107,15 @@ def _printer(as_json: bool) -> Callable[[WatchEvent], None]:
 @app.command("watch")
 def watch_command(
     rate: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--rate", help="Share of checkable results to re-score, 0 to 1.", min=0.0, max=1.0
+            "--rate",
+            help="Share of checkable results to re-score, 0 to 1 (default 0.2; with --devnet, "
+            "1: every result, so the cheating node is caught on a short run).",
+            min=0.0,
+            max=1.0,
         ),
-    ] = 0.2,
+    ] = None,
     max_spend: Annotated[
         int | None,
         typer.Option(
@@ -147,7 +151,12 @@ def watch_command(
         ),
     ] = 0,
     once: Annotated[
-        bool, typer.Option("--once", help="One pass over the market, then exit.")
+        bool,
+        typer.Option(
+            "--once",
+            help="One pass over the market, then exit (with --devnet: once every posted task "
+            "is checked and every challenge decided).",
+        ),
     ] = False,
     poll: Annotated[
         float, typer.Option("--poll", help="Seconds between passes when idle.", min=0.0)
@@ -176,6 +185,8 @@ def watch_command(
     summary to stdout.
     """
     _check_flags(devnet, devnet_tasks, model)
+    if rate is None:
+        rate = 1.0 if devnet else 0.2
     current = settings()
     if devnet:
         spec = model or "tiny"
@@ -236,15 +247,13 @@ def _loop(watcher: Watcher, where: _Where, *, max_tasks: int, once: bool, poll: 
         # The devnet's nodes and the watcher step together; its clock moves when all idle.
         total = len(where.devnet.market.events("TaskPosted"))
         goal = min(max_tasks, total) if max_tasks else total
-        for _ in range(1 if once else _DEVNET_MAX_STEPS):
+        # On a devnet "one pass" means every posted task checked and every challenge decided:
+        # the run is the devnet's whole story, and stopping half-way would show none of it.
+        for _ in range(_DEVNET_MAX_STEPS):
             where.devnet.step()
             if watcher.finished >= goal and not watcher.busy:
                 return
-        if not once:
-            raise MarketError(
-                f"the devnet did not finish {goal} checks in {_DEVNET_MAX_STEPS} steps"
-            )
-        return
+        raise MarketError(f"the devnet did not finish {goal} checks in {_DEVNET_MAX_STEPS} steps")
     while True:
         busy = watcher.tick() > 0
         if once or (max_tasks and watcher.finished >= max_tasks and not watcher.busy):

@@ -12,10 +12,19 @@ from chefsplan_agents.cli import run
 pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
+@pytest.mark.parametrize(
+    "bound",
+    [
+        ["--rate", "1", "--max-tasks", "2"],
+        # A devnet's one pass is its whole story, at the devnet's default rate (every result).
+        ["--once"],
+    ],
+    ids=["max-tasks", "once"],
+)
 def test_watch_on_a_devnet_challenges_the_cheater_and_passes_the_honest_node(
-    capsys: pytest.CaptureFixture[str],
+    bound: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["watch", "--devnet", "5", "--model", "tiny", "--rate", "1", "--max-tasks", "2"]
+    argv = ["watch", "--devnet", "5", "--model", "tiny", *bound]
     code = run([*argv, "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
