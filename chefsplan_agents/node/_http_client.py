@@ -12,6 +12,7 @@ import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
@@ -175,7 +176,7 @@ class NodeHttpClient:
         """Ask whether the node is available, what it serves and at what price.
 
         Raises:
-            NodeUnavailable: The node cannot be reached.
+            NodeUnavailable: The node cannot be reached, or is at its connection limit.
             InvalidSignature: The response is not signed by the node for this request.
             NodeRequestRejected: The node refused the request.
         """
@@ -198,7 +199,7 @@ class NodeHttpClient:
         """The JSON schema of the task bundle the node accepts.
 
         Raises:
-            NodeUnavailable: The node cannot be reached.
+            NodeUnavailable: The node cannot be reached, or is at its connection limit.
             InvalidSignature: The response is not signed by the node for this request.
         """
         return self._call("GET", "/input_schema")
@@ -214,7 +215,7 @@ class NodeHttpClient:
 
         Raises:
             BundleError: The bundle is unsigned or names another requester.
-            NodeUnavailable: The node cannot be reached.
+            NodeUnavailable: The node cannot be reached, or is at its connection limit.
             InvalidSignature: The response is not signed by the node for this request.
             NodeRequestRejected: The node refused the bundle (``status``/``code`` say why).
             VerificationError: The node reports a task CID that is not the bundle's.
@@ -252,7 +253,7 @@ class NodeHttpClient:
         Raises:
             JobNotFound: The node does not know the job.
             NodeRequestRejected: Another requester's job (``status`` 403), or another refusal.
-            NodeUnavailable: The node cannot be reached.
+            NodeUnavailable: The node cannot be reached, or is at its connection limit.
             InvalidSignature: The response or the ResultBundle is not signed by the node.
             VerificationError: The result is for another task, or a CID or hash does not match.
         """
@@ -404,6 +405,12 @@ class NodeHttpClient:
                 max_skew_s=self._max_skew,
             )
         except RequestAuthError as err:
+            if response.status == HTTPStatus.SERVICE_UNAVAILABLE:
+                # A node at its connection limit answers before it reads the request, so it
+                # cannot sign; nothing in the answer is used, only "try again later".
+                raise NodeUnavailable(
+                    f"node {self._base_url} is busy (503, at its connection limit); retry later"
+                ) from err
             raise InvalidSignature(f"{self._base_url}{path}: {err}") from err
         try:
             data = _json.loads(response.body)

@@ -17,7 +17,7 @@ from chefsplan_agents.bundles import (
     encode_bundle,
     sign_bundle,
 )
-from chefsplan_agents.errors import InvalidSignature, NodeRequestRejected
+from chefsplan_agents.errors import NodeRequestRejected, NodeUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.node import NodeHttpClient, NodeHttpServer
 from chefsplan_agents.node._signing import (
@@ -189,6 +189,11 @@ def test_connections_are_bounded() -> None:
             held[0].sendall(b"GET /availability HTTP/1.1\r\n")  # a request that never ends
             answer = exchange(srv.address, request("GET", "/availability"))
             assert answer.status == 503 and answer.body["error"]["code"] == "busy"
+            # The client says the node is busy, not that its answer was forged.
+            busy = NodeHttpClient(srv.url, requester, node.did, timeout_s=10)
+            with pytest.raises(NodeUnavailable, match=r"is busy \(503") as err:
+                busy.availability()
+            assert "\n" not in str(err.value)
         finally:
             for sock in held:
                 sock.close()
@@ -197,7 +202,7 @@ def test_connections_are_bounded() -> None:
             try:
                 assert client.availability().status == "available"
                 break
-            except (NodeRequestRejected, InvalidSignature):
+            except (NodeRequestRejected, NodeUnavailable):
                 # A held connection's thread may still be finishing: an unsigned 503.
                 threading.Event().wait(0.1)
         else:
