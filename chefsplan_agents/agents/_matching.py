@@ -53,6 +53,7 @@ from chefsplan_agents.tools import (
     ToolResult,
     Trust,
     find_providers,
+    sensitive_refusal,
     verify_output,
 )
 
@@ -169,38 +170,6 @@ def rank_providers(
         ranked.append(RankedProvider(provider=p, score=round(score, 6), model_fit=fit))
     order = sorted(range(len(ranked)), key=lambda i: (-ranked[i].score, i))
     return [ranked[i] for i in order]
-
-
-def sensitive_refusal(provider: ProviderInfo, policy: PolicySettings) -> str | None:
-    """Why ``provider`` may not see sensitive data under ``policy`` (``None``: it may).
-
-    The criteria are the policy's ``sensitive_providers`` (DIDs or addresses),
-    ``sensitive_models`` (names or sha256s the signed offer must state),
-    ``sensitive_max_price_per_1k_wei`` and ``sensitive_tags`` (tags the signed offer must
-    state, each with that value); a policy with none of them trusts nobody.
-    """
-    if not (
-        policy.sensitive_providers
-        or policy.sensitive_models
-        or policy.sensitive_max_price_per_1k_wei is not None
-        or policy.sensitive_tags
-    ):
-        return "the policy names no criteria for sensitive data"
-    if policy.sensitive_providers:
-        allowed = {a.lower() for a in policy.sensitive_providers}
-        if provider.did.lower() not in allowed and provider.address.lower() not in allowed:
-            return "not in policy.sensitive_providers"
-    if policy.sensitive_models and not any(_fits(provider, m) for m in policy.sensitive_models):
-        return f"its offer's model {provider.model_name} is not in policy.sensitive_models"
-    cap = policy.sensitive_max_price_per_1k_wei
-    if cap is not None and provider.price_per_1k_tokens_wei > cap:
-        return f"its offered price {provider.price_per_1k_tokens_wei} wei/1k is over {cap}"
-    for key, wanted in sorted(policy.sensitive_tags.items()):
-        stated = provider.tags.get(key)
-        if stated != wanted:
-            said = "states no " + key if stated is None else f"states {key}={stated}"
-            return f"its signed offer {said}, policy.sensitive_tags wants {key}={wanted}"
-    return None
 
 
 # ---------------------------------------------------------------------------- the engine

@@ -47,6 +47,7 @@ from chefsplan_agents.tools._receipts import (
     ToolResult,
     Trust,
 )
+from chefsplan_agents.tools._sensitive import is_sensitive, sensitive_refusal
 from chefsplan_agents.tools._spec import TOOL_NAMES, ToolSpec, tool_specs
 
 __all__ = [
@@ -80,10 +81,12 @@ __all__ = [
     "delegate_task",
     "find_providers",
     "get_result",
+    "is_sensitive",
     "langchain_tools",
     "log_output",
     "mcp_server",
     "second_opinion",
+    "sensitive_refusal",
     "serve_mcp_stdio",
     "split_and_delegate",
     "split_text",

@@ -51,6 +51,7 @@ from chefsplan_agents.errors import (
     InvalidOfferTags,
     NoProviderFound,
     NoQuorum,
+    PolicyViolation,
     StorageError,
     ToolError,
     VerificationError,
@@ -70,6 +71,7 @@ from chefsplan_agents.tools._receipts import (
     TaskReceipt,
     Trust,
 )
+from chefsplan_agents.tools._sensitive import is_sensitive, sensitive_refusal
 from chefsplan_agents.verify import (
     Checks,
     ProviderStats,
@@ -256,6 +258,7 @@ def _plan(
     model: str | None,
     providers: Sequence[str] | None,
     max_price_per_1k_wei: int | None,
+    sensitive: bool = False,
 ) -> _Plan:
     if trust not in ("low", "normal", "high"):
         raise ToolError(f"trust must be low, normal or high (got {trust!r})")
@@ -269,6 +272,8 @@ def _plan(
             model=model, providers=providers, max_price_per_1k_wei=max_price_per_1k_wei
         )
         raise NoProviderFound(f"no provider matches {filters}; call find_providers first")
+    if sensitive:
+        found = _sensitive_only(network, found)
     verifier_sha = network.verifier.info.sha256 if network.verifier is not None else None
     sha = found[0].offer.model_sha256 if found[0].offer else ""
     if (
@@ -291,6 +296,12 @@ def _plan(
             rescore=trust == "normal",
             checks=network.verification.plan(ProviderStats.of(same[0]), trust, bounty),
         )
+    if sensitive:
+        raise PolicyViolation(
+            f"the task's text is sensitive (policy.sensitive_patterns) and trust={trust!r} "
+            "would open it to any provider of the model: use trust='normal' with a local "
+            "verifier, or trust='low', so it is assigned to a qualifying provider"
+        )
     if len(same) < _REDUNDANT_REPLICAS:
         why = "without a local verifier for this model " if trust == "normal" else ""
         raise NoProviderFound(
@@ -306,6 +317,20 @@ def _plan(
         assignees=(None,),
         rescore=verifiable,
     )
+
+
+def _sensitive_only(network: Network, found: Sequence[IndexedProvider]) -> list[IndexedProvider]:
+    """The providers the policy trusts with sensitive data (best ranked first)."""
+    refusals = {p.address: sensitive_refusal(_info(p), network.policy) for p in found}
+    kept = [p for p in found if refusals[p.address] is None]
+    if not kept:
+        first = found[0]
+        raise PolicyViolation(
+            "the task's text is sensitive (policy.sensitive_patterns) and no matching provider "
+            f"qualifies: {first.address} — {refusals[first.address]}; set "
+            "policy.sensitive_providers, sensitive_models or sensitive_tags"
+        )
+    return kept
 
 
 def _chat(prompt: str | None, messages: Sequence[ChatMessage] | None) -> tuple[ChatMessage, ...]:
@@ -479,7 +504,8 @@ def delegate_task(
 
     Raises:
         ToolError: Bad arguments; NoProviderFound when no provider fits.
-        PolicyViolation: The spending cap would be passed.
+        PolicyViolation: The spending cap would be passed, or the text is sensitive
+            (``policy.sensitive_patterns``) and no qualifying provider could be assigned.
         InsufficientFunds: The requester cannot pay the escrow.
         MarketError: The task did not settle (``NoQuorum``, ``DelegationTimeout``).
         VerificationError: The result failed the requester's checks.
@@ -492,6 +518,7 @@ def delegate_task(
         model=model,
         providers=providers,
         max_price_per_1k_wei=max_price_per_1k_wei,
+        sensitive=is_sensitive((m.content for m in chat), network.policy),
     )
     handle = _post(network, _bundle(network, chat, plan, max_tokens), plan, plan.assignees[0])
     return _settle(network, handle, plan)
@@ -777,6 +804,7 @@ def split_and_delegate(
         model=model,
         providers=None,
         max_price_per_1k_wei=None,
+        sensitive=is_sensitive((text, instruction), network.policy),
     )
     escrow = plan.bounty_per_replica * plan.replicas * len(chunks)
     network.check_spend(escrow)  # all or nothing: refuse before the first chunk is posted

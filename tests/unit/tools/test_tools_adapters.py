@@ -19,6 +19,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import StructuredTool
 
+from chefsplan_agents.config import PolicySettings
+from chefsplan_agents.devnet import Devnet
 from chefsplan_agents.llm import SCRIPTED_OUTPUT
 from chefsplan_agents.network import Network
 from chefsplan_agents.tools import (
@@ -26,6 +28,7 @@ from chefsplan_agents.tools import (
     TaskReceipt,
     ToolFailure,
     autogen_tools,
+    delegate_task,
     get_result,
     langchain_tools,
 )
@@ -242,3 +245,55 @@ def test_langchain_tools_are_async_too(network: Network) -> None:
     assert isinstance(message, ToolMessage) and isinstance(message.artifact, TaskReceipt)
     schema = tools["find_providers"].tool_call_schema.model_json_schema()
     assert schema["properties"]["min_reputation"]["description"].startswith("Least reputation")
+
+
+# ---------------------------------------------------------------------------- sensitive data
+
+
+def test_a_model_driving_the_tools_cannot_send_sensitive_data_to_an_unqualified_node(
+    network: Network, devnet: Devnet
+) -> None:
+    # Node 0's signed offer states jurisdiction=US, nodes 1 and 2 EU (see devnet_helpers).
+    network.policy = PolicySettings(
+        sensitive_tags={"jurisdiction": "EU"}, sensitive_patterns=(r"\bpatient\b",)
+    )
+    us = devnet.nodes[0].address
+    posted_before = len(network.market.events("TaskPosted"))
+    secret = {"prompt": "Menu for patient 7", "max_tokens": 16, "trust": "low"}
+    agent = _agent(
+        network,
+        [
+            _call("delegate_task", {**secret, "providers": [us]}, "1"),  # the model picks US
+            _call("delegate_task", {**secret, "trust": "high"}, "2"),  # open to anyone
+            _call("delegate_task", secret, "3"),  # left to the tool: a qualifying node
+        ],
+        iterations=3,
+    )
+    result = asyncio.run(agent.run(task="Plan a menu for patient 7"))
+    answers = [
+        r.content
+        for m in result.messages
+        if isinstance(m, ToolCallExecutionEvent)
+        for r in m.content
+    ]
+    assert "is sensitive" in answers[0] and "states jurisdiction=US" in answers[0]
+    assert "is sensitive" in answers[1] and "trust='high'" in answers[1]
+    [task_id] = TASK_ID.findall(answers[2])
+    # Only the third call posted anything, and an EU node ran it.
+    assert len(network.market.events("TaskPosted")) == posted_before + 1
+    claimers = {
+        str(e.args["provider"]).lower()
+        for e in network.market.events("ReplicaClaimed", task_id=task_id)
+    }
+    assert claimers and claimers <= {n.address.lower() for n in devnet.nodes[1:]}
+
+
+def test_text_without_a_sensitive_pattern_goes_anywhere(network: Network, devnet: Devnet) -> None:
+    network.policy = PolicySettings(
+        sensitive_tags={"jurisdiction": "EU"}, sensitive_patterns=(r"\bpatient\b",)
+    )
+    us = devnet.nodes[0].address
+    receipt = delegate_task(
+        network, prompt="Plan dinner", max_tokens=16, trust="low", providers=[us]
+    )
+    assert {c.address.lower() for c in receipt.committers} == {us.lower()}
