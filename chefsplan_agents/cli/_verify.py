@@ -29,8 +29,8 @@ def verify_command(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-score a result with a local model (one prefill pass, far cheaper than generating)
-    and print the verdict; exit 1 if it fails.
+    """Re-score a result with a local model (one prefill pass over prompt and output) and
+    print the verdict; exit 1 if it fails.
 
     Both bundles are read by CID from the configured store ([storage]) and their signatures
     checked; the verifier's model ranks the claimed tokens and compares the committed top-k
