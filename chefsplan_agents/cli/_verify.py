@@ -32,7 +32,7 @@ def verify_command(
     """Re-score a result with a local model (one prefill pass over prompt and output) and
     print the verdict; exit 1 if it fails.
 
-    Both bundles are read by CID from the configured store ([storage]) and their signatures
+    Both bundles are read by CID from the configured store (the storage settings) and their signatures
     checked; the verifier's model ranks the claimed tokens and compares the committed top-k
     fingerprint.
     """
