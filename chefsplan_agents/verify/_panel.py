@@ -38,6 +38,7 @@ from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
+    LLMServerUnavailable,
     NodeError,
     StorageError,
     StoreUnavailable,
@@ -412,11 +413,19 @@ class Panelist(ChainJudge):
         if task is not None:
             try:
                 upheld, judged, reason = self._opinion(task)
-            except StoreUnavailable as err:
+            except (StoreUnavailable, LLMServerUnavailable) as err:
                 if self._now() < seat.vote_by - LAST_CALL_S:
                     raise  # judged again next tick
                 # Still unreachable at the last call: a default vote beats a slashed silence.
-                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"the store is down: {err}"
+                what = "store" if isinstance(err, StoreUnavailable) else "model server"
+                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"the {what} is down: {err}"
+            except (ChainUnavailable, TxReverted):
+                raise
+            except Exception as err:  # noqa: BLE001
+                # Whatever a hostile bundle or result makes the re-score raise, retrying it
+                # every tick would end in a missed vote and a slashed stake: vote the default.
+                log.exception("panel %s: re-scoring task %s failed", self.address, seat.task_id)
+                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"cannot re-score: {err}"
         if not judged:
             log.warning(
                 "panel %s cannot judge task %s (%s); voting the default, %s",
@@ -447,7 +456,7 @@ class Panelist(ChainJudge):
     def _opinion(self, task: TaskOnChain) -> tuple[bool, bool, str]:
         try:
             judgement = self._judge_outcome(task)
-        except (StoreUnavailable, ChainUnavailable):
+        except (StoreUnavailable, ChainUnavailable, LLMServerUnavailable):
             raise  # transient: judge again next tick
         except (VerificationError, NodeError, StorageError) as err:
             return PANEL_DEFAULT_VOTE, False, f"cannot re-score: {err}"

@@ -318,3 +318,48 @@ def test_a_panel_whose_store_stays_down_votes_the_default_at_the_last_call(
         seat = _panelist(node).seat(handle.task_id)
         assert seat is not None and not seat.judged and "store is down" in seat.reason
         assert _stakes(net)[node.address] == stakes[node.address]
+
+
+class _NoContextCheck:
+    """A provider's model that says every prompt fits: a cheater that reveals a result for a
+    task no honest model can re-score (its prompt overflows the context)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def tokenize(self, text: str, *args: object, **kwargs: object) -> list[int]:
+        return [1]
+
+
+def test_a_task_the_panel_cannot_rescore_gets_the_default_vote_not_silence(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    net.nodes[0].llm = _NoContextCheck(net.nodes[0].llm)  # type: ignore[assignment]
+    handle = net.delegate(
+        "word " * 800,  # thousands of tokens: over every panelist's 512-token context
+        assignee=net.nodes[0].address,
+        timeouts=_WINDOW,
+        params=GenerationParams(max_tokens=12),
+    )
+    for _ in range(20):
+        if _events(net, "ResultRevealed", handle):
+            break
+        net.step()
+    assert _events(net, "ResultRevealed", handle)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+
+    finalized = _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.ACCEPTED
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and not seat.judged and "context" in seat.reason
+        assert _stakes(net)[node.address] == stakes[node.address]
