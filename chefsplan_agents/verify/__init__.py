@@ -42,6 +42,7 @@ from chefsplan_agents.verify._judge import (
     read_task,
 )
 from chefsplan_agents.verify._panel import (
+    JUDGEMENTS_PER_TICK,
     LAST_CALL_S,
     PANEL_DEFAULT_VOTE,
     Panelist,
@@ -74,6 +75,7 @@ from chefsplan_agents.verify._suite import (
 from chefsplan_agents.verify._watch import WatchedTask, Watcher, WatchEvent, WatchStage
 
 __all__ = [
+    "JUDGEMENTS_PER_TICK",
     "Canaries",
     "CanaryOutcome",
     "CanaryPolicy",

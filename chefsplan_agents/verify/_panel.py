@@ -38,6 +38,7 @@ from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
+    ConfigError,
     LLMServerUnavailable,
     NodeError,
     StorageError,
@@ -64,7 +65,14 @@ from chefsplan_agents.verify._rescore import RescoreMode
 if TYPE_CHECKING:
     from chefsplan_agents.node import ProviderNode
 
-__all__ = ["LAST_CALL_S", "PANEL_DEFAULT_VOTE", "PanelSeat", "PanelStage", "Panelist"]
+__all__ = [
+    "JUDGEMENTS_PER_TICK",
+    "LAST_CALL_S",
+    "PANEL_DEFAULT_VOTE",
+    "PanelSeat",
+    "PanelStage",
+    "Panelist",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,10 @@ PANEL_DEFAULT_VOTE: Final = False
 #: Seconds before ``voteBy`` after which a panelist whose store is still unreachable stops
 #: retrying its re-score and commits the default vote.
 LAST_CALL_S: Final = 3600
+#: Re-scores a panelist runs in one tick at most. A node's own tasks wait while its duties
+#: tick, so a flood of challenges (each costs its challenger a bond, not the node) must not
+#: turn one tick into dozens of re-scores; the nearest vote deadlines are judged first.
+JUDGEMENTS_PER_TICK: Final = 2
 
 
 class PanelStage(StrEnum):
@@ -212,6 +224,7 @@ class Panelist(ChainJudge):
         mode: The re-score mode (``full`` by default: a panel decides with every token checked).
         max_bundle_bytes: Largest task or result bundle read.
         retry: Backoff for an unreachable chain node or store.
+        judgements_per_tick: Most seats judged (re-scored) in one :meth:`tick`.
     """
 
     def __init__(
@@ -226,7 +239,10 @@ class Panelist(ChainJudge):
         mode: RescoreMode = "full",
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         retry: RetryPolicy | None = None,
+        judgements_per_tick: int = JUDGEMENTS_PER_TICK,
     ) -> None:
+        if judgements_per_tick < 1:
+            raise ConfigError(f"judgements_per_tick must be at least 1 (got {judgements_per_tick})")
         super().__init__(
             address,
             chain,
@@ -238,6 +254,7 @@ class Panelist(ChainJudge):
             retry=retry,
         )
         self.seats = _SeatStore(Path(state_dir).expanduser())
+        self.judgements_per_tick = judgements_per_tick
 
     @classmethod
     def for_node(cls, node: ProviderNode) -> Panelist:
@@ -268,7 +285,15 @@ class Panelist(ChainJudge):
             ChainUnavailable: The chain stayed unreachable through every retry.
         """
         steps = self._new_seats()
-        for seat in self.seats.active():
+        judgements = self.judgements_per_tick
+        waiting = 0
+        # The nearest vote deadline first: seats left for the next tick have the most time.
+        for seat in sorted(self.seats.active(), key=lambda s: (s.vote_by, s.drawn_block)):
+            if seat.stage is PanelStage.DRAWN:
+                if judgements == 0:
+                    waiting += 1
+                    continue
+                judgements -= 1
             try:
                 steps += self._advance(seat)
             except (ChainUnavailable, StoreUnavailable) as err:
@@ -281,6 +306,13 @@ class Panelist(ChainJudge):
                     seat.stage,
                     err,
                 )
+        if waiting:
+            log.info(
+                "panel %s: %d seat(s) wait for the next tick (%d re-scores a tick at most)",
+                self.address,
+                waiting,
+                self.judgements_per_tick,
+            )
         return steps
 
     def seat(self, task_id: bytes | str) -> PanelSeat | None:

@@ -363,3 +363,44 @@ def test_a_task_the_panel_cannot_rescore_gets_the_default_vote_not_silence(
         seat = _panelist(node).seat(handle.task_id)
         assert seat is not None and not seat.judged and "context" in seat.reason
         assert _stakes(net)[node.address] == stakes[node.address]
+
+
+def test_a_node_drawn_for_many_panels_rescores_a_few_a_tick_and_still_votes_on_all(
+    honest_net: Devnet,
+) -> None:
+    """A flood of challenges must not turn one node tick into dozens of re-scores (its own
+    tasks wait for the tick to end), nor cost any panelist its vote."""
+    net = honest_net
+    handles = [
+        net.delegate(
+            f"Say hi {i}",
+            assignee=net.nodes[0].address,
+            timeouts=_WINDOW,
+            params=GenerationParams(max_tokens=12),
+        )
+        for i in range(4)
+    ]
+    for _ in range(30):
+        if all(_events(net, "ResultRevealed", h) for h in handles):
+            break
+        net.step()
+    challenger = _funded(net)
+    for h in handles:
+        net.market.challenge(h.params, _evidence(net, h), sender=challenger)
+    # Four panels of three from the four other nodes: someone sits on at least three.
+    busiest = max(net.nodes, key=lambda n: sum(n in _panel(net, h) for h in handles))
+    drawn = [h for h in handles if busiest in _panel(net, h)]
+    assert len(drawn) >= 3
+    panelist = _panelist(busiest)
+
+    busiest.tick()
+
+    judged = [h for h in drawn if panelist.seat(h.task_id).stage is not PanelStage.DRAWN]  # type: ignore[union-attr]
+    assert len(judged) == panelist.judgements_per_tick < len(drawn)
+    for h in handles:
+        _drive(net, h)
+        resolved = _events(net, "ChallengeResolved", h)[0]
+        assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    for h in drawn:
+        seat = panelist.seat(h.task_id)
+        assert seat is not None and seat.judged and seat.stage is PanelStage.DONE
