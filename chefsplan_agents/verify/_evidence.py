@@ -38,7 +38,9 @@ MAX_EVIDENCE_BYTES = 16 * 1024
 
 _HEX32 = r"^0x[0-9a-f]{64}$"
 _ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-_CID = r"^[A-Za-z0-9]{1,128}$"
+#: What a CID field of evidence must match (what the market lets a challenge name, and more).
+CID_PATTERN: Final = r"^[A-Za-z0-9]{1,128}$"
+_CID = CID_PATTERN
 _SHA256 = r"^[0-9a-f]{64}$"
 
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
 from chefsplan_agents.chain import Chain
@@ -50,13 +53,15 @@ from chefsplan_agents.node import (
     write_state_file,
 )
 from chefsplan_agents.storage import ContentStore
-from chefsplan_agents.verify._evidence import ChallengeEvidence, publish_evidence
+from chefsplan_agents.verify._evidence import CID_PATTERN, ChallengeEvidence, publish_evidence
 from chefsplan_agents.verify._judge import ChainJudge, OutcomeJudgement, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
 __all__ = ["WatchEvent", "WatchStage", "WatchedTask", "Watcher"]
 
 log = logging.getLogger(__name__)
+
+_CID = re.compile(CID_PATTERN)
 
 
 class WatchStage(StrEnum):
@@ -416,7 +421,17 @@ class Watcher(ChainJudge):
                 f"would challenge ({judgement.reason[:120]}), but the bond of {bond} wei "
                 f"passes the spending cap of {self.max_spend_wei} wei",
             )
-        cid = publish_evidence(self.store, self._evidence(task, judgement))
+        try:
+            evidence = self._evidence(task, judgement)
+        except ValidationError as err:  # a field from the chain no evidence may hold
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "document"
+            return self._finish(
+                record,
+                WatchStage.SKIPPED,
+                f"would challenge, but the evidence cannot name its {where}: {first['msg']}",
+            )
+        cid = publish_evidence(self.store, evidence)
         # Counted and saved before the transaction: a restart never posts a second bond.
         self._meta["spent_wei"] = self.spent_wei + bond
         self._meta["posted_wei"] = self.posted_wei + bond
@@ -468,16 +483,23 @@ class Watcher(ChainJudge):
 
     def _evidence(self, task: TaskOnChain, judgement: OutcomeJudgement) -> ChallengeEvidence:
         reveal, verdict = judgement.failed if judgement.failed else (None, None)
+        reason = (verdict.reason if verdict else judgement.reason) or "re-score failed"
+        result_cid = reveal.result_cid if reveal else None
+        if result_cid is not None and not _CID.fullmatch(result_cid):
+            # The provider revealed a string no evidence may name (a cheater's best way to
+            # make the evidence fail to build): leave it out, the reason quotes it.
+            reason = f"result CID {result_cid[:140]!r} is malformed; {reason}"
+            result_cid = None
         return ChallengeEvidence(
             chain_id=self.chain.chain_id,
             market=self.market.address,
             task_id=_hex(task.task_id),
             bundle_cid=task.bundle_cid,
             provider=reveal.provider if reveal else None,
-            result_cid=reveal.result_cid if reveal else None,
+            result_cid=result_cid,
             output_hash=_hex(reveal.output_hash) if reveal else None,
             check=(verdict.check or "rescore") if verdict else "unavailable",
-            reason=(verdict.reason if verdict else judgement.reason)[:500] or "re-score failed",
+            reason=reason[:500],
             model_sha256=self.llm.info.sha256,
             mode=self.mode,
             max_gap=verdict.max_gap if verdict else 0.0,

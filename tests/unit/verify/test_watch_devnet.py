@@ -120,3 +120,41 @@ def test_a_state_folder_of_another_market_is_refused(
     (state / "watch.json").write_text(other + '"seed": "00", "spent_wei": 0}')
     with pytest.raises(ConfigError, match="another --state-dir"):
         Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
+
+
+class _RevealsAsCid:
+    """A provider's store that stores its result but hands back ``cid`` to reveal instead."""
+
+    def __init__(self, inner: object, cid: str) -> None:
+        self._inner, self._cid = inner, cid
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def put(self, data: bytes, *args: object, **kwargs: object) -> str:
+        self._inner.put(data, *args, **kwargs)  # type: ignore[attr-defined]
+        return self._cid
+
+
+def test_a_result_revealed_under_a_malformed_cid_is_challenged_not_a_crash(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    """A cheater that reveals a CID no evidence may name must not stop every watcher."""
+    net.nodes[0].store = _RevealsAsCid(net.nodes[0].store, "bafk/not:a cid")  # type: ignore[assignment]
+    events: list[WatchEvent] = []
+    watcher = _watcher(net, scripted, tmp_path / "watch", events)
+    net.add_watcher(watcher)
+    forged = _post(net, 0)
+
+    for _ in range(80):
+        if _settled(net, forged) and not watcher.busy:
+            break
+        net.step()
+    else:
+        raise AssertionError("the task never settled")
+
+    assert _settled(net, forged) is TaskResult.OVERTURNED
+    challenged = net.market.events("TaskChallenged")
+    evidence = load_evidence(net.store, str(challenged[0].args["evidenceCid"]))
+    assert evidence.provider == net.nodes[0].address and evidence.result_cid is None
+    assert "bafk/not:a cid" in evidence.reason
