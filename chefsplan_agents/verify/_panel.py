@@ -26,6 +26,7 @@ what it committed; every failure is logged and retried on the next tick.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -75,6 +76,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_TASK_ID = re.compile(r"0x[0-9a-f]{64}")
 
 #: The vote of a panelist that cannot judge a task (``upheld=False``): the outcome stands.
 PANEL_DEFAULT_VOTE: Final = False
@@ -154,7 +157,14 @@ class PanelSeat(StepTransactions):
         """Read what :meth:`to_json` wrote."""
         values = dict(raw)
         values["stage"] = PanelStage(values["stage"])
-        return cls(**values)
+        seat = cls(**values)
+        # Checked here, not when a tick acts on it: a bad id must not fail every tick.
+        if not isinstance(seat.task_id, str) or not _TASK_ID.fullmatch(seat.task_id):
+            raise ValueError(f"task id {str(seat.task_id)[:80]!r} is not 0x and 64 hex digits")
+        for name in ("posted_block", "drawn_block", "vote_by", "reveal_by"):
+            if not isinstance(getattr(seat, name), int):
+                raise TypeError(f"{name} is not an integer")
+        return seat
 
 
 class _SeatStore:

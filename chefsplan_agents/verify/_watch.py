@@ -158,9 +158,18 @@ def _parse_meta(value: Any) -> dict[str, Any]:
     }
 
 
+_TASK_ID = re.compile(r"0x[0-9a-f]{64}")
+
+
 def _parse_record(raw: Any) -> WatchedTask:
     raw["stage"] = WatchStage(raw["stage"])
-    return WatchedTask(**raw)
+    record = WatchedTask(**raw)
+    # Checked here, not when a tick acts on it: a bad id must not fail every tick.
+    if not isinstance(record.task_id, str) or not _TASK_ID.fullmatch(record.task_id):
+        raise ValueError(f"task id {str(record.task_id)[:80]!r} is not 0x and 64 hex digits")
+    if not isinstance(record.posted_block, int):
+        raise TypeError(f"posted_block {str(record.posted_block)[:40]!r} is not a block number")
+    return record
 
 
 class Watcher(ChainJudge):

@@ -11,7 +11,7 @@ from devnet_helpers import tiny_devnet
 
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.errors import ConfigError, NodeError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts
@@ -158,3 +158,30 @@ def test_a_result_revealed_under_a_malformed_cid_is_challenged_not_a_crash(
     evidence = load_evidence(net.store, str(challenged[0].args["evidenceCid"]))
     assert evidence.provider == net.nodes[0].address and evidence.result_cid is None
     assert "bafk/not:a cid" in evidence.reason
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "says"),
+    [
+        # json.loads on ~100 kB of "[" overflows the C stack: the process died with SIGSEGV.
+        ("watch.json", b"[" * 200_000, "nests"),
+        ("watch.json", b'{"pad": "' + b"x" * (5 << 20) + b'"}', "bytes"),
+        # A record whose task id is not one: the first tick died in bytes.fromhex.
+        (
+            "tasks/0xabc.json",
+            b'{"task_id": "0xabc", "posted_block": 1, "stage": "watching"}',
+            "0xabc",
+        ),
+    ],
+    ids=["deep", "huge", "bad-task-id"],
+)
+def test_a_garbage_state_folder_is_one_clear_error(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path, file: str, content: bytes, says: str
+) -> None:
+    state = tmp_path / "watch"
+    (state / "tasks").mkdir(parents=True)
+    (state / file).write_bytes(content)
+    with pytest.raises(NodeError, match="move it away") as caught:
+        Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
+    message = str(caught.value)
+    assert says in message and "\n" not in message and len(message) < 400
