@@ -197,9 +197,15 @@ class _SeatStore:
         )
 
     def all(self) -> list[PanelSeat]:
-        return sorted(
-            (self._read(f) for f in self.path.glob("0x*.json")), key=lambda s: s.drawn_block
-        )
+        seats = []
+        for file in self.path.glob("0x*.json"):
+            try:
+                seats.append(self._read(file))
+            except NodeError as err:
+                # One unreadable record must not stop every other seat (a silent panelist is
+                # slashed on each of them): report it and carry on without it.
+                log.error("%s", err)
+        return sorted(seats, key=lambda s: s.drawn_block)
 
     def active(self) -> list[PanelSeat]:
         if self._active is None:

@@ -404,3 +404,19 @@ def test_a_node_drawn_for_many_panels_rescores_a_few_a_tick_and_still_votes_on_a
     for h in drawn:
         seat = panelist.seat(h.task_id)
         assert seat is not None and seat.judged and seat.stage is PanelStage.DONE
+
+
+def test_a_garbage_seat_file_does_not_silence_the_panelist_on_its_other_seats(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    for node in net.nodes:
+        folder = _panelist(node).seats.path
+        (folder / ("0x" + "ab" * 32 + ".json")).write_bytes(b"[" * 200_000)
+        (folder / ("0x" + "cd" * 32 + ".json")).write_text('{"task_id": "0xabc"}')
+    c = _challenged(net)
+
+    _drive(net, c.handle)
+
+    resolved = _events(net, "ChallengeResolved", c.handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
