@@ -270,6 +270,7 @@ class Panelist(ChainJudge):
             retry=retry,
         )
         self.seats = _SeatStore(Path(state_dir).expanduser())
+        self._evidence_read: set[str] = set()  # seats whose evidence was read (or tried)
         self.judgements_per_tick = judgements_per_tick
 
     @classmethod
@@ -518,7 +519,20 @@ class Panelist(ChainJudge):
         if not seat.evidence_cid:
             log.warning("panel %s: challenge of %s names no evidence", self.address, seat.task_id)
             return
+        if seat.task_id in self._evidence_read:
+            return  # a judgement retried after an outage: the evidence was logged already
+        self._evidence_read.add(seat.task_id)
         try:
+            # A missing block costs an IPFS fetch its whole timeout, on every panelist, for a
+            # document that never decides a vote: only a short probe is spent on it.
+            if not self.store.has(seat.evidence_cid):
+                log.warning(
+                    "panel %s: the evidence %s of task %s is not in the store; ignoring it",
+                    self.address,
+                    seat.evidence_cid,
+                    seat.task_id,
+                )
+                return
             evidence = load_evidence(self.store, seat.evidence_cid)
         except StoreUnavailable as err:
             log.warning("panel %s: evidence %s: %s", self.address, seat.evidence_cid, err)
@@ -527,6 +541,16 @@ class Panelist(ChainJudge):
                 "panel %s: ignoring the evidence of task %s: %s", self.address, seat.task_id, err
             )
         else:
+            mine = evidence.market.lower() == self.market.address.lower()
+            if evidence.task_id != seat.task_id or not mine:
+                log.warning(
+                    "panel %s: the evidence of task %s is about task %s on market %s; ignoring it",
+                    self.address,
+                    seat.task_id,
+                    evidence.task_id,
+                    evidence.market,
+                )
+                return
             log.info(
                 "panel %s: the challenger says %s failed %s: %s",
                 self.address,

@@ -16,6 +16,7 @@ from chefsplan_agents.errors import NoQuorum, StoreUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts, VoteState
 from chefsplan_agents.node import ProviderNode
+from chefsplan_agents.storage import compute_cid
 from chefsplan_agents.testing import Lazy
 from chefsplan_agents.verify import ChallengeEvidence, Panelist, PanelStage, publish_evidence
 
@@ -420,3 +421,27 @@ def test_a_garbage_seat_file_does_not_silence_the_panelist_on_its_other_seats(
 
     resolved = _events(net, "ChallengeResolved", c.handle)[0]
     assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+
+
+def test_evidence_that_is_not_in_the_store_is_never_waited_for(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On IPFS a missing block costs a full fetch timeout: evidence, which never decides a
+    vote, must not cost a panelist (and the node's own tasks) that wait on every judgement."""
+    net = cheating_net
+    absent = compute_cid(b"evidence nobody stored")
+    fetched: list[str] = []
+    real_get = net.store.get
+
+    def counting_get(cid: str, *, max_bytes: int | None = None) -> bytes:
+        fetched.append(cid)
+        return real_get(cid, max_bytes=max_bytes)
+
+    monkeypatch.setattr(net.store, "get", counting_get)
+    c = _challenged(net, lambda _net, _handle: absent)
+
+    _drive(net, c.handle)
+
+    resolved = _events(net, "ChallengeResolved", c.handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+    assert absent not in fetched
