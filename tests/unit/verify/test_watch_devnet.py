@@ -185,3 +185,42 @@ def test_a_garbage_state_folder_is_one_clear_error(
         Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
     message = str(caught.value)
     assert says in message and "\n" not in message and len(message) < 400
+
+
+class _NoContextCheck:
+    """A cheater's model that says every prompt fits its context."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def tokenize(self, text: str, *args: object, **kwargs: object) -> list[int]:
+        return [1]
+
+
+def test_a_task_the_watcher_cannot_rescore_is_skipped_once(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    """A prompt over the watcher's context used to raise out of every tick (a full re-score
+    attempt each time) until the window closed; it is a task the watcher cannot check."""
+    net.nodes[0].llm = _NoContextCheck(net.nodes[0].llm)  # type: ignore[assignment]
+    events: list[WatchEvent] = []
+    watcher = _watcher(net, scripted, tmp_path / "watch", events)
+    net.add_watcher(watcher)
+    handle = net.delegate(
+        "word " * 800,
+        assignee=net.nodes[0].address,
+        timeouts=Timeouts(challenge_window=3600),
+        params=GenerationParams(max_tokens=12),
+    )
+    for _ in range(40):
+        record = watcher.record(handle.task_id)
+        if record is not None and record.stage.decided:
+            break
+        net.step()
+    record = watcher.record(handle.task_id)
+    assert record is not None and record.stage is WatchStage.SKIPPED
+    assert "context" in record.reason
+    assert net.market.events("TaskChallenged") == []
