@@ -445,3 +445,26 @@ def test_evidence_that_is_not_in_the_store_is_never_waited_for(
     resolved = _events(net, "ChallengeResolved", c.handle)[0]
     assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
     assert absent not in fetched
+
+
+def test_a_rescore_that_raises_anything_still_gets_a_vote_in(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever hostile content makes the re-score raise, a panelist retrying it every tick
+    would miss the vote and be slashed: it votes the default instead."""
+    net = cheating_net
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise IndexError("a re-score bug some crafted result reaches")
+
+    monkeypatch.setattr("chefsplan_agents.verify._judge.rescore_result", broken)
+    c = _challenged(net)
+
+    _drive(net, c.handle)
+
+    resolved = _events(net, "ChallengeResolved", c.handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    for node in c.panel:
+        seat = _panelist(node).seat(c.handle.task_id)
+        assert seat is not None and not seat.judged and "re-score bug" in seat.reason
+        assert _stakes(net)[node.address] == c.stakes[node.address]
