@@ -356,7 +356,13 @@ class Panelist(ChainJudge):
             if me not in (str(a).lower() for a in event.args["panel"]):
                 continue
             task_id = _hex(bytes(event.args["taskId"]))
-            old = self.seats.load(task_id)
+            try:
+                old = self.seats.load(task_id)
+            except NodeError as err:
+                # Refusing the seat would stop the cursor, and every later seat with it; the
+                # unreadable record is replaced by the seat the chain just announced.
+                log.error("%s; replacing it with the new seat", err)
+                old = None
             if old is not None and old.drawn_block >= event.block_number:
                 continue  # seen before a restart
             seat = self._seat_from(event, task_id)

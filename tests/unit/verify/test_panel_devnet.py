@@ -468,3 +468,18 @@ def test_a_rescore_that_raises_anything_still_gets_a_vote_in(
         seat = _panelist(node).seat(c.handle.task_id)
         assert seat is not None and not seat.judged and "re-score bug" in seat.reason
         assert _stakes(net)[node.address] == c.stakes[node.address]
+
+
+def test_a_garbage_file_where_a_new_seat_goes_does_not_stop_the_panelist(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    for node in net.nodes:
+        (_panelist(node).seats.path / f"0x{handle.task_id.hex()}.json").write_text("{garbage")
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+
+    _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
