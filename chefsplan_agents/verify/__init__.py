@@ -32,6 +32,7 @@ from chefsplan_agents.verify._evidence import (
     MAX_EVIDENCE_BYTES,
     ChallengeEvidence,
     load_evidence,
+    name_result_cid,
     publish_evidence,
 )
 from chefsplan_agents.verify._judge import (
@@ -104,6 +105,7 @@ __all__ = [
     "MAX_EVIDENCE_BYTES",
     "ChallengeEvidence",
     "load_evidence",
+    "name_result_cid",
     "publish_evidence",
     "BLIND_SPOTS",
     "STRATEGIES",

@@ -36,7 +36,6 @@ a secret draw at ``rate`` per real task.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import threading
 from collections.abc import Sequence
@@ -54,7 +53,7 @@ from chefsplan_agents.bundles import (
 from chefsplan_agents.errors import VerificationError
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.node import task_prompt
-from chefsplan_agents.verify._evidence import CID_PATTERN, ChallengeEvidence
+from chefsplan_agents.verify._evidence import ChallengeEvidence, name_result_cid
 from chefsplan_agents.verify._policy import ProviderStats
 from chefsplan_agents.verify._rescore import RescoreVerdict, rescore_result
 
@@ -464,12 +463,7 @@ def canary_evidence(
     if verdict.passed:
         raise VerificationError("only a failed canary is evidence for a challenge")
     rescore = verdict.rescore
-    reason = " ".join(verdict.reason.split()) or "canary failed"
-    named: str | None = result_cid
-    if not re.fullmatch(CID_PATTERN, result_cid):
-        # The provider chose the CID it revealed: one no evidence may hold is quoted instead.
-        reason = f"result CID {result_cid[:140]!r} is malformed; {reason}"
-        named = None
+    named, reason = name_result_cid(result_cid, " ".join(verdict.reason.split()) or "canary failed")
     return ChallengeEvidence(
         chain_id=chain_id,
         market=market,

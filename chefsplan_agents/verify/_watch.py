@@ -53,15 +53,17 @@ from chefsplan_agents.node import (
     write_state_file,
 )
 from chefsplan_agents.storage import ContentStore
-from chefsplan_agents.verify._evidence import CID_PATTERN, ChallengeEvidence, publish_evidence
+from chefsplan_agents.verify._evidence import (
+    ChallengeEvidence,
+    name_result_cid,
+    publish_evidence,
+)
 from chefsplan_agents.verify._judge import ChainJudge, OutcomeJudgement, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
 __all__ = ["WatchEvent", "WatchStage", "WatchedTask", "Watcher"]
 
 log = logging.getLogger(__name__)
-
-_CID = re.compile(CID_PATTERN)
 
 
 class WatchStage(StrEnum):
@@ -492,13 +494,10 @@ class Watcher(ChainJudge):
 
     def _evidence(self, task: TaskOnChain, judgement: OutcomeJudgement) -> ChallengeEvidence:
         reveal, verdict = judgement.failed if judgement.failed else (None, None)
-        reason = (verdict.reason if verdict else judgement.reason) or "re-score failed"
-        result_cid = reveal.result_cid if reveal else None
-        if result_cid is not None and not _CID.fullmatch(result_cid):
-            # The provider revealed a string no evidence may name (a cheater's best way to
-            # make the evidence fail to build): leave it out, the reason quotes it.
-            reason = f"result CID {result_cid[:140]!r} is malformed; {reason}"
-            result_cid = None
+        result_cid, reason = name_result_cid(
+            reveal.result_cid if reveal else None,
+            (verdict.reason if verdict else judgement.reason) or "re-score failed",
+        )
         return ChallengeEvidence(
             chain_id=self.chain.chain_id,
             market=self.market.address,
