@@ -89,6 +89,7 @@ from chefsplan_agents.verify import (
     RevealedResult,
     VerificationPolicy,
     judge_outcome,
+    name_result_cid,
     publish_evidence,
     read_task,
 )
@@ -581,13 +582,14 @@ class _Run:
         network = self.network
         handle = task.handle
         offender, verdict = failed if failed is not None else (None, None)
+        result_cid, reason = name_result_cid(offender.result_cid if offender else None, reason)
         evidence = ChallengeEvidence(
             chain_id=network.chain.chain_id,
             market=network.market.address,
             task_id=task.task_id,
             bundle_cid=handle.bundle_cid,
             provider=offender.provider if offender else None,
-            result_cid=offender.result_cid if offender else None,
+            result_cid=result_cid,
             output_hash="0x" + offender.output_hash.hex() if offender else None,
             # An unreadable result fails before any re-score check runs.
             check=verdict.check if verdict and verdict.check else "result",

@@ -24,7 +24,7 @@ from chefsplan_agents.cli._network import (
     open_network,
 )
 from chefsplan_agents.devnet import DEVNET_MODELS, Devnet
-from chefsplan_agents.errors import ConfigError, MarketError
+from chefsplan_agents.errors import ChainUnavailable, ConfigError, MarketError, StoreUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LLMBackend, open_backend, resolve_model
 from chefsplan_agents.market import MarketClient, Timeouts
@@ -36,6 +36,7 @@ from chefsplan_agents.verify import Watcher, WatchEvent
 _MIN_DEVNET_NODES = 4
 _DEVNET_WINDOW = Timeouts(challenge_window=3600)
 _DEVNET_MAX_STEPS = 400
+_MAX_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,20 @@ def _loop(watcher: Watcher, where: _Where, *, max_tasks: int, once: bool, poll: 
             if watcher.finished >= goal and not watcher.busy:
                 return
         raise MarketError(f"the devnet did not finish {goal} checks in {_DEVNET_MAX_STEPS} steps")
+    backoff = max(poll, 1.0)
     while True:
-        busy = watcher.tick() > 0
+        try:
+            busy = watcher.tick() > 0
+        except (ChainUnavailable, StoreUnavailable) as exc:
+            if once:
+                raise
+            # A restarting RPC node or IPFS daemon must not end a watcher with challenges in
+            # flight: its state is saved, so the next pass picks up where this one stopped.
+            err.print(f"warning: {exc}; retrying in {backoff:g} s")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            continue
+        backoff = max(poll, 1.0)
         if once or (max_tasks and watcher.finished >= max_tasks and not watcher.busy):
             return
         if not busy:

@@ -17,6 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
+from chefsplan_agents import _json
+from chefsplan_agents._json import JsonTooDeep
 from chefsplan_agents.errors import NodeError
 from chefsplan_agents.market import TaskParams
 
@@ -161,6 +163,10 @@ class TaskRecordState(StepTransactions):
         return cls(**values)
 
 
+#: Largest state file read (a record is a few kB; anything larger is not one of ours).
+MAX_STATE_FILE_BYTES = 1 << 20
+
+
 def write_state_file(file: Path, value: dict[str, Any], *, durable: bool) -> None:
     """Write ``value`` as JSON to ``file`` atomically: a crash leaves the old or the new file.
 
@@ -205,8 +211,20 @@ def read_state_file(file: Path, parse: Callable[[Any], _T], *, owner: str, remed
         NodeError: The file cannot be read, is not JSON or ``parse`` rejects it.
     """
     try:
-        return parse(json.loads(file.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        with file.open("rb") as fh:
+            data = fh.read(MAX_STATE_FILE_BYTES + 1)
+    except OSError as err:
+        raise NodeError(f"{owner} state {file} is unreadable ({err}); {remedy}") from err
+    if len(data) > MAX_STATE_FILE_BYTES:
+        raise NodeError(
+            f"{owner} state {file} is over {MAX_STATE_FILE_BYTES} bytes, not a state file; {remedy}"
+        )
+    try:
+        # Bounded nesting: a deep enough document overflows the C stack of a plain json.loads.
+        return parse(_json.loads(data))
+    except JsonTooDeep as err:
+        raise NodeError(f"{owner} state {file} nests too deep ({err}); {remedy}") from err
+    except (ValueError, KeyError, TypeError) as err:
         raise NodeError(f"{owner} state {file} is unreadable ({err}); {remedy}") from err
 
 

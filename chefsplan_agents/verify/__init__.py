@@ -32,6 +32,7 @@ from chefsplan_agents.verify._evidence import (
     MAX_EVIDENCE_BYTES,
     ChallengeEvidence,
     load_evidence,
+    name_result_cid,
     publish_evidence,
 )
 from chefsplan_agents.verify._judge import (
@@ -42,6 +43,7 @@ from chefsplan_agents.verify._judge import (
     read_task,
 )
 from chefsplan_agents.verify._panel import (
+    JUDGEMENTS_PER_TICK,
     LAST_CALL_S,
     PANEL_DEFAULT_VOTE,
     Panelist,
@@ -74,6 +76,7 @@ from chefsplan_agents.verify._suite import (
 from chefsplan_agents.verify._watch import WatchedTask, Watcher, WatchEvent, WatchStage
 
 __all__ = [
+    "JUDGEMENTS_PER_TICK",
     "Canaries",
     "CanaryOutcome",
     "CanaryPolicy",
@@ -102,6 +105,7 @@ __all__ = [
     "MAX_EVIDENCE_BYTES",
     "ChallengeEvidence",
     "load_evidence",
+    "name_result_cid",
     "publish_evidence",
     "BLIND_SPOTS",
     "STRATEGIES",

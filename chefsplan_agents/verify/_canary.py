@@ -53,7 +53,7 @@ from chefsplan_agents.bundles import (
 from chefsplan_agents.errors import VerificationError
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.node import task_prompt
-from chefsplan_agents.verify._evidence import ChallengeEvidence
+from chefsplan_agents.verify._evidence import ChallengeEvidence, name_result_cid
 from chefsplan_agents.verify._policy import ProviderStats
 from chefsplan_agents.verify._rescore import RescoreVerdict, rescore_result
 
@@ -463,16 +463,17 @@ def canary_evidence(
     if verdict.passed:
         raise VerificationError("only a failed canary is evidence for a challenge")
     rescore = verdict.rescore
+    named, reason = name_result_cid(result_cid, " ".join(verdict.reason.split()) or "canary failed")
     return ChallengeEvidence(
         chain_id=chain_id,
         market=market,
         task_id=task_id,
         bundle_cid=bundle_cid,
         provider=provider,
-        result_cid=result_cid,
+        result_cid=named,
         output_hash=output_hash,
         check="canary",
-        reason=" ".join(verdict.reason.split())[:500] or "canary failed",
+        reason=reason[:500],
         model_sha256=model_sha256,
         mode=rescore.mode if rescore else "",
         max_gap=_finite(rescore.max_gap) if rescore else 0.0,

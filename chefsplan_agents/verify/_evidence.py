@@ -28,6 +28,7 @@ __all__ = [
     "MAX_EVIDENCE_BYTES",
     "ChallengeEvidence",
     "load_evidence",
+    "name_result_cid",
     "publish_evidence",
 ]
 
@@ -38,7 +39,10 @@ MAX_EVIDENCE_BYTES = 16 * 1024
 
 _HEX32 = r"^0x[0-9a-f]{64}$"
 _ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-_CID = r"^[A-Za-z0-9]{1,128}$"
+#: What a CID field of evidence must match (what the market lets a challenge name, and more).
+CID_PATTERN: Final = r"^[A-Za-z0-9]{1,128}$"
+_CID = CID_PATTERN
+_CID_RE = re.compile(CID_PATTERN)
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -90,6 +94,18 @@ class ChallengeEvidence(BaseModel):
 
 
 _LINE = re.compile(r"[\r\n]+")
+
+
+def name_result_cid(result_cid: str | None, reason: str) -> tuple[str | None, str]:
+    """The ``result_cid`` and ``reason`` evidence can hold for a revealed result CID.
+
+    The provider chose the CID it revealed; one that no evidence may name (not 1 to 128
+    letters and digits) is left out and quoted, shortened, at the start of the reason, so
+    building the evidence of a cheater's result cannot fail on the cheater's own string.
+    """
+    if result_cid is None or _CID_RE.fullmatch(result_cid):
+        return result_cid, reason
+    return None, f"result CID {result_cid[:140]!r} is malformed; {reason}"
 
 
 def publish_evidence(store: ContentStore, evidence: ChallengeEvidence) -> str:

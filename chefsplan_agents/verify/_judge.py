@@ -22,6 +22,8 @@ from chefsplan_agents.bundles import (
 from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     BundleError,
+    LLMError,
+    LLMServerUnavailable,
     NodeError,
     StorageError,
     StoreUnavailable,
@@ -165,6 +167,7 @@ def judge_outcome(
 
     Raises:
         StoreUnavailable: The store did not answer (try again later).
+        LLMServerUnavailable: The verifier's own model server did not answer (try again).
     """
     winning = task.winning_hash
     if winning is None:
@@ -194,13 +197,15 @@ def judge_outcome(
         try:
             result = _read_result(store, reveal, max_bundle_bytes)
             verdict = rescore_result(llm, bundle, result, task_cid=task.bundle_cid, mode=mode)
-        except StoreUnavailable:
+        except (StoreUnavailable, LLMServerUnavailable):
             raise
         except _Unusable as err:
             reasons.append(f"{reveal.provider}: {err}")
             first_failure = first_failure or (reveal, None)
             continue
-        except (VerificationError, NodeError) as err:
+        except (VerificationError, NodeError, LLMError) as err:
+            # LLMError: e.g. a prompt over the verifier's context, or a chat template that
+            # fails on hostile messages; the provider's claim cannot be checked here.
             return _unjudged(f"cannot re-score the task: {err}", winning, verdicts)
         verdicts[reveal.provider] = verdict
         if verdict.passed:

@@ -26,6 +26,7 @@ what it committed; every failure is logged and retried on the next tick.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,8 @@ from chefsplan_agents.chain import Chain, Event, Receipt
 from chefsplan_agents.errors import (
     ChainUnavailable,
     ChefsplanError,
+    ConfigError,
+    LLMServerUnavailable,
     NodeError,
     StorageError,
     StoreUnavailable,
@@ -63,15 +66,28 @@ from chefsplan_agents.verify._rescore import RescoreMode
 if TYPE_CHECKING:
     from chefsplan_agents.node import ProviderNode
 
-__all__ = ["LAST_CALL_S", "PANEL_DEFAULT_VOTE", "PanelSeat", "PanelStage", "Panelist"]
+__all__ = [
+    "JUDGEMENTS_PER_TICK",
+    "LAST_CALL_S",
+    "PANEL_DEFAULT_VOTE",
+    "PanelSeat",
+    "PanelStage",
+    "Panelist",
+]
 
 log = logging.getLogger(__name__)
+
+_TASK_ID = re.compile(r"0x[0-9a-f]{64}")
 
 #: The vote of a panelist that cannot judge a task (``upheld=False``): the outcome stands.
 PANEL_DEFAULT_VOTE: Final = False
 #: Seconds before ``voteBy`` after which a panelist whose store is still unreachable stops
 #: retrying its re-score and commits the default vote.
 LAST_CALL_S: Final = 3600
+#: Re-scores a panelist runs in one tick at most. A node's own tasks wait while its duties
+#: tick, so a flood of challenges (each costs its challenger a bond, not the node) must not
+#: turn one tick into dozens of re-scores; the nearest vote deadlines are judged first.
+JUDGEMENTS_PER_TICK: Final = 2
 
 
 class PanelStage(StrEnum):
@@ -141,7 +157,14 @@ class PanelSeat(StepTransactions):
         """Read what :meth:`to_json` wrote."""
         values = dict(raw)
         values["stage"] = PanelStage(values["stage"])
-        return cls(**values)
+        seat = cls(**values)
+        # Checked here, not when a tick acts on it: a bad id must not fail every tick.
+        if not isinstance(seat.task_id, str) or not _TASK_ID.fullmatch(seat.task_id):
+            raise ValueError(f"task id {str(seat.task_id)[:80]!r} is not 0x and 64 hex digits")
+        for name in ("posted_block", "drawn_block", "vote_by", "reveal_by"):
+            if not isinstance(getattr(seat, name), int):
+                raise TypeError(f"{name} is not an integer")
+        return seat
 
 
 class _SeatStore:
@@ -174,9 +197,15 @@ class _SeatStore:
         )
 
     def all(self) -> list[PanelSeat]:
-        return sorted(
-            (self._read(f) for f in self.path.glob("0x*.json")), key=lambda s: s.drawn_block
-        )
+        seats = []
+        for file in self.path.glob("0x*.json"):
+            try:
+                seats.append(self._read(file))
+            except NodeError as err:
+                # One unreadable record must not stop every other seat (a silent panelist is
+                # slashed on each of them): report it and carry on without it.
+                log.error("%s", err)
+        return sorted(seats, key=lambda s: s.drawn_block)
 
     def active(self) -> list[PanelSeat]:
         if self._active is None:
@@ -211,6 +240,7 @@ class Panelist(ChainJudge):
         mode: The re-score mode (``full`` by default: a panel decides with every token checked).
         max_bundle_bytes: Largest task or result bundle read.
         retry: Backoff for an unreachable chain node or store.
+        judgements_per_tick: Most seats judged (re-scored) in one :meth:`tick`.
     """
 
     def __init__(
@@ -225,7 +255,10 @@ class Panelist(ChainJudge):
         mode: RescoreMode = "full",
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         retry: RetryPolicy | None = None,
+        judgements_per_tick: int = JUDGEMENTS_PER_TICK,
     ) -> None:
+        if judgements_per_tick < 1:
+            raise ConfigError(f"judgements_per_tick must be at least 1 (got {judgements_per_tick})")
         super().__init__(
             address,
             chain,
@@ -237,6 +270,8 @@ class Panelist(ChainJudge):
             retry=retry,
         )
         self.seats = _SeatStore(Path(state_dir).expanduser())
+        self._evidence_read: set[str] = set()  # seats whose evidence was read (or tried)
+        self.judgements_per_tick = judgements_per_tick
 
     @classmethod
     def for_node(cls, node: ProviderNode) -> Panelist:
@@ -267,7 +302,15 @@ class Panelist(ChainJudge):
             ChainUnavailable: The chain stayed unreachable through every retry.
         """
         steps = self._new_seats()
-        for seat in self.seats.active():
+        judgements = self.judgements_per_tick
+        waiting = 0
+        # The nearest vote deadline first: seats left for the next tick have the most time.
+        for seat in sorted(self.seats.active(), key=lambda s: (s.vote_by, s.drawn_block)):
+            if seat.stage is PanelStage.DRAWN:
+                if judgements == 0:
+                    waiting += 1
+                    continue
+                judgements -= 1
             try:
                 steps += self._advance(seat)
             except (ChainUnavailable, StoreUnavailable) as err:
@@ -280,6 +323,13 @@ class Panelist(ChainJudge):
                     seat.stage,
                     err,
                 )
+        if waiting:
+            log.info(
+                "panel %s: %d seat(s) wait for the next tick (%d re-scores a tick at most)",
+                self.address,
+                waiting,
+                self.judgements_per_tick,
+            )
         return steps
 
     def seat(self, task_id: bytes | str) -> PanelSeat | None:
@@ -306,7 +356,13 @@ class Panelist(ChainJudge):
             if me not in (str(a).lower() for a in event.args["panel"]):
                 continue
             task_id = _hex(bytes(event.args["taskId"]))
-            old = self.seats.load(task_id)
+            try:
+                old = self.seats.load(task_id)
+            except NodeError as err:
+                # Refusing the seat would stop the cursor, and every later seat with it; the
+                # unreadable record is replaced by the seat the chain just announced.
+                log.error("%s; replacing it with the new seat", err)
+                old = None
             if old is not None and old.drawn_block >= event.block_number:
                 continue  # seen before a restart
             seat = self._seat_from(event, task_id)
@@ -412,11 +468,19 @@ class Panelist(ChainJudge):
         if task is not None:
             try:
                 upheld, judged, reason = self._opinion(task)
-            except StoreUnavailable as err:
+            except (StoreUnavailable, LLMServerUnavailable) as err:
                 if self._now() < seat.vote_by - LAST_CALL_S:
                     raise  # judged again next tick
                 # Still unreachable at the last call: a default vote beats a slashed silence.
-                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"the store is down: {err}"
+                what = "store" if isinstance(err, StoreUnavailable) else "model server"
+                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"the {what} is down: {err}"
+            except (ChainUnavailable, TxReverted):
+                raise
+            except Exception as err:  # noqa: BLE001
+                # Whatever a hostile bundle or result makes the re-score raise, retrying it
+                # every tick would end in a missed vote and a slashed stake: vote the default.
+                log.exception("panel %s: re-scoring task %s failed", self.address, seat.task_id)
+                upheld, judged, reason = PANEL_DEFAULT_VOTE, False, f"cannot re-score: {err}"
         if not judged:
             log.warning(
                 "panel %s cannot judge task %s (%s); voting the default, %s",
@@ -447,7 +511,7 @@ class Panelist(ChainJudge):
     def _opinion(self, task: TaskOnChain) -> tuple[bool, bool, str]:
         try:
             judgement = self._judge_outcome(task)
-        except (StoreUnavailable, ChainUnavailable):
+        except (StoreUnavailable, ChainUnavailable, LLMServerUnavailable):
             raise  # transient: judge again next tick
         except (VerificationError, NodeError, StorageError) as err:
             return PANEL_DEFAULT_VOTE, False, f"cannot re-score: {err}"
@@ -461,7 +525,20 @@ class Panelist(ChainJudge):
         if not seat.evidence_cid:
             log.warning("panel %s: challenge of %s names no evidence", self.address, seat.task_id)
             return
+        if seat.task_id in self._evidence_read:
+            return  # a judgement retried after an outage: the evidence was logged already
+        self._evidence_read.add(seat.task_id)
         try:
+            # A missing block costs an IPFS fetch its whole timeout, on every panelist, for a
+            # document that never decides a vote: only a short probe is spent on it.
+            if not self.store.has(seat.evidence_cid):
+                log.warning(
+                    "panel %s: the evidence %s of task %s is not in the store; ignoring it",
+                    self.address,
+                    seat.evidence_cid,
+                    seat.task_id,
+                )
+                return
             evidence = load_evidence(self.store, seat.evidence_cid)
         except StoreUnavailable as err:
             log.warning("panel %s: evidence %s: %s", self.address, seat.evidence_cid, err)
@@ -470,6 +547,16 @@ class Panelist(ChainJudge):
                 "panel %s: ignoring the evidence of task %s: %s", self.address, seat.task_id, err
             )
         else:
+            mine = evidence.market.lower() == self.market.address.lower()
+            if evidence.task_id != seat.task_id or not mine:
+                log.warning(
+                    "panel %s: the evidence of task %s is about task %s on market %s; ignoring it",
+                    self.address,
+                    seat.task_id,
+                    evidence.task_id,
+                    evidence.market,
+                )
+                return
             log.info(
                 "panel %s: the challenger says %s failed %s: %s",
                 self.address,

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from chefsplan_agents.bundles import DEFAULT_MAX_BUNDLE_BYTES
 from chefsplan_agents.chain import Chain
@@ -50,7 +53,11 @@ from chefsplan_agents.node import (
     write_state_file,
 )
 from chefsplan_agents.storage import ContentStore
-from chefsplan_agents.verify._evidence import ChallengeEvidence, publish_evidence
+from chefsplan_agents.verify._evidence import (
+    ChallengeEvidence,
+    name_result_cid,
+    publish_evidence,
+)
 from chefsplan_agents.verify._judge import ChainJudge, OutcomeJudgement, TaskOnChain
 from chefsplan_agents.verify._rescore import RescoreMode
 
@@ -153,9 +160,18 @@ def _parse_meta(value: Any) -> dict[str, Any]:
     }
 
 
+_TASK_ID = re.compile(r"0x[0-9a-f]{64}")
+
+
 def _parse_record(raw: Any) -> WatchedTask:
     raw["stage"] = WatchStage(raw["stage"])
-    return WatchedTask(**raw)
+    record = WatchedTask(**raw)
+    # Checked here, not when a tick acts on it: a bad id must not fail every tick.
+    if not isinstance(record.task_id, str) or not _TASK_ID.fullmatch(record.task_id):
+        raise ValueError(f"task id {str(record.task_id)[:80]!r} is not 0x and 64 hex digits")
+    if not isinstance(record.posted_block, int):
+        raise TypeError(f"posted_block {str(record.posted_block)[:40]!r} is not a block number")
+    return record
 
 
 class Watcher(ChainJudge):
@@ -416,7 +432,17 @@ class Watcher(ChainJudge):
                 f"would challenge ({judgement.reason[:120]}), but the bond of {bond} wei "
                 f"passes the spending cap of {self.max_spend_wei} wei",
             )
-        cid = publish_evidence(self.store, self._evidence(task, judgement))
+        try:
+            evidence = self._evidence(task, judgement)
+        except ValidationError as err:  # a field from the chain no evidence may hold
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "document"
+            return self._finish(
+                record,
+                WatchStage.SKIPPED,
+                f"would challenge, but the evidence cannot name its {where}: {first['msg']}",
+            )
+        cid = publish_evidence(self.store, evidence)
         # Counted and saved before the transaction: a restart never posts a second bond.
         self._meta["spent_wei"] = self.spent_wei + bond
         self._meta["posted_wei"] = self.posted_wei + bond
@@ -468,16 +494,20 @@ class Watcher(ChainJudge):
 
     def _evidence(self, task: TaskOnChain, judgement: OutcomeJudgement) -> ChallengeEvidence:
         reveal, verdict = judgement.failed if judgement.failed else (None, None)
+        result_cid, reason = name_result_cid(
+            reveal.result_cid if reveal else None,
+            (verdict.reason if verdict else judgement.reason) or "re-score failed",
+        )
         return ChallengeEvidence(
             chain_id=self.chain.chain_id,
             market=self.market.address,
             task_id=_hex(task.task_id),
             bundle_cid=task.bundle_cid,
             provider=reveal.provider if reveal else None,
-            result_cid=reveal.result_cid if reveal else None,
+            result_cid=result_cid,
             output_hash=_hex(reveal.output_hash) if reveal else None,
             check=(verdict.check or "rescore") if verdict else "unavailable",
-            reason=(verdict.reason if verdict else judgement.reason)[:500] or "re-score failed",
+            reason=reason[:500],
             model_sha256=self.llm.info.sha256,
             mode=self.mode,
             max_gap=verdict.max_gap if verdict else 0.0,

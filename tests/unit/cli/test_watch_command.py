@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from chefsplan_agents.cli import _watch as watch_cli
 from chefsplan_agents.cli import run
+from chefsplan_agents.errors import ChainUnavailable
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
 
@@ -58,3 +61,46 @@ def test_bad_flags_are_one_line(
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], captured.err
     assert captured.out == ""
+
+
+class _FlakyWatcher:
+    """A watcher whose chain node drops out for a few passes, then finishes one task."""
+
+    def __init__(self, outages: int) -> None:
+        self.outages = outages
+        self.finished = 0
+        self.busy = False
+
+    def tick(self) -> int:
+        if self.outages:
+            self.outages -= 1
+            raise ChainUnavailable("cannot reach the chain node at http://127.0.0.1:9")
+        self.finished = 1
+        return 1
+
+
+def test_a_long_running_watch_backs_off_through_a_chain_outage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RPC node restarting used to end `chefsplan watch` (and its challenges in flight)."""
+    slept: list[float] = []
+    monkeypatch.setattr(watch_cli.time, "sleep", slept.append)
+    watcher = _FlakyWatcher(outages=3)
+    where = SimpleNamespace(devnet=None)
+
+    watch_cli._loop(watcher, where, max_tasks=1, once=False, poll=0.5)  # type: ignore[arg-type]
+
+    assert watcher.finished == 1 and len(slept) == 3 and slept == sorted(slept)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all("cannot reach the chain node" in line for line in lines)
+
+
+def test_watch_once_still_reports_a_chain_outage() -> None:
+    with pytest.raises(ChainUnavailable):
+        watch_cli._loop(
+            _FlakyWatcher(outages=1),  # type: ignore[arg-type]
+            SimpleNamespace(devnet=None),  # type: ignore[arg-type]
+            max_tasks=0,
+            once=True,
+            poll=0.0,
+        )

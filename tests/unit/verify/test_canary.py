@@ -28,10 +28,12 @@ from chefsplan_agents.tools._core import _bounty
 from chefsplan_agents.verify import (
     CanaryPolicy,
     CanaryPool,
+    CanaryVerdict,
     KnownAnswer,
     ProviderStats,
     RescoreVerdict,
     canary_bounty,
+    canary_evidence,
     check_canary,
     known_answer,
     load_evidence,
@@ -487,3 +489,22 @@ def _changed(answer: KnownAnswer, llm: LlamaCppBackend, real: TaskHandle) -> Any
     identity = Identity.generate()
     result = honest_result(real.bundle, real.bundle_cid, llm, identity)
     return result.model_copy(update={"token_ids": (*result.token_ids, 1)})
+
+
+def test_a_canary_result_revealed_under_a_malformed_cid_still_makes_evidence() -> None:
+    """The CID is the provider's to choose: one no evidence may name used to raise a pydantic
+    ValidationError out of the requester's canary check (and leave the canary pending)."""
+    evidence = canary_evidence(
+        chain_id=1,
+        market="0x" + "11" * 20,
+        task_id="0x" + "22" * 32,
+        bundle_cid="bafkreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua",
+        provider="0x" + "33" * 20,
+        result_cid="bafk/not:a cid\n" + "x" * 1000,
+        output_hash="0x" + "44" * 32,
+        model_sha256="55" * 32,
+        verdict=CanaryVerdict("failed", "the revealed result is unusable"),
+    )
+    assert evidence.result_cid is None
+    assert "bafk/not:a cid" in evidence.reason and len(evidence.reason) <= 500
+    assert evidence.reason.endswith("the revealed result is unusable")

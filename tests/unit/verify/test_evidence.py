@@ -12,6 +12,7 @@ from chefsplan_agents.verify import (
     MAX_EVIDENCE_BYTES,
     ChallengeEvidence,
     load_evidence,
+    name_result_cid,
     publish_evidence,
 )
 
@@ -70,3 +71,18 @@ def test_oversized_evidence_is_not_published() -> None:
     long = ChallengeEvidence.model_construct(**{**GOOD, "reason": "x" * (MAX_EVIDENCE_BYTES + 1)})
     with pytest.raises(InvalidEvidence, match="over the 16384-byte limit"):
         publish_evidence(MemoryCidStore(), long)
+
+
+@pytest.mark.parametrize("cid", ["bafk/not:a cid", "b" * 129, "", "Qm\n" + "x" * 5000])
+def test_a_result_cid_no_evidence_may_hold_is_quoted_not_named(cid: str) -> None:
+    """Revealed by the provider: building its evidence must not fail on it."""
+    named, reason = name_result_cid(cid, "it failed")
+    evidence = ChallengeEvidence(**{**GOOD, "result_cid": named, "reason": reason[:500]})
+    assert evidence.result_cid is None and reason.endswith("it failed")
+    assert repr(cid[:20])[:-1] in reason and len(reason) < 300
+
+
+def test_a_well_formed_result_cid_is_named() -> None:
+    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    assert name_result_cid(cid, "it failed") == (cid, "it failed")
+    assert name_result_cid(None, "it failed") == (None, "it failed")

@@ -16,6 +16,7 @@ from chefsplan_agents.errors import NoQuorum, StoreUnavailable
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts, VoteState
 from chefsplan_agents.node import ProviderNode
+from chefsplan_agents.storage import compute_cid
 from chefsplan_agents.testing import Lazy
 from chefsplan_agents.verify import ChallengeEvidence, Panelist, PanelStage, publish_evidence
 
@@ -318,3 +319,167 @@ def test_a_panel_whose_store_stays_down_votes_the_default_at_the_last_call(
         seat = _panelist(node).seat(handle.task_id)
         assert seat is not None and not seat.judged and "store is down" in seat.reason
         assert _stakes(net)[node.address] == stakes[node.address]
+
+
+class _NoContextCheck:
+    """A provider's model that says every prompt fits: a cheater that reveals a result for a
+    task no honest model can re-score (its prompt overflows the context)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def tokenize(self, text: str, *args: object, **kwargs: object) -> list[int]:
+        return [1]
+
+
+def test_a_task_the_panel_cannot_rescore_gets_the_default_vote_not_silence(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    net.nodes[0].llm = _NoContextCheck(net.nodes[0].llm)  # type: ignore[assignment]
+    handle = net.delegate(
+        "word " * 800,  # thousands of tokens: over every panelist's 512-token context
+        assignee=net.nodes[0].address,
+        timeouts=_WINDOW,
+        params=GenerationParams(max_tokens=12),
+    )
+    for _ in range(20):
+        if _events(net, "ResultRevealed", handle):
+            break
+        net.step()
+    assert _events(net, "ResultRevealed", handle)
+    stakes = _stakes(net)
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+    panel = _panel(net, handle)
+
+    finalized = _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    assert TaskResult(int(finalized.args["result"])) is TaskResult.ACCEPTED
+    for node in panel:
+        seat = _panelist(node).seat(handle.task_id)
+        assert seat is not None and not seat.judged and "context" in seat.reason
+        assert _stakes(net)[node.address] == stakes[node.address]
+
+
+def test_a_node_drawn_for_many_panels_rescores_a_few_a_tick_and_still_votes_on_all(
+    honest_net: Devnet,
+) -> None:
+    """A flood of challenges must not turn one node tick into dozens of re-scores (its own
+    tasks wait for the tick to end), nor cost any panelist its vote."""
+    net = honest_net
+    handles = [
+        net.delegate(
+            f"Say hi {i}",
+            assignee=net.nodes[0].address,
+            timeouts=_WINDOW,
+            params=GenerationParams(max_tokens=12),
+        )
+        for i in range(4)
+    ]
+    for _ in range(30):
+        if all(_events(net, "ResultRevealed", h) for h in handles):
+            break
+        net.step()
+    challenger = _funded(net)
+    for h in handles:
+        net.market.challenge(h.params, _evidence(net, h), sender=challenger)
+    # Four panels of three from the four other nodes: someone sits on at least three.
+    busiest = max(net.nodes, key=lambda n: sum(n in _panel(net, h) for h in handles))
+    drawn = [h for h in handles if busiest in _panel(net, h)]
+    assert len(drawn) >= 3
+    panelist = _panelist(busiest)
+
+    busiest.tick()
+
+    judged = [h for h in drawn if panelist.seat(h.task_id).stage is not PanelStage.DRAWN]  # type: ignore[union-attr]
+    assert len(judged) == panelist.judgements_per_tick < len(drawn)
+    for h in handles:
+        _drive(net, h)
+        resolved = _events(net, "ChallengeResolved", h)[0]
+        assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    for h in drawn:
+        seat = panelist.seat(h.task_id)
+        assert seat is not None and seat.judged and seat.stage is PanelStage.DONE
+
+
+def test_a_garbage_seat_file_does_not_silence_the_panelist_on_its_other_seats(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    for node in net.nodes:
+        folder = _panelist(node).seats.path
+        (folder / ("0x" + "ab" * 32 + ".json")).write_bytes(b"[" * 200_000)
+        (folder / ("0x" + "cd" * 32 + ".json")).write_text('{"task_id": "0xabc"}')
+    c = _challenged(net)
+
+    _drive(net, c.handle)
+
+    resolved = _events(net, "ChallengeResolved", c.handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+
+
+def test_evidence_that_is_not_in_the_store_is_never_waited_for(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On IPFS a missing block costs a full fetch timeout: evidence, which never decides a
+    vote, must not cost a panelist (and the node's own tasks) that wait on every judgement."""
+    net = cheating_net
+    absent = compute_cid(b"evidence nobody stored")
+    fetched: list[str] = []
+    real_get = net.store.get
+
+    def counting_get(cid: str, *, max_bytes: int | None = None) -> bytes:
+        fetched.append(cid)
+        return real_get(cid, max_bytes=max_bytes)
+
+    monkeypatch.setattr(net.store, "get", counting_get)
+    c = _challenged(net, lambda _net, _handle: absent)
+
+    _drive(net, c.handle)
+
+    resolved = _events(net, "ChallengeResolved", c.handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3
+    assert absent not in fetched
+
+
+def test_a_rescore_that_raises_anything_still_gets_a_vote_in(
+    cheating_net: Devnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever hostile content makes the re-score raise, a panelist retrying it every tick
+    would miss the vote and be slashed: it votes the default instead."""
+    net = cheating_net
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise IndexError("a re-score bug some crafted result reaches")
+
+    monkeypatch.setattr("chefsplan_agents.verify._judge.rescore_result", broken)
+    c = _challenged(net)
+
+    _drive(net, c.handle)
+
+    resolved = _events(net, "ChallengeResolved", c.handle)[0]
+    assert resolved.args["upheld"] is False and int(resolved.args["rejectVotes"]) == 3
+    for node in c.panel:
+        seat = _panelist(node).seat(c.handle.task_id)
+        assert seat is not None and not seat.judged and "re-score bug" in seat.reason
+        assert _stakes(net)[node.address] == c.stakes[node.address]
+
+
+def test_a_garbage_file_where_a_new_seat_goes_does_not_stop_the_panelist(
+    cheating_net: Devnet,
+) -> None:
+    net = cheating_net
+    handle = _revealed_task(net)
+    for node in net.nodes:
+        (_panelist(node).seats.path / f"0x{handle.task_id.hex()}.json").write_text("{garbage")
+    net.market.challenge(handle.params, _evidence(net, handle), sender=_funded(net))
+
+    _drive(net, handle)
+
+    resolved = _events(net, "ChallengeResolved", handle)[0]
+    assert resolved.args["upheld"] is True and int(resolved.args["upholdVotes"]) == 3

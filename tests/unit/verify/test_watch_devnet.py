@@ -11,7 +11,7 @@ from devnet_helpers import tiny_devnet
 
 from chefsplan_agents.bundles import GenerationParams
 from chefsplan_agents.devnet import Devnet
-from chefsplan_agents.errors import ConfigError
+from chefsplan_agents.errors import ConfigError, NodeError
 from chefsplan_agents.identity import Identity
 from chefsplan_agents.llm import LlamaCppBackend
 from chefsplan_agents.market import TaskHandle, TaskResult, Timeouts
@@ -120,3 +120,107 @@ def test_a_state_folder_of_another_market_is_refused(
     (state / "watch.json").write_text(other + '"seed": "00", "spent_wei": 0}')
     with pytest.raises(ConfigError, match="another --state-dir"):
         Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
+
+
+class _RevealsAsCid:
+    """A provider's store that stores its result but hands back ``cid`` to reveal instead."""
+
+    def __init__(self, inner: object, cid: str) -> None:
+        self._inner, self._cid = inner, cid
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def put(self, data: bytes, *args: object, **kwargs: object) -> str:
+        self._inner.put(data, *args, **kwargs)  # type: ignore[attr-defined]
+        return self._cid
+
+
+def test_a_result_revealed_under_a_malformed_cid_is_challenged_not_a_crash(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    """A cheater that reveals a CID no evidence may name must not stop every watcher."""
+    net.nodes[0].store = _RevealsAsCid(net.nodes[0].store, "bafk/not:a cid")  # type: ignore[assignment]
+    events: list[WatchEvent] = []
+    watcher = _watcher(net, scripted, tmp_path / "watch", events)
+    net.add_watcher(watcher)
+    forged = _post(net, 0)
+
+    for _ in range(80):
+        if _settled(net, forged) and not watcher.busy:
+            break
+        net.step()
+    else:
+        raise AssertionError("the task never settled")
+
+    assert _settled(net, forged) is TaskResult.OVERTURNED
+    challenged = net.market.events("TaskChallenged")
+    evidence = load_evidence(net.store, str(challenged[0].args["evidenceCid"]))
+    assert evidence.provider == net.nodes[0].address and evidence.result_cid is None
+    assert "bafk/not:a cid" in evidence.reason
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "says"),
+    [
+        # json.loads on ~100 kB of "[" overflows the C stack: the process died with SIGSEGV.
+        ("watch.json", b"[" * 200_000, "nests"),
+        ("watch.json", b'{"pad": "' + b"x" * (5 << 20) + b'"}', "bytes"),
+        # A record whose task id is not one: the first tick died in bytes.fromhex.
+        (
+            "tasks/0xabc.json",
+            b'{"task_id": "0xabc", "posted_block": 1, "stage": "watching"}',
+            "0xabc",
+        ),
+    ],
+    ids=["deep", "huge", "bad-task-id"],
+)
+def test_a_garbage_state_folder_is_one_clear_error(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path, file: str, content: bytes, says: str
+) -> None:
+    state = tmp_path / "watch"
+    (state / "tasks").mkdir(parents=True)
+    (state / file).write_bytes(content)
+    with pytest.raises(NodeError, match="move it away") as caught:
+        Watcher(net.nodes[1].address, net.chain, net.market, net.store, scripted, state_dir=state)
+    message = str(caught.value)
+    assert says in message and "\n" not in message and len(message) < 400
+
+
+class _NoContextCheck:
+    """A cheater's model that says every prompt fits its context."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def tokenize(self, text: str, *args: object, **kwargs: object) -> list[int]:
+        return [1]
+
+
+def test_a_task_the_watcher_cannot_rescore_is_skipped_once(
+    net: Devnet, scripted: LlamaCppBackend, tmp_path: Path
+) -> None:
+    """A prompt over the watcher's context used to raise out of every tick (a full re-score
+    attempt each time) until the window closed; it is a task the watcher cannot check."""
+    net.nodes[0].llm = _NoContextCheck(net.nodes[0].llm)  # type: ignore[assignment]
+    events: list[WatchEvent] = []
+    watcher = _watcher(net, scripted, tmp_path / "watch", events)
+    net.add_watcher(watcher)
+    handle = net.delegate(
+        "word " * 800,
+        assignee=net.nodes[0].address,
+        timeouts=Timeouts(challenge_window=3600),
+        params=GenerationParams(max_tokens=12),
+    )
+    for _ in range(40):
+        record = watcher.record(handle.task_id)
+        if record is not None and record.stage.decided:
+            break
+        net.step()
+    record = watcher.record(handle.task_id)
+    assert record is not None and record.stage is WatchStage.SKIPPED
+    assert "context" in record.reason
+    assert net.market.events("TaskChallenged") == []
