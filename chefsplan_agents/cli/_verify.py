@@ -32,9 +32,9 @@ def verify_command(
     """Re-score a result with a local model (one prefill pass over prompt and output) and
     print the verdict; exit 1 if it fails.
 
-    Both bundles are read by CID from the configured store (the storage settings) and their signatures
-    checked; the verifier's model ranks the claimed tokens and compares the committed top-k
-    fingerprint.
+    Both bundles are read by CID from the configured store (the storage settings) and their
+    signatures checked; the verifier's model ranks the claimed tokens and compares the
+    committed top-k fingerprint.
     """
     current = settings()
     llm_settings = current.llm if model is None else current.llm.model_copy(update={"model": model})
