@@ -89,7 +89,6 @@ from chefsplan_agents.verify import (
     RevealedResult,
     VerificationPolicy,
     judge_outcome,
-    name_result_cid,
     publish_evidence,
     read_task,
 )
@@ -582,22 +581,21 @@ class _Run:
         network = self.network
         handle = task.handle
         offender, verdict = failed if failed is not None else (None, None)
-        result_cid, reason = name_result_cid(offender.result_cid if offender else None, reason)
-        evidence = ChallengeEvidence(
+        evidence = ChallengeEvidence.about(
             chain_id=network.chain.chain_id,
             market=network.market.address,
             task_id=task.task_id,
             bundle_cid=handle.bundle_cid,
             provider=offender.provider if offender else None,
-            result_cid=result_cid,
+            result_cid=offender.result_cid if offender else None,
             output_hash="0x" + offender.output_hash.hex() if offender else None,
             # An unreadable result fails before any re-score check runs.
             check=verdict.check if verdict and verdict.check else "result",
-            reason=" ".join(reason.split())[:500],
+            reason=reason,
             model_sha256=handle.bundle.model.sha256,
             mode=verdict.mode if verdict else "",
-            max_gap=_finite(verdict.max_gap) if verdict else 0.0,
-            max_drift=_finite(verdict.max_drift) if verdict else 0.0,
+            max_gap=verdict.max_gap if verdict else 0.0,
+            max_drift=verdict.max_drift if verdict else 0.0,
         )
         try:
             cid = publish_evidence(network.store, evidence)
@@ -636,10 +634,6 @@ class _Run:
             except (MarketError, VerificationError) as err:
                 # Overturned, no quorum, or a forged result that was not drawn for a check.
                 log.info("task %s: %s", task.task_id, err)
-
-
-def _finite(value: float) -> float:
-    return value if 0.0 <= value < float("inf") else 0.0
 
 
 def _hex_id(raw: object) -> str:

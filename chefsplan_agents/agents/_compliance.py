@@ -153,7 +153,7 @@ def challenge_task(
         raise InsufficientFunds(
             f"requester {network.address} holds {balance} wei, the challenge bond is {bond}"
         )
-    evidence = ChallengeEvidence(
+    evidence = ChallengeEvidence.about(
         chain_id=network.chain.chain_id,
         market=network.market.address,
         task_id="0x" + handle.task_id.hex(),
@@ -162,7 +162,7 @@ def challenge_task(
         result_cid=offender.result_cid if offender else None,
         output_hash=offender.output_hash if offender else None,
         check=check,
-        reason=" ".join(reason.split())[:500] or check,
+        reason=reason,
         model_sha256=handle.bundle.model.sha256,
     )
     evidence_cid = publish_evidence(network.store, evidence)

@@ -53,7 +53,7 @@ from chefsplan_agents.bundles import (
 from chefsplan_agents.errors import VerificationError
 from chefsplan_agents.llm import LLMBackend
 from chefsplan_agents.node import task_prompt
-from chefsplan_agents.verify._evidence import ChallengeEvidence, name_result_cid
+from chefsplan_agents.verify._evidence import ChallengeEvidence
 from chefsplan_agents.verify._policy import ProviderStats
 from chefsplan_agents.verify._rescore import RescoreVerdict, rescore_result
 
@@ -463,26 +463,21 @@ def canary_evidence(
     if verdict.passed:
         raise VerificationError("only a failed canary is evidence for a challenge")
     rescore = verdict.rescore
-    named, reason = name_result_cid(result_cid, " ".join(verdict.reason.split()) or "canary failed")
-    return ChallengeEvidence(
+    return ChallengeEvidence.about(
         chain_id=chain_id,
         market=market,
         task_id=task_id,
         bundle_cid=bundle_cid,
         provider=provider,
-        result_cid=named,
+        result_cid=result_cid,
         output_hash=output_hash,
         check="canary",
-        reason=reason[:500],
+        reason=verdict.reason or "canary failed",
         model_sha256=model_sha256,
         mode=rescore.mode if rescore else "",
-        max_gap=_finite(rescore.max_gap) if rescore else 0.0,
-        max_drift=_finite(rescore.max_drift) if rescore else 0.0,
+        max_gap=rescore.max_gap if rescore else 0.0,
+        max_drift=rescore.max_drift if rescore else 0.0,
     )
-
-
-def _finite(x: float) -> float:
-    return x if 0.0 <= x < float("inf") else 0.0
 
 
 OutcomeStatus = Literal["match", "drift", "failed", "unrevealed", "unchecked"]

@@ -44,6 +44,7 @@ CID_PATTERN: Final = r"^[A-Za-z0-9]{1,128}$"
 _CID = CID_PATTERN
 _CID_RE = re.compile(CID_PATTERN)
 _SHA256 = r"^[0-9a-f]{64}$"
+_MAX_REASON = 500
 
 
 class ChallengeEvidence(BaseModel):
@@ -81,12 +82,56 @@ class ChallengeEvidence(BaseModel):
     result_cid: str | None = Field(default=None, pattern=_CID)
     output_hash: str | None = Field(default=None, pattern=_HEX32)
     check: str = Field(min_length=1, max_length=32, pattern=r"^[a-z_-]+$")
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=_MAX_REASON)
     model_sha256: str | None = Field(default=None, pattern=_SHA256)
     mode: str = Field(default="", max_length=16)
     position: int | None = Field(default=None, ge=0)
     max_gap: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_drift: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+
+    @classmethod
+    def about(
+        cls,
+        *,
+        chain_id: int,
+        market: str,
+        task_id: str,
+        bundle_cid: str,
+        check: str,
+        reason: str,
+        provider: str | None = None,
+        result_cid: str | None = None,
+        output_hash: str | None = None,
+        model_sha256: str | None = None,
+        mode: str = "",
+        max_gap: float = 0.0,
+        max_drift: float = 0.0,
+    ) -> ChallengeEvidence:
+        """Evidence whose free-form parts are made to fit, so building it never fails on what
+        a provider chose: the reason on one line and cut to 500 characters, a result CID no
+        evidence may name left out and quoted in the reason (:func:`name_result_cid`), gaps
+        that are not finite numbers (an impossible token) recorded as 0.
+
+        Raises:
+            pydantic.ValidationError: A field the caller controls is malformed (a task id,
+                an address, a CID of its own).
+        """
+        result_cid, reason = name_result_cid(result_cid, reason)
+        return cls(
+            chain_id=chain_id,
+            market=market,
+            task_id=task_id,
+            bundle_cid=bundle_cid,
+            provider=provider,
+            result_cid=result_cid,
+            output_hash=output_hash,
+            check=check,
+            reason=" ".join(reason.split())[:_MAX_REASON] or check,
+            model_sha256=model_sha256,
+            mode=mode,
+            max_gap=_finite(max_gap),
+            max_drift=_finite(max_drift),
+        )
 
     def encode(self) -> bytes:
         """The canonical bytes stored on IPFS."""
@@ -94,6 +139,10 @@ class ChallengeEvidence(BaseModel):
 
 
 _LINE = re.compile(r"[\r\n]+")
+
+
+def _finite(value: float) -> float:
+    return value if 0.0 <= value < float("inf") else 0.0
 
 
 def name_result_cid(result_cid: str | None, reason: str) -> tuple[str | None, str]:

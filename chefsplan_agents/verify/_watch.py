@@ -55,7 +55,6 @@ from chefsplan_agents.node import (
 from chefsplan_agents.storage import ContentStore
 from chefsplan_agents.verify._evidence import (
     ChallengeEvidence,
-    name_result_cid,
     publish_evidence,
 )
 from chefsplan_agents.verify._judge import ChainJudge, OutcomeJudgement, TaskOnChain
@@ -494,20 +493,16 @@ class Watcher(ChainJudge):
 
     def _evidence(self, task: TaskOnChain, judgement: OutcomeJudgement) -> ChallengeEvidence:
         reveal, verdict = judgement.failed if judgement.failed else (None, None)
-        result_cid, reason = name_result_cid(
-            reveal.result_cid if reveal else None,
-            (verdict.reason if verdict else judgement.reason) or "re-score failed",
-        )
-        return ChallengeEvidence(
+        return ChallengeEvidence.about(
             chain_id=self.chain.chain_id,
             market=self.market.address,
             task_id=_hex(task.task_id),
             bundle_cid=task.bundle_cid,
             provider=reveal.provider if reveal else None,
-            result_cid=result_cid,
+            result_cid=reveal.result_cid if reveal else None,
             output_hash=_hex(reveal.output_hash) if reveal else None,
             check=(verdict.check or "rescore") if verdict else "unavailable",
-            reason=reason[:500],
+            reason=(verdict.reason if verdict else judgement.reason) or "re-score failed",
             model_sha256=self.llm.info.sha256,
             mode=self.mode,
             max_gap=verdict.max_gap if verdict else 0.0,

@@ -86,3 +86,27 @@ def test_a_well_formed_result_cid_is_named() -> None:
     cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
     assert name_result_cid(cid, "it failed") == (cid, "it failed")
     assert name_result_cid(None, "it failed") == (None, "it failed")
+
+
+def test_evidence_about_a_providers_strings_always_builds() -> None:
+    # What the provider chose (its result CID, the verdict's numbers) cannot make building
+    # the evidence of its own result fail.
+    evidence = ChallengeEvidence.about(
+        **{k: v for k, v in GOOD.items() if k not in ("position", "max_gap")},  # type: ignore[arg-type]
+        max_gap=float("inf"),
+    )
+    assert evidence.max_gap == 0.0 and evidence.reason == GOOD["reason"]
+    odd = ChallengeEvidence.about(
+        chain_id=31337,
+        market=GOOD["market"],  # type: ignore[arg-type]
+        task_id=TASK,
+        bundle_cid=GOOD["bundle_cid"],  # type: ignore[arg-type]
+        check="token",
+        reason="line one\nline two " + "x" * 900,
+        result_cid="bafk/not:a cid",
+        max_drift=float("nan"),
+    )
+    assert odd.result_cid is None and "'bafk/not:a cid' is malformed" in odd.reason
+    assert "\n" not in odd.reason and len(odd.reason) == 500 and odd.max_drift == 0.0
+    store = MemoryCidStore()
+    assert load_evidence(store, publish_evidence(store, odd)) == odd
